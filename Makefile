@@ -1,0 +1,137 @@
+# splitter: the entry point for building, testing and demoing.
+# `make help` lists the targets.
+
+SHELL := bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+ROOT := $(CURDIR)
+BIN := $(ROOT)/bin
+GO ?= go
+
+# Pinned tools: each version is pinned once, in hack/tools/<name>/go.mod.
+tool_version = $(shell cd $(ROOT)/hack/tools/$(1) && $(GO) list -m -f '{{.Version}}' $(2))
+K8S_VERSION := $(call tool_version,kube,k8s.io/kubernetes)
+ETCD_VERSION := $(call tool_version,etcd,go.etcd.io/etcd/server/v3)
+KWOK_VERSION := $(call tool_version,kwok,sigs.k8s.io/kwok)
+CONTROLLER_GEN_VERSION := $(call tool_version,controller-gen,sigs.k8s.io/controller-tools)
+
+KUBE_DIR := $(BIN)/kube-$(K8S_VERSION)
+ETCD := $(BIN)/etcd-$(ETCD_VERSION)/etcd
+KWOK_DIR := $(BIN)/kwok-$(KWOK_VERSION)
+KWOK := $(KWOK_DIR)/kwok
+CONTROLLER_GEN := $(BIN)/controller-gen-$(CONTROLLER_GEN_VERSION)/controller-gen
+PROMETHEUS ?= $(shell command -v prometheus 2>/dev/null || echo /usr/bin/prometheus)
+
+# Unstamped Kubernetes binaries report v0.0.0-master, which clients refuse.
+KUBE_MINOR := $(word 2,$(subst ., ,$(K8S_VERSION)))
+KUBE_LDFLAGS := -s -w \
+	-X k8s.io/component-base/version.gitVersion=$(K8S_VERSION) \
+	-X k8s.io/component-base/version.gitMajor=1 \
+	-X k8s.io/component-base/version.gitMinor=$(KUBE_MINOR) \
+	-X k8s.io/client-go/pkg/version.gitVersion=$(K8S_VERSION) \
+	-X k8s.io/client-go/pkg/version.gitMajor=1 \
+	-X k8s.io/client-go/pkg/version.gitMinor=$(KUBE_MINOR)
+
+# What the test bed needs, handed to Go tests and the testbed command.
+export TESTBED_ETCD := $(ETCD)
+export TESTBED_KUBE_APISERVER := $(KUBE_DIR)/kube-apiserver
+export TESTBED_KUBE_CONTROLLER_MANAGER := $(KUBE_DIR)/kube-controller-manager
+export TESTBED_KUBE_SCHEDULER := $(KUBE_DIR)/kube-scheduler
+export TESTBED_KWOK := $(KWOK)
+export TESTBED_KWOK_STAGES := $(KWOK_DIR)/stages
+export TESTBED_PROMETHEUS := $(PROMETHEUS)
+export TESTBED_ISTIO_CRDS = $(shell $(GO) list -m -f '{{.Dir}}' istio.io/api)/kubernetes/customresourcedefinitions.gen.yaml
+export TESTBED_CRDS := $(ROOT)/deploy/crds
+export TESTBED_STATE := $(ROOT)/.testbed
+export CONTROLLER_GEN
+
+GO_TEST_FLAGS ?=
+TESTBED := $(BIN)/testbed
+
+##@ General
+
+.PHONY: help
+help: ## List the targets.
+	@awk 'BEGIN {FS = ":.*##"} /^[a-zA-Z_-]+:.*?##/ { printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2 } /^##@/ { printf "\n%s\n", substr($$0, 5) }' $(MAKEFILE_LIST)
+
+##@ Development
+
+.PHONY: build
+build: ## Build the splitter binary into bin/.
+	$(GO) build -trimpath -o $(BIN)/splitter ./cmd/splitter
+
+.PHONY: manifests
+manifests: $(CONTROLLER_GEN) ## Generate CRDs (deploy/crds) and deepcopy code with controller-gen.
+	$(CONTROLLER_GEN) object paths=./api/...
+	$(CONTROLLER_GEN) crd paths=./api/... output:crd:artifacts:config=deploy/crds
+
+.PHONY: lint
+lint: ## gofmt and go vet.
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+
+.PHONY: test
+test: tools prometheus ## Run every test: unit, generated-file freshness, and the test bed end-to-end.
+	$(GO) vet ./...
+	SPLITTER_REQUIRE_TESTBED=1 $(GO) test -count=1 -timeout 30m $(GO_TEST_FLAGS) ./...
+
+.PHONY: bench
+bench: tools prometheus $(TESTBED) ## Report (not assert) build and test bed figures.
+	$(GO) test -run '^$$' -bench . -benchtime 1x -count 1 -timeout 30m ./test/... | tee $(BIN)/bench.txt
+	hack/bench-build.sh
+
+##@ Test bed
+
+.PHONY: testbed-up
+testbed-up: tools prometheus $(TESTBED) ## Start the local cluster in the background (.testbed/kubeconfig).
+	$(TESTBED) up --detach
+
+.PHONY: testbed-down
+testbed-down: $(TESTBED) ## Stop the local cluster started by testbed-up.
+	$(TESTBED) down
+
+.PHONY: demo
+demo: tools prometheus $(TESTBED) ## Test bed + sample app; prints the traffic split until Ctrl-C (DEMO_ONCE=1: once).
+	$(TESTBED) demo
+
+.PHONY: $(TESTBED)
+$(TESTBED):
+	$(GO) build -o $@ ./test/testbed/cmd/testbed
+
+##@ Tools
+
+.PHONY: tools
+tools: $(ETCD) $(KUBE_DIR)/kube-apiserver $(KWOK) $(CONTROLLER_GEN) ## Build the pinned tools into bin/ (cached per user).
+
+$(ETCD):
+	hack/build-tool.sh etcd go.etcd.io/etcd/server/v3 etcd=go.etcd.io/etcd/server/v3 -- -ldflags "-s -w"
+
+$(KUBE_DIR)/kube-apiserver:
+	hack/build-tool.sh kube k8s.io/kubernetes \
+		k8s.io/kubernetes/cmd/kube-apiserver \
+		k8s.io/kubernetes/cmd/kube-controller-manager \
+		k8s.io/kubernetes/cmd/kube-scheduler -- -ldflags "$(KUBE_LDFLAGS)"
+
+$(KWOK):
+	hack/build-tool.sh kwok sigs.k8s.io/kwok sigs.k8s.io/kwok/cmd/kwok -- -ldflags "-s -w"
+	mkdir -p $(KWOK_DIR)/stages
+	src=$$(cd hack/tools/kwok && $(GO) list -m -f '{{.Dir}}' sigs.k8s.io/kwok)/kustomize/stage; \
+	  install -m 0644 $$src/node/fast/node-initialize.yaml $$src/node/heartbeat/node-heartbeat.yaml \
+	    $$src/pod/fast/pod-ready.yaml $$src/pod/fast/pod-complete.yaml $$src/pod/fast/pod-delete.yaml $(KWOK_DIR)/stages/
+
+$(CONTROLLER_GEN):
+	hack/build-tool.sh controller-gen sigs.k8s.io/controller-tools sigs.k8s.io/controller-tools/cmd/controller-gen -- -ldflags "-s -w"
+
+.PHONY: prometheus
+prometheus: ## Install Prometheus from Debian's packages when missing.
+	@if [ -x "$(PROMETHEUS)" ]; then exit 0; fi; \
+	if [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then \
+	  echo "Prometheus is missing: install it (Debian: apt-get install prometheus) or set PROMETHEUS=/path/to/prometheus"; exit 1; fi; \
+	echo ">> installing prometheus from Debian's packages"; \
+	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null || { \
+	  echo "apt-get could not install prometheus: install it by hand or set PROMETHEUS=/path/to/prometheus"; exit 1; }
+
+.PHONY: clean
+clean: ## Remove bin/ and the test bed's state (the per-user tool cache stays).
+	rm -rf $(BIN) $(TESTBED_STATE)

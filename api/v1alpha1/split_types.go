@@ -1,0 +1,232 @@
+package v1alpha1
+
+import (
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// Annotations a user puts on a Deployment.
+const (
+	// PolicyAnnotation opts a Deployment in and names its SplitPolicy.
+	PolicyAnnotation = "splitter.dev/policy"
+	// ServiceAnnotation names the workload's Service when selector overlap is ambiguous.
+	ServiceAnnotation = "splitter.dev/service"
+	// VirtualServiceAnnotation names a user-owned VirtualService whose
+	// route weights (and nothing else) splitter may change.
+	VirtualServiceAnnotation = "splitter.dev/virtual-service"
+)
+
+// Color is one of the two Deployments a workload runs as.
+// +kubebuilder:validation:Enum=blue;green
+type Color string
+
+const (
+	Blue  Color = "blue"
+	Green Color = "green"
+)
+
+// Other returns the opposite color.
+func (c Color) Other() Color {
+	if c == Blue {
+		return Green
+	}
+	return Blue
+}
+
+// Phase is where a Split is in its release.
+// +kubebuilder:validation:Enum=Idle;Preparing;Shifting;AwaitingApproval;Promoting;RollingBack;RolledBack
+type Phase string
+
+const (
+	PhaseIdle             Phase = "Idle"
+	PhasePreparing        Phase = "Preparing"
+	PhaseShifting         Phase = "Shifting"
+	PhaseAwaitingApproval Phase = "AwaitingApproval"
+	PhasePromoting        Phase = "Promoting"
+	PhaseRollingBack      Phase = "RollingBack"
+	PhaseRolledBack       Phase = "RolledBack"
+)
+
+// Verdict is the outcome of one check. Lack of evidence is never a Pass.
+// +kubebuilder:validation:Enum=Pass;Fail;Inconclusive;Error
+type Verdict string
+
+const (
+	VerdictPass         Verdict = "Pass"
+	VerdictFail         Verdict = "Fail"
+	VerdictInconclusive Verdict = "Inconclusive"
+	VerdictError        Verdict = "Error"
+)
+
+// Outcome is how a release ended.
+// +kubebuilder:validation:Enum=Promoted;RolledBack;Superseded;Aborted
+type Outcome string
+
+const (
+	OutcomePromoted   Outcome = "Promoted"
+	OutcomeRolledBack Outcome = "RolledBack"
+	OutcomeSuperseded Outcome = "Superseded"
+	OutcomeAborted    Outcome = "Aborted"
+)
+
+// SplitSpec records what the workload's annotations asked for. The
+// controller writes it from the Deployment; users act on a Split through
+// its annotations (approve, abort) or the kubectl plugin.
+type SplitSpec struct {
+	// Workload is the name of the user's Deployment (the template).
+	// +kubebuilder:validation:MinLength=1
+	Workload string `json:"workload"`
+
+	// Policy is the name of the SplitPolicy in the same namespace.
+	// +kubebuilder:validation:MinLength=1
+	Policy string `json:"policy"`
+
+	// Service is the Service that selects the workload's pods, when the
+	// user named it; otherwise the controller finds it by selector overlap.
+	// +optional
+	Service string `json:"service,omitempty"`
+
+	// VirtualService is a user-owned VirtualService whose route weights
+	// splitter changes; empty means splitter owns one named after the Service.
+	// +optional
+	VirtualService string `json:"virtualService,omitempty"`
+}
+
+// CheckResult is the latest verdict of one check.
+type CheckResult struct {
+	Name    string  `json:"name"`
+	Verdict Verdict `json:"verdict"`
+	// Value is the measured value, as a decimal string; empty without data.
+	// +optional
+	Value string `json:"value,omitempty"`
+	// Bound is the bound it was held against, e.g. ">= 0.99".
+	// +optional
+	Bound string `json:"bound,omitempty"`
+	// Message explains an Error or Inconclusive verdict.
+	// +optional
+	Message string `json:"message,omitempty"`
+	// Step is the step (1-based) the verdict was taken at.
+	// +optional
+	Step int32 `json:"step,omitempty"`
+	// EvaluatedAt is when the verdict was taken.
+	EvaluatedAt metav1.Time `json:"evaluatedAt"`
+}
+
+// Release is one entry of the audit trail.
+type Release struct {
+	// Revision is the pod-template hash that was released.
+	Revision string `json:"revision"`
+	// Color the candidate ran as.
+	Color Color `json:"color"`
+	// StartedAt is when the release began.
+	StartedAt metav1.Time `json:"startedAt"`
+	// FinishedAt is when it ended.
+	FinishedAt metav1.Time `json:"finishedAt"`
+	// Outcome is how it ended.
+	Outcome Outcome `json:"outcome"`
+	// Reason is a CamelCase cause, e.g. CheckFailed.
+	Reason string `json:"reason"`
+	// Message says why, e.g. the failing check, its value and bound.
+	// +optional
+	Message string `json:"message,omitempty"`
+	// Step is the last step reached (1-based).
+	// +optional
+	Step int32 `json:"step,omitempty"`
+}
+
+// SplitStatus is the live state of a workload's releases: everything the
+// controller needs to resume after a restart.
+type SplitStatus struct {
+	// ObservedGeneration is the Split generation last acted on.
+	// +optional
+	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
+
+	// Phase is where the current release is.
+	// +optional
+	Phase Phase `json:"phase,omitempty"`
+
+	// Live is the color serving production traffic.
+	// +optional
+	Live Color `json:"live,omitempty"`
+	// Candidate is the color being released; empty when Idle.
+	// +optional
+	Candidate Color `json:"candidate,omitempty"`
+
+	// LiveRevision is the pod-template hash the live color runs.
+	// +optional
+	LiveRevision string `json:"liveRevision,omitempty"`
+	// CandidateRevision is the pod-template hash being released.
+	// +optional
+	CandidateRevision string `json:"candidateRevision,omitempty"`
+
+	// Step is the current step, 1-based; 0 before the first step.
+	// +optional
+	Step int32 `json:"step,omitempty"`
+	// Weight is the candidate's desired share of traffic in percent.
+	// +optional
+	Weight int32 `json:"weight,omitempty"`
+
+	// Replicas is the user's Deployment replica count, remembered when it
+	// was scaled to zero, given to the live color and restored on opt-out.
+	// +optional
+	Replicas *int32 `json:"replicas,omitempty"`
+
+	// PhaseStartedAt is when the current phase began.
+	// +optional
+	PhaseStartedAt *metav1.Time `json:"phaseStartedAt,omitempty"`
+	// StepStartedAt is when the current step's weights were applied.
+	// +optional
+	StepStartedAt *metav1.Time `json:"stepStartedAt,omitempty"`
+	// ReleaseStartedAt is when the current release began.
+	// +optional
+	ReleaseStartedAt *metav1.Time `json:"releaseStartedAt,omitempty"`
+
+	// Checks are the latest verdicts, one per check.
+	// +optional
+	// +listType=map
+	// +listMapKey=name
+	Checks []CheckResult `json:"checks,omitempty"`
+
+	// History is the audit trail of the last releases, newest first.
+	// +optional
+	// +kubebuilder:validation:MaxItems=20
+	History []Release `json:"history,omitempty"`
+
+	// Conditions: Ready, Reconciling, Stalled (kstatus) and WeightsApplied, SLOsMet.
+	// +optional
+	// +listType=map
+	// +listMapKey=type
+	Conditions []metav1.Condition `json:"conditions,omitempty"`
+}
+
+// Split is the per-workload record of releases, created by the controller
+// for each Deployment annotated with splitter.dev/policy, with the same name.
+//
+// +kubebuilder:object:root=true
+// +kubebuilder:subresource:status
+// +kubebuilder:resource:categories=splitter
+// +kubebuilder:printcolumn:name="Live",type=string,JSONPath=`.status.live`
+// +kubebuilder:printcolumn:name="Candidate",type=string,JSONPath=`.status.candidate`
+// +kubebuilder:printcolumn:name="Weight",type=integer,JSONPath=`.status.weight`
+// +kubebuilder:printcolumn:name="Phase",type=string,JSONPath=`.status.phase`
+// +kubebuilder:printcolumn:name="Policy",type=string,JSONPath=`.spec.policy`
+// +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+type Split struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+
+	Spec   SplitSpec   `json:"spec,omitempty"`
+	Status SplitStatus `json:"status,omitempty"`
+}
+
+// SplitList is a list of Split.
+//
+// +kubebuilder:object:root=true
+type SplitList struct {
+	metav1.TypeMeta `json:",inline"`
+	metav1.ListMeta `json:"metadata,omitempty"`
+	Items           []Split `json:"items"`
+}
+
+func init() {
+	SchemeBuilder.Register(&Split{}, &SplitList{})
+}

@@ -1,0 +1,170 @@
+package v1alpha1
+
+import (
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// Router names how traffic is moved between the colors.
+// +kubebuilder:validation:Enum=istio;service-selector
+type Router string
+
+const (
+	// RouterIstio moves traffic by VirtualService weights between the
+	// DestinationRule subsets "blue" and "green".
+	RouterIstio Router = "istio"
+	// RouterServiceSelector switches the Service's selector between the
+	// colors in one patch (the blue-green pattern without a mesh).
+	RouterServiceSelector Router = "service-selector"
+)
+
+// Builtin names a query shipped with splitter.
+// +kubebuilder:validation:Enum=istio-success-rate;istio-latency-p99
+type Builtin string
+
+const (
+	// BuiltinSuccessRate is the candidate's share of non-5xx responses (0..1).
+	BuiltinSuccessRate Builtin = "istio-success-rate"
+	// BuiltinLatencyP99 is the candidate's 99th percentile latency in milliseconds.
+	BuiltinLatencyP99 Builtin = "istio-latency-p99"
+)
+
+// SplitPolicySpec is the release policy. Every field is optional: defaults
+// live in one place, internal/policy, so that `splitter policy lint` and the
+// controller agree on what an omitted field means.
+//
+// +kubebuilder:validation:XValidation:rule="!has(self.steps) || self.steps.size() == 0 || self.steps[self.steps.size()-1] == 100",message="steps must end at 100",fieldPath=".steps"
+type SplitPolicySpec struct {
+	// Steps are the candidate's traffic weights (percent) at each step,
+	// strictly increasing and ending at 100. Default: [5, 10, 25, 50, 100].
+	// +optional
+	// +listType=set
+	// +kubebuilder:validation:MaxItems=20
+	// +kubebuilder:validation:items:Minimum=1
+	// +kubebuilder:validation:items:Maximum=100
+	// +kubebuilder:validation:XValidation:rule="self.isSorted()",message="steps must be strictly increasing"
+	Steps []int32 `json:"steps,omitempty"`
+
+	// StepDuration is how long each step is held before its checks are
+	// evaluated. Default: 1m.
+	// +optional
+	StepDuration *metav1.Duration `json:"stepDuration,omitempty"`
+
+	// Checks are evaluated at the end of every step; any failure snaps all
+	// traffic back to the live color.
+	// +optional
+	// +listType=map
+	// +listMapKey=name
+	// +kubebuilder:validation:MaxItems=32
+	Checks []Check `json:"checks,omitempty"`
+
+	// Standby is how long the old color is kept running (instant rollback)
+	// after promotion. Default: 10m.
+	// +optional
+	Standby *metav1.Duration `json:"standby,omitempty"`
+
+	// ProgressDeadline bounds how long the candidate may take to become
+	// Ready before the release is rolled back. Default: 10m.
+	// +optional
+	ProgressDeadline *metav1.Duration `json:"progressDeadline,omitempty"`
+
+	// Router selects how traffic is moved. Default: istio.
+	// +optional
+	Router Router `json:"router,omitempty"`
+
+	// SubsetLabel is the pod label key whose value ("blue" or "green")
+	// tells the colors apart. Default: track.
+	// +optional
+	// +kubebuilder:validation:MaxLength=63
+	SubsetLabel string `json:"subsetLabel,omitempty"`
+
+	// Approval gates the release on a human decision.
+	// +optional
+	Approval *Approval `json:"approval,omitempty"`
+
+	// KeepCandidateOnRollback leaves the failed candidate's pods running
+	// (with no traffic) for debugging instead of scaling them to zero.
+	// +optional
+	KeepCandidateOnRollback bool `json:"keepCandidateOnRollback,omitempty"`
+
+	// Prometheus overrides the controller's default Prometheus for this policy.
+	// +optional
+	Prometheus *PrometheusSource `json:"prometheus,omitempty"`
+}
+
+// Approval says where a release waits for a human.
+type Approval struct {
+	// BeforeFirstStep holds the release, candidate Ready, before any traffic moves.
+	// +optional
+	BeforeFirstStep bool `json:"beforeFirstStep,omitempty"`
+	// BeforePromotion holds the release before the candidate gets 100%.
+	// +optional
+	BeforePromotion bool `json:"beforePromotion,omitempty"`
+}
+
+// PrometheusSource is where checks are queried.
+type PrometheusSource struct {
+	// Address is the Prometheus base URL, e.g. http://prometheus.monitoring:9090.
+	// +kubebuilder:validation:Pattern=`^https?://`
+	Address string `json:"address"`
+}
+
+// Check is one SLO query with a bound. Exactly one of builtin and query is
+// set, and at least one of min and max.
+//
+// +kubebuilder:validation:XValidation:rule="has(self.builtin) != has(self.query)",message="exactly one of builtin and query must be set"
+// +kubebuilder:validation:XValidation:rule="has(self.min) || has(self.max)",message="at least one of min and max must be set"
+type Check struct {
+	// Name identifies the check in status, Events and metrics.
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`
+	// +kubebuilder:validation:MaxLength=63
+	Name string `json:"name"`
+
+	// Builtin selects a query shipped with splitter.
+	// +optional
+	Builtin Builtin `json:"builtin,omitempty"`
+
+	// Query is PromQL, a Go template over .Namespace, .Workload, .Service,
+	// .Candidate and .Live; every value is escaped for a label matcher.
+	// +optional
+	// +kubebuilder:validation:MaxLength=4096
+	Query string `json:"query,omitempty"`
+
+	// Min is the lowest passing value, a decimal number.
+	// +optional
+	// +kubebuilder:validation:Pattern=`^-?[0-9]+(\.[0-9]+)?$`
+	Min *string `json:"min,omitempty"`
+
+	// Max is the highest passing value, a decimal number.
+	// +optional
+	// +kubebuilder:validation:Pattern=`^-?[0-9]+(\.[0-9]+)?$`
+	Max *string `json:"max,omitempty"`
+}
+
+// SplitPolicy is a release policy, tuned by SREs, named by workloads'
+// splitter.dev/policy annotation.
+//
+// +kubebuilder:object:root=true
+// +kubebuilder:resource:shortName=spol,categories=splitter
+// +kubebuilder:printcolumn:name="Steps",type=string,JSONPath=`.spec.steps`
+// +kubebuilder:printcolumn:name="Step Duration",type=string,JSONPath=`.spec.stepDuration`
+// +kubebuilder:printcolumn:name="Router",type=string,JSONPath=`.spec.router`
+// +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+type SplitPolicy struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+
+	Spec SplitPolicySpec `json:"spec,omitempty"`
+}
+
+// SplitPolicyList is a list of SplitPolicy.
+//
+// +kubebuilder:object:root=true
+type SplitPolicyList struct {
+	metav1.TypeMeta `json:",inline"`
+	metav1.ListMeta `json:"metadata,omitempty"`
+	Items           []SplitPolicy `json:"items"`
+}
+
+func init() {
+	SchemeBuilder.Register(&SplitPolicy{}, &SplitPolicyList{})
+}

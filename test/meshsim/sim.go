@@ -1,0 +1,411 @@
+package meshsim
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/go-logr/logr"
+	networkingv1 "istio.io/client-go/pkg/apis/networking/v1"
+	istioclient "istio.io/client-go/pkg/clientset/versioned"
+	istioinformers "istio.io/client-go/pkg/informers/externalversions"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/cache"
+)
+
+// Options configure a Simulator.
+type Options struct {
+	// RPS is the request rate sent to each Service without the rps
+	// annotation. Default 100.
+	RPS float64
+	// Tick is how often a batch of requests is sent. Default 50ms.
+	Tick time.Duration
+	// Seed seeds the random source; 0 picks one from the clock.
+	Seed uint64
+	// Log receives a line for each rejected object.
+	Log logr.Logger
+}
+
+// DefaultBuckets are Istio's default duration buckets in milliseconds.
+var DefaultBuckets = []float64{0.5, 1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000, 300000, 600000, 1800000, 3600000}
+
+// Labels of istio_requests_total and istio_request_duration_milliseconds.
+var metricLabels = []string{
+	"reporter",
+	"source_workload", "source_workload_namespace", "source_principal", "source_app", "source_version",
+	"source_canonical_service", "source_canonical_revision", "source_cluster",
+	"destination_workload", "destination_workload_namespace", "destination_principal", "destination_app",
+	"destination_version", "destination_service", "destination_service_name", "destination_service_namespace",
+	"destination_canonical_service", "destination_canonical_revision", "destination_cluster",
+	"request_protocol", "response_code", "grpc_response_status", "response_flags", "connection_security_policy",
+}
+
+// ClientWorkload is the source workload of every synthetic request.
+const ClientWorkload = "meshsim-client"
+
+// Simulator sends synthetic traffic through the routing stored in the API
+// server and exports Istio's metrics.
+type Simulator struct {
+	opts   Options
+	kube   informers.SharedInformerFactory
+	istio  istioinformers.SharedInformerFactory
+	synced []cache.InformerSynced
+
+	registry *prometheus.Registry
+	requests *prometheus.CounterVec
+	duration *prometheus.HistogramVec
+	rejected *prometheus.GaugeVec
+	sent     prometheus.Counter
+
+	mu        sync.Mutex
+	dirty     bool
+	world     *World
+	lastValid map[string]*networkingv1.VirtualService // ns/name -> last valid version
+	rejectMsg map[string]string                       // ns/name -> why the stored version is refused
+	carry     map[string]float64                      // fractional requests per Service
+	rng       *rand.Rand
+	listener  net.Listener
+}
+
+// New prepares a simulator for the cluster behind cfg.
+func New(cfg *rest.Config, opts Options) (*Simulator, error) {
+	if opts.RPS == 0 {
+		opts.RPS = 100
+	}
+	if opts.Tick == 0 {
+		opts.Tick = 50 * time.Millisecond
+	}
+	if opts.Seed == 0 {
+		opts.Seed = uint64(time.Now().UnixNano())
+	}
+	kc, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return nil, err
+	}
+	ic, err := istioclient.NewForConfig(cfg)
+	if err != nil {
+		return nil, err
+	}
+	s := &Simulator{
+		opts:      opts,
+		kube:      informers.NewSharedInformerFactory(kc, 0),
+		istio:     istioinformers.NewSharedInformerFactory(ic, 0),
+		registry:  prometheus.NewRegistry(),
+		lastValid: map[string]*networkingv1.VirtualService{},
+		rejectMsg: map[string]string{},
+		carry:     map[string]float64{},
+		rng:       rand.New(rand.NewPCG(opts.Seed, opts.Seed^0x9e3779b97f4a7c15)),
+		dirty:     true,
+	}
+	s.requests = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "istio_requests_total", Help: "Requests, as Istio's proxies count them (simulated).",
+	}, metricLabels)
+	s.duration = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name: "istio_request_duration_milliseconds", Help: "Request duration in ms, as Istio's proxies measure it (simulated).",
+		Buckets: DefaultBuckets,
+	}, metricLabels)
+	s.rejected = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "meshsim_config_rejected", Help: "1 while the stored version of an object is refused by validation.",
+	}, []string{"kind", "namespace", "name"})
+	s.sent = prometheus.NewCounter(prometheus.CounterOpts{Name: "meshsim_requests_sent_total", Help: "Synthetic requests sent."})
+	s.registry.MustRegister(s.requests, s.duration, s.rejected, s.sent)
+
+	markDirty := cache.ResourceEventHandlerFuncs{
+		AddFunc:    func(any) { s.markDirty() },
+		UpdateFunc: func(any, any) { s.markDirty() },
+		DeleteFunc: func(any) { s.markDirty() },
+	}
+	for _, inf := range []cache.SharedIndexInformer{
+		s.kube.Core().V1().Services().Informer(),
+		s.kube.Core().V1().Pods().Informer(),
+		s.istio.Networking().V1().VirtualServices().Informer(),
+		s.istio.Networking().V1().DestinationRules().Informer(),
+	} {
+		if _, err := inf.AddEventHandler(markDirty); err != nil {
+			return nil, err
+		}
+		s.synced = append(s.synced, inf.HasSynced)
+	}
+	return s, nil
+}
+
+func (s *Simulator) markDirty() {
+	s.mu.Lock()
+	s.dirty = true
+	s.mu.Unlock()
+}
+
+// Listen serves /metrics on addr and returns the address bound.
+func (s *Simulator) Listen(addr string) (string, error) {
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return "", err
+	}
+	s.listener = l
+	return l.Addr().String(), nil
+}
+
+// Synced reports whether the caches have their first full list.
+func (s *Simulator) Synced() bool {
+	for _, f := range s.synced {
+		if !f() {
+			return false
+		}
+	}
+	return true
+}
+
+// Run watches and sends traffic until ctx ends.
+func (s *Simulator) Run(ctx context.Context) error {
+	s.kube.Start(ctx.Done())
+	s.istio.Start(ctx.Done())
+	defer s.kube.Shutdown()
+	defer s.istio.Shutdown()
+	if s.listener != nil {
+		mux := http.NewServeMux()
+		mux.Handle("/metrics", promhttp.HandlerFor(s.registry, promhttp.HandlerOpts{}))
+		srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+		go func() { _ = srv.Serve(s.listener) }()
+		defer srv.Close()
+	}
+	if !cache.WaitForCacheSync(ctx.Done(), s.synced...) {
+		return ctx.Err()
+	}
+	tick := time.NewTicker(s.opts.Tick)
+	defer tick.Stop()
+	last := time.Now()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case now := <-tick.C:
+			s.Step(now.Sub(last))
+			last = now
+		}
+	}
+}
+
+// Step sends the requests due over dt to every Service.
+func (s *Simulator) Step(dt time.Duration) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.dirty {
+		s.world = s.snapshot()
+		s.dirty = false
+	}
+	for _, svc := range s.world.Services() {
+		key := svc.Namespace + "/" + svc.Name
+		rps := s.opts.RPS
+		if v, err := strconv.ParseFloat(svc.Annotations[RPSAnnotation], 64); err == nil && v >= 0 {
+			rps = v
+		}
+		due := s.carry[key] + rps*dt.Seconds()
+		n := int(due)
+		s.carry[key] = due - float64(n)
+		classes := trafficClasses(svc)
+		for range n {
+			req := classes.pick(s.rng)
+			s.record(svc, s.world.Route(svc, req, s.rng))
+		}
+		s.sent.Add(float64(n))
+	}
+}
+
+// snapshot builds a World from the caches, validating VirtualServices and
+// keeping the last valid version of any that fails.
+func (s *Simulator) snapshot() *World {
+	svcs, _ := s.kube.Core().V1().Services().Lister().List(labels.Everything())
+	pods, _ := s.kube.Core().V1().Pods().Lister().List(labels.Everything())
+	stored, _ := s.istio.Networking().V1().VirtualServices().Lister().List(labels.Everything())
+	drs, _ := s.istio.Networking().V1().DestinationRules().Lister().List(labels.Everything())
+
+	present := map[string]bool{}
+	var vss []*networkingv1.VirtualService
+	for _, vs := range stored {
+		key := vs.Namespace + "/" + vs.Name
+		present[key] = true
+		if err := ValidateVirtualService(vs); err != nil {
+			if s.rejectMsg[key] != err.Error() {
+				s.opts.Log.Info("Rejected VirtualService, keeping the last valid routing",
+					"virtualService", key, "resourceVersion", vs.ResourceVersion, "reason", err.Error())
+			}
+			s.rejectMsg[key] = err.Error()
+			s.rejected.WithLabelValues("VirtualService", vs.Namespace, vs.Name).Set(1)
+			if prev, ok := s.lastValid[key]; ok {
+				vss = append(vss, prev)
+			}
+			continue
+		}
+		delete(s.rejectMsg, key)
+		s.rejected.WithLabelValues("VirtualService", vs.Namespace, vs.Name).Set(0)
+		s.lastValid[key] = vs
+		vss = append(vss, vs)
+	}
+	for key := range s.lastValid {
+		if !present[key] {
+			delete(s.lastValid, key)
+			delete(s.rejectMsg, key)
+			ns, name, _ := strings.Cut(key, "/")
+			s.rejected.DeleteLabelValues("VirtualService", ns, name)
+		}
+	}
+	return NewWorld(svcs, pods, vss, drs)
+}
+
+// Rejection returns why the stored version of a VirtualService is refused,
+// or "" when it is in force.
+func (s *Simulator) Rejection(namespace, name string) string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.rejectMsg[namespace+"/"+name]
+}
+
+// record counts one request as both proxies would: the client's sidecar
+// (reporter=source) always, the server's (reporter=destination) only when
+// the request reached a pod.
+func (s *Simulator) record(client *corev1.Service, o Outcome) {
+	lv := labelValues(client, o, "source")
+	s.requests.WithLabelValues(lv...).Inc()
+	s.duration.WithLabelValues(lv...).Observe(o.LatencyMs)
+	if o.Endpoint != nil {
+		lv = labelValues(client, o, "destination")
+		s.requests.WithLabelValues(lv...).Inc()
+		s.duration.WithLabelValues(lv...).Observe(o.LatencyMs)
+	}
+}
+
+// labelValues returns the values of metricLabels for one request.
+func labelValues(client *corev1.Service, o Outcome, reporter string) []string {
+	const unknown = "unknown"
+	ns := client.Namespace
+	dw, dwns, dprin, dapp, dver, dcs, dcr := unknown, unknown, unknown, unknown, unknown, unknown, unknown
+	if ep := o.Endpoint; ep != nil {
+		p := ep.Pod
+		dw, dwns = ep.Workload, p.Namespace
+		sa := p.Spec.ServiceAccountName
+		if sa == "" {
+			sa = "default"
+		}
+		dprin = "spiffe://cluster.local/ns/" + p.Namespace + "/sa/" + sa
+		dapp = firstLabel(p, unknown, "app", "app.kubernetes.io/name")
+		dver = firstLabel(p, unknown, "version", "app.kubernetes.io/version")
+		dcs = firstLabel(p, ep.Workload, "service.istio.io/canonical-name", "app.kubernetes.io/name", "app")
+		dcr = firstLabel(p, "latest", "service.istio.io/canonical-revision", "app.kubernetes.io/version", "version")
+	}
+	dsvc, dsvcName, dsvcNS := o.Host, unknown, unknown
+	if o.Service != nil {
+		dsvcName, dsvcNS = o.Service.Name, o.Service.Namespace
+	}
+	security := "unknown"
+	if reporter == "destination" {
+		security = "mutual_tls"
+	}
+	return []string{
+		reporter,
+		ClientWorkload, ns, "spiffe://cluster.local/ns/" + ns + "/sa/" + ClientWorkload, ClientWorkload, unknown,
+		ClientWorkload, "latest", "Kubernetes",
+		dw, dwns, dprin, dapp,
+		dver, dsvc, dsvcName, dsvcNS,
+		dcs, dcr, "Kubernetes",
+		"http", strconv.Itoa(o.Code), "", o.Flags, security,
+	}
+}
+
+func firstLabel(p *corev1.Pod, def string, keys ...string) string {
+	for _, k := range keys {
+		if v := p.Labels[k]; v != "" {
+			return v
+		}
+	}
+	return def
+}
+
+// requestClass is one kind of synthetic request and its share of traffic.
+type requestClass struct {
+	Weight  float64           `json:"weight"`
+	Method  string            `json:"method,omitempty"`
+	Path    string            `json:"path,omitempty"`
+	Headers map[string]string `json:"headers,omitempty"`
+}
+
+type classes []requestClass
+
+var defaultClasses = classes{{Weight: 1}}
+
+// trafficClasses reads the Service's traffic annotation; without it (or
+// when it does not parse) every request is a plain GET /.
+func trafficClasses(svc *corev1.Service) classes {
+	raw, ok := svc.Annotations[TrafficAnnotation]
+	if !ok {
+		return defaultClasses
+	}
+	cs, err := ParseTraffic(raw)
+	if err != nil {
+		return defaultClasses
+	}
+	return cs
+}
+
+// ParseTraffic parses the traffic annotation's JSON.
+func ParseTraffic(raw string) (classes, error) {
+	var cs classes
+	if err := json.Unmarshal([]byte(raw), &cs); err != nil {
+		return nil, fmt.Errorf("%s: %w", TrafficAnnotation, err)
+	}
+	total := 0.0
+	for i := range cs {
+		if cs[i].Weight < 0 {
+			return nil, fmt.Errorf("%s: negative weight", TrafficAnnotation)
+		}
+		total += cs[i].Weight
+		lower := map[string]string{}
+		for k, v := range cs[i].Headers {
+			lower[strings.ToLower(k)] = v
+		}
+		cs[i].Headers = lower
+	}
+	if total <= 0 {
+		return nil, errors.New(TrafficAnnotation + ": weights sum to zero")
+	}
+	return cs, nil
+}
+
+func (cs classes) pick(rng *rand.Rand) Request {
+	c := cs[0]
+	if len(cs) > 1 {
+		total := 0.0
+		for _, x := range cs {
+			total += x.Weight
+		}
+		r := rng.Float64() * total
+		for _, x := range cs {
+			if r < x.Weight {
+				c = x
+				break
+			}
+			r -= x.Weight
+		}
+	}
+	req := Request{Method: c.Method, Path: c.Path, Headers: c.Headers}
+	if req.Method == "" {
+		req.Method = http.MethodGet
+	}
+	if req.Path == "" {
+		req.Path = "/"
+	}
+	return req
+}
