@@ -77,9 +77,9 @@ test: tools prometheus ## Run every test: unit, generated-file freshness, and th
 	SPLITTER_REQUIRE_TOOLS=1 $(GO) test -count=1 -timeout 30m $(GO_TEST_FLAGS) ./...
 
 .PHONY: bench
-bench: tools prometheus $(TESTBED) ## Report (not assert) build and test bed figures.
-	$(GO) test -run '^$$' -bench . -benchtime 1x -count 1 -timeout 30m ./test/... | tee $(BIN)/bench.txt
+bench: tools prometheus ## Report (not assert) figures: tool build times, test bed start and memory (BENCH_COLD=1: rebuild cold).
 	hack/bench-build.sh
+	$(GO) test -run '^$$' -bench . -benchtime 5x -count 1 -timeout 30m ./test/...
 
 ##@ Test bed
 

@@ -20,7 +20,7 @@ moddir="$root/hack/tools/$mod"
 version=$(cd "$moddir" && go list -m -f '{{.Version}}' "$verfrom")
 gover=$(go env GOVERSION)
 cache="${SPLITTER_TOOLS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/splitter/tools}/$mod-$version-$gover"
-out="$root/bin/$mod-$version"
+out="${BUILD_TOOL_OUT:-$root/bin}/$mod-$version"
 
 names=() paths=()
 for p in "${pkgs[@]}"; do
@@ -38,8 +38,11 @@ if ! have "$cache"; then
   for i in "${!names[@]}"; do
     (cd "$moddir" && go build -trimpath "${flags[@]}" -o "$cache.tmp/${names[$i]}" "${paths[$i]}")
   done
+  secs=$(( $(date +%s) - start ))
+  # Kept for `make bench`: how long this machine took to fill the cache.
+  echo "$secs $(date -u +%FT%TZ) $(nproc) cores" > "$cache.tmp/build-seconds"
   rm -rf "$cache" && mv "$cache.tmp" "$cache"
-  echo ">> built ${names[*]} in $(( $(date +%s) - start ))s" >&2
+  echo ">> built ${names[*]} in ${secs}s" >&2
 fi
 mkdir -p "$out"
 for n in "${names[@]}"; do cp -f "$cache/$n" "$out/$n"; done

@@ -10,6 +10,14 @@ const (
 	PolicyAnnotation = "splitter.dev/policy"
 	// ServiceAnnotation names the workload's Service when selector overlap is ambiguous.
 	ServiceAnnotation = "splitter.dev/service"
+	// ApproveAnnotation on a Split approves the gate named in status.gate.
+	ApproveAnnotation = "splitter.dev/approve"
+	// AbortAnnotation on a Split aborts the release of the revision it names
+	// (status.candidateRevision): traffic snaps back to the live color.
+	AbortAnnotation = "splitter.dev/abort"
+	// RevisionAnnotation on a color Deployment's pod template records the
+	// hash of the user's pod template it was copied from.
+	RevisionAnnotation = "splitter.dev/revision"
 	// VirtualServiceAnnotation names a user-owned VirtualService whose
 	// route weights (and nothing else) splitter may change.
 	VirtualServiceAnnotation = "splitter.dev/virtual-service"
@@ -158,12 +166,31 @@ type SplitStatus struct {
 	// +optional
 	CandidateRevision string `json:"candidateRevision,omitempty"`
 
+	// Standby is the previous live color, kept running after a promotion
+	// for instant rollback until the policy's standby period ends.
+	// +optional
+	Standby Color `json:"standby,omitempty"`
+	// StandbyRevision is the pod-template hash the standby color runs.
+	// +optional
+	StandbyRevision string `json:"standbyRevision,omitempty"`
+
 	// Step is the current step, 1-based; 0 before the first step.
 	// +optional
 	Step int32 `json:"step,omitempty"`
 	// Weight is the candidate's desired share of traffic in percent.
 	// +optional
 	Weight int32 `json:"weight,omitempty"`
+
+	// Extensions counts how many times the current step was held longer
+	// because its checks were Inconclusive or Error.
+	// +optional
+	Extensions int32 `json:"extensions,omitempty"`
+
+	// Gate names the approval the release waits for in AwaitingApproval,
+	// e.g. "5d8f9c7b/promotion". Approve by setting the Split's annotation
+	// splitter.dev/approve to this value; a stale approval never matches.
+	// +optional
+	Gate string `json:"gate,omitempty"`
 
 	// Replicas is the user's Deployment replica count, remembered when it
 	// was scaled to zero, given to the live color and restored on opt-out.

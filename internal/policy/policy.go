@@ -1,0 +1,207 @@
+// Package policy turns a SplitPolicy into a validated Plan. Every default
+// lives here and nowhere else, so that `splitter policy lint` and the
+// controller agree on what an omitted field means. Errors carry field paths.
+package policy
+
+import (
+	"fmt"
+	"math"
+	"net/url"
+	"strconv"
+	"time"
+
+	"k8s.io/apimachinery/pkg/util/validation"
+	"k8s.io/apimachinery/pkg/util/validation/field"
+
+	splitterv1 "splitter.dev/splitter/api/v1alpha1"
+	"splitter.dev/splitter/internal/analysis"
+)
+
+// Defaults for omitted fields.
+var (
+	DefaultSteps = []int32{5, 10, 25, 50, 100}
+)
+
+const (
+	DefaultStepDuration     = time.Minute
+	DefaultStandby          = 10 * time.Minute
+	DefaultProgressDeadline = 10 * time.Minute
+	DefaultRouter           = splitterv1.RouterIstio
+	DefaultSubsetLabel      = "track"
+	// DefaultMaxExtensions is how many times a step whose checks are
+	// Inconclusive or Error is held for another stepDuration before the
+	// release is rolled back: lack of evidence is never a pass.
+	DefaultMaxExtensions = 2
+
+	// MinStepDuration keeps a check's window at least 4 scrape intervals at
+	// a 1 s scrape; production Prometheus (15-30 s scrapes) wants 1m or more.
+	MinStepDuration = 5 * time.Second
+	// MinProgressDeadline leaves room for pods to start.
+	MinProgressDeadline = 10 * time.Second
+)
+
+// Plan is a validated policy with every default applied.
+type Plan struct {
+	Steps                   []int32
+	StepDuration            time.Duration
+	Standby                 time.Duration
+	ProgressDeadline        time.Duration
+	Router                  splitterv1.Router
+	SubsetLabel             string
+	ApproveBeforeFirstStep  bool
+	ApproveBeforePromotion  bool
+	KeepCandidateOnRollback bool
+	MaxExtensions           int
+	// PrometheusAddress overrides the controller's default; empty uses it.
+	PrometheusAddress string
+	Checks            []analysis.Check
+}
+
+// Window is the range each check's query covers: one step.
+func (p *Plan) Window() string { return analysis.FormatWindow(p.StepDuration) }
+
+// Compile validates spec and returns its Plan, or every error found.
+func Compile(spec splitterv1.SplitPolicySpec) (*Plan, field.ErrorList) {
+	root := field.NewPath("spec")
+	var errs field.ErrorList
+	p := &Plan{
+		Steps:                   DefaultSteps,
+		StepDuration:            DefaultStepDuration,
+		Standby:                 DefaultStandby,
+		ProgressDeadline:        DefaultProgressDeadline,
+		Router:                  DefaultRouter,
+		SubsetLabel:             DefaultSubsetLabel,
+		MaxExtensions:           DefaultMaxExtensions,
+		KeepCandidateOnRollback: spec.KeepCandidateOnRollback,
+	}
+
+	if len(spec.Steps) > 0 {
+		p.Steps = append([]int32(nil), spec.Steps...)
+		errs = append(errs, validateSteps(root.Child("steps"), spec.Steps)...)
+	}
+	if d := spec.StepDuration; d != nil {
+		p.StepDuration = d.Duration
+		if d.Duration < MinStepDuration {
+			errs = append(errs, field.Invalid(root.Child("stepDuration"), d.Duration.String(),
+				fmt.Sprintf("must be at least %s so each check's window holds enough scrapes", MinStepDuration)))
+		}
+	}
+	if d := spec.Standby; d != nil {
+		p.Standby = d.Duration
+		if d.Duration < 0 {
+			errs = append(errs, field.Invalid(root.Child("standby"), d.Duration.String(), "must not be negative"))
+		}
+	}
+	if d := spec.ProgressDeadline; d != nil {
+		p.ProgressDeadline = d.Duration
+		if d.Duration < MinProgressDeadline {
+			errs = append(errs, field.Invalid(root.Child("progressDeadline"), d.Duration.String(),
+				fmt.Sprintf("must be at least %s", MinProgressDeadline)))
+		}
+	}
+	if spec.Router != "" {
+		p.Router = spec.Router
+		if spec.Router != splitterv1.RouterIstio && spec.Router != splitterv1.RouterServiceSelector {
+			errs = append(errs, field.NotSupported(root.Child("router"), spec.Router,
+				[]string{string(splitterv1.RouterIstio), string(splitterv1.RouterServiceSelector)}))
+		}
+	}
+	if spec.SubsetLabel != "" {
+		p.SubsetLabel = spec.SubsetLabel
+		for _, msg := range validation.IsQualifiedName(spec.SubsetLabel) {
+			errs = append(errs, field.Invalid(root.Child("subsetLabel"), spec.SubsetLabel, msg))
+		}
+	}
+	if a := spec.Approval; a != nil {
+		p.ApproveBeforeFirstStep, p.ApproveBeforePromotion = a.BeforeFirstStep, a.BeforePromotion
+	}
+	if pr := spec.Prometheus; pr != nil {
+		p.PrometheusAddress = pr.Address
+		if u, err := url.Parse(pr.Address); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			errs = append(errs, field.Invalid(root.Child("prometheus", "address"), pr.Address, "must be an http(s) URL such as http://prometheus.monitoring:9090"))
+		}
+	}
+
+	seen := map[string]bool{}
+	for i, c := range spec.Checks {
+		path := root.Child("checks").Index(i)
+		check, cerrs := compileCheck(path, c)
+		errs = append(errs, cerrs...)
+		if seen[c.Name] {
+			errs = append(errs, field.Duplicate(path.Child("name"), c.Name))
+		}
+		seen[c.Name] = true
+		if len(cerrs) == 0 {
+			p.Checks = append(p.Checks, check)
+		}
+	}
+	if len(errs) > 0 {
+		return nil, errs
+	}
+	return p, nil
+}
+
+func validateSteps(path *field.Path, steps []int32) field.ErrorList {
+	var errs field.ErrorList
+	for i, w := range steps {
+		if w < 1 || w > 100 {
+			errs = append(errs, field.Invalid(path.Index(i), w, "must be between 1 and 100"))
+		}
+		if i > 0 && w <= steps[i-1] {
+			errs = append(errs, field.Invalid(path.Index(i), w, fmt.Sprintf("must be greater than the step before it (%d): steps are strictly increasing", steps[i-1])))
+		}
+	}
+	if last := steps[len(steps)-1]; last != 100 {
+		errs = append(errs, field.Invalid(path.Index(len(steps)-1), last, "the last step must be 100: a release ends with the candidate taking all traffic"))
+	}
+	return errs
+}
+
+func compileCheck(path *field.Path, c splitterv1.Check) (analysis.Check, field.ErrorList) {
+	var errs field.ErrorList
+	out := analysis.Check{Name: c.Name}
+	if c.Name == "" {
+		errs = append(errs, field.Required(path.Child("name"), "each check needs a name"))
+	} else if msgs := validation.IsDNS1123Label(c.Name); len(msgs) > 0 {
+		errs = append(errs, field.Invalid(path.Child("name"), c.Name, msgs[0]))
+	}
+	switch {
+	case c.Builtin != "" && c.Query != "":
+		errs = append(errs, field.Invalid(path, c.Name, "set exactly one of builtin and query, not both"))
+	case c.Builtin != "":
+		q, err := analysis.Builtin(string(c.Builtin))
+		if err != nil {
+			errs = append(errs, field.NotSupported(path.Child("builtin"), c.Builtin,
+				[]string{string(splitterv1.BuiltinSuccessRate), string(splitterv1.BuiltinLatencyP99)}))
+		}
+		out.Query = q
+	case c.Query != "":
+		q, err := analysis.ParseQuery(c.Query)
+		if err != nil {
+			errs = append(errs, field.Invalid(path.Child("query"), c.Query,
+				"not a valid template (fields: .Namespace .Workload .Service .Candidate .Live .Window): "+err.Error()))
+		}
+		out.Query = q
+	default:
+		errs = append(errs, field.Required(path, "set one of builtin and query"))
+	}
+	parse := func(name string, s *string) *float64 {
+		if s == nil {
+			return nil
+		}
+		f, err := strconv.ParseFloat(*s, 64)
+		if err != nil || math.IsNaN(f) || math.IsInf(f, 0) {
+			errs = append(errs, field.Invalid(path.Child(name), *s, "must be a decimal number such as \"0.99\""))
+			return nil
+		}
+		return &f
+	}
+	out.Min, out.Max = parse("min", c.Min), parse("max", c.Max)
+	if c.Min == nil && c.Max == nil {
+		errs = append(errs, field.Required(path.Child("min"), "set min, max or both: a check without a bound cannot fail"))
+	}
+	if out.Min != nil && out.Max != nil && *out.Min > *out.Max {
+		errs = append(errs, field.Invalid(path.Child("max"), *c.Max, fmt.Sprintf("must not be below min (%s)", *c.Min)))
+	}
+	return out, errs
+}

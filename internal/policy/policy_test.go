@@ -1,0 +1,95 @@
+package policy
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+
+	splitterv1 "splitter.dev/splitter/api/v1alpha1"
+)
+
+func TestCompileDefaults(t *testing.T) {
+	p, errs := Compile(splitterv1.SplitPolicySpec{})
+	if len(errs) > 0 {
+		t.Fatal(errs)
+	}
+	if got := p.Steps; len(got) != 5 || got[0] != 5 || got[4] != 100 {
+		t.Errorf("steps %v, want the default [5 10 25 50 100]", got)
+	}
+	if p.StepDuration != time.Minute || p.Standby != 10*time.Minute || p.ProgressDeadline != 10*time.Minute {
+		t.Errorf("durations %s %s %s", p.StepDuration, p.Standby, p.ProgressDeadline)
+	}
+	if p.Router != splitterv1.RouterIstio || p.SubsetLabel != "track" || p.MaxExtensions != 2 {
+		t.Errorf("router %q label %q extensions %d", p.Router, p.SubsetLabel, p.MaxExtensions)
+	}
+	if p.Window() != "1m" {
+		t.Errorf("window %q, want 1m", p.Window())
+	}
+}
+
+func TestCompileKeepsGivenValues(t *testing.T) {
+	p, errs := Compile(splitterv1.SplitPolicySpec{
+		Steps:        []int32{20, 100},
+		StepDuration: &metav1.Duration{Duration: 30 * time.Second},
+		Standby:      &metav1.Duration{},
+		Router:       splitterv1.RouterServiceSelector,
+		SubsetLabel:  "color",
+		Approval:     &splitterv1.Approval{BeforePromotion: true},
+		Checks: []splitterv1.Check{
+			{Name: "sr", Builtin: splitterv1.BuiltinSuccessRate, Min: ptr.To("0.99")},
+			{Name: "custom", Query: `sum(rate(x{pod=~"{{ .Candidate | regex }}-.*"}[{{ .Window }}]))`, Min: ptr.To("0"), Max: ptr.To("0.5")},
+		},
+	})
+	if len(errs) > 0 {
+		t.Fatal(errs)
+	}
+	if len(p.Steps) != 2 || p.StepDuration != 30*time.Second || p.Standby != 0 || p.SubsetLabel != "color" ||
+		!p.ApproveBeforePromotion || p.ApproveBeforeFirstStep || p.Router != splitterv1.RouterServiceSelector {
+		t.Errorf("plan %+v", p)
+	}
+	if len(p.Checks) != 2 || *p.Checks[0].Min != 0.99 || *p.Checks[1].Max != 0.5 || p.Checks[0].Bound() != ">= 0.99" {
+		t.Errorf("checks %+v", p.Checks)
+	}
+}
+
+func TestCompileErrorsHaveFieldPaths(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		spec splitterv1.SplitPolicySpec
+		want []string // each must appear in the errors
+	}{
+		{"decreasing steps", splitterv1.SplitPolicySpec{Steps: []int32{50, 10, 100}}, []string{"spec.steps[1]", "strictly increasing"}},
+		{"not ending at 100", splitterv1.SplitPolicySpec{Steps: []int32{10, 50}}, []string{"spec.steps[1]", "last step must be 100"}},
+		{"zero step", splitterv1.SplitPolicySpec{Steps: []int32{0, 100}}, []string{"spec.steps[0]", "between 1 and 100"}},
+		{"short step", splitterv1.SplitPolicySpec{StepDuration: &metav1.Duration{Duration: time.Second}}, []string{"spec.stepDuration", "at least 5s"}},
+		{"bad router", splitterv1.SplitPolicySpec{Router: "nginx"}, []string{"spec.router", "supported values"}},
+		{"bad label", splitterv1.SplitPolicySpec{SubsetLabel: "not a label"}, []string{"spec.subsetLabel"}},
+		{"bad prometheus", splitterv1.SplitPolicySpec{Prometheus: &splitterv1.PrometheusSource{Address: "prometheus:9090"}}, []string{"spec.prometheus.address"}},
+		{"builtin and query", splitterv1.SplitPolicySpec{Checks: []splitterv1.Check{{Name: "a", Builtin: splitterv1.BuiltinSuccessRate, Query: "up", Min: ptr.To("1")}}}, []string{"spec.checks[0]", "exactly one"}},
+		{"no bound", splitterv1.SplitPolicySpec{Checks: []splitterv1.Check{{Name: "a", Builtin: splitterv1.BuiltinSuccessRate}}}, []string{"spec.checks[0].min", "cannot fail"}},
+		{"min above max", splitterv1.SplitPolicySpec{Checks: []splitterv1.Check{{Name: "a", Query: "up", Min: ptr.To("2"), Max: ptr.To("1")}}}, []string{"spec.checks[0].max", "below min"}},
+		{"bound not a number", splitterv1.SplitPolicySpec{Checks: []splitterv1.Check{{Name: "a", Query: "up", Min: ptr.To("0.9x")}}}, []string{"spec.checks[0].min", "decimal number"}},
+		{"unknown builtin", splitterv1.SplitPolicySpec{Checks: []splitterv1.Check{{Name: "a", Builtin: "p50", Max: ptr.To("1")}}}, []string{"spec.checks[0].builtin"}},
+		{"template field unknown", splitterv1.SplitPolicySpec{Checks: []splitterv1.Check{{Name: "a", Query: "x{a=\"{{ .Pod }}\"}", Max: ptr.To("1")}}}, []string{"spec.checks[0].query", ".Candidate"}},
+		{"template syntax", splitterv1.SplitPolicySpec{Checks: []splitterv1.Check{{Name: "a", Query: "x{{", Max: ptr.To("1")}}}, []string{"spec.checks[0].query"}},
+		{"duplicate names", splitterv1.SplitPolicySpec{Checks: []splitterv1.Check{
+			{Name: "a", Query: "up", Max: ptr.To("1")}, {Name: "a", Query: "up", Max: ptr.To("1")},
+		}}, []string{"spec.checks[1].name", "Duplicate"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p, errs := Compile(tc.spec)
+			if len(errs) == 0 {
+				t.Fatalf("compiled to %+v, want an error", p)
+			}
+			got := errs.ToAggregate().Error()
+			for _, w := range tc.want {
+				if !strings.Contains(got, w) {
+					t.Errorf("errors %q do not mention %q", got, w)
+				}
+			}
+		})
+	}
+}

@@ -1,0 +1,449 @@
+package rollout
+
+import (
+	"fmt"
+	"strings"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	splitterv1 "splitter.dev/splitter/api/v1alpha1"
+	"splitter.dev/splitter/internal/analysis"
+	"splitter.dev/splitter/internal/policy"
+)
+
+// MaxHistory bounds the audit trail in status.
+const MaxHistory = 10
+
+// pollInterval is how soon to look again while waiting for the world to
+// catch up with a write (watches usually wake the controller first).
+const pollInterval = 2 * time.Second
+
+// Gate names.
+const (
+	GateFirstStep = "first-step"
+	GatePromotion = "promotion"
+)
+
+// Reasons for transitions, used in Events, history and conditions.
+const (
+	ReasonAdopted                  = "Adopted"
+	ReasonReleaseStarted           = "ReleaseStarted"
+	ReasonCandidateReady           = "CandidateReady"
+	ReasonStepAdvanced             = "StepAdvanced"
+	ReasonStepExtended             = "StepExtended"
+	ReasonAwaitingApproval         = "AwaitingApproval"
+	ReasonApproved                 = "Approved"
+	ReasonPromoted                 = "Promoted"
+	ReasonStandbyEnded             = "StandbyEnded"
+	ReasonCheckFailed              = "CheckFailed"
+	ReasonInsufficientEvidence     = "InsufficientEvidence"
+	ReasonCandidateUnavailable     = "CandidateUnavailable"
+	ReasonProgressDeadlineExceeded = "ProgressDeadlineExceeded"
+	ReasonAborted                  = "Aborted"
+	ReasonSuperseded               = "Superseded"
+	ReasonRolledBack               = "RolledBack"
+	ReasonReverted                 = "Reverted"
+)
+
+// Next decides the next status and the world it wants. It is pure and
+// total: same inputs, same decision.
+func Next(p *policy.Plan, current splitterv1.SplitStatus, o Observations) Decision {
+	e := &engine{p: p, o: o, s: *current.DeepCopy()}
+	e.s.Replicas = &o.Replicas
+	switch e.s.Phase {
+	case "":
+		e.adopt()
+	case splitterv1.PhaseIdle:
+		e.idle()
+	case splitterv1.PhasePreparing:
+		e.preparing()
+	case splitterv1.PhaseShifting:
+		e.shifting()
+	case splitterv1.PhaseAwaitingApproval:
+		e.awaitingApproval()
+	case splitterv1.PhaseRollingBack:
+		e.rollingBack()
+	case splitterv1.PhaseRolledBack:
+		e.rolledBack()
+	case splitterv1.PhasePromoting:
+		e.promoting()
+	default:
+		// An unknown phase (a newer controller wrote it, or a hand edit):
+		// the safe state is all traffic on the live color.
+		e.startRollback(ReasonRolledBack, fmt.Sprintf("unknown phase %q", e.s.Phase), splitterv1.OutcomeRolledBack)
+	}
+	want := desired(p, e.s, o)
+	setConditions(&e.s, want, o)
+	return Decision{Status: e.s, Desired: want, Requeue: e.requeue, Transition: e.transition}
+}
+
+type engine struct {
+	p          *policy.Plan
+	o          Observations
+	s          splitterv1.SplitStatus
+	requeue    time.Duration
+	transition *Transition
+}
+
+func (e *engine) now() *metav1.Time { t := metav1.NewTime(e.o.Now); return &t }
+
+func (e *engine) wake(d time.Duration) {
+	if d <= 0 {
+		d = time.Millisecond
+	}
+	if e.requeue == 0 || d < e.requeue {
+		e.requeue = d
+	}
+}
+
+func (e *engine) transit(phase splitterv1.Phase, reason, msg string, warning bool) {
+	if e.s.Phase != phase {
+		e.s.PhaseStartedAt = e.now()
+	}
+	e.s.Phase = phase
+	e.transition = &Transition{Reason: reason, Message: msg, Warning: warning}
+}
+
+func (e *engine) liveWeights() Weights { return split(e.s.Live, 100) }
+
+func (e *engine) routedIs(w Weights) bool { return e.o.Routed != nil && *e.o.Routed == w }
+
+// adopt takes over a workload seen for the first time: its template
+// becomes the live revision on blue.
+func (e *engine) adopt() {
+	e.s.Live, e.s.LiveRevision = splitterv1.Blue, e.o.Revision
+	e.transit(splitterv1.PhaseIdle, ReasonAdopted, fmt.Sprintf("revision %s adopted as the live color %s", e.o.Revision, splitterv1.Blue), false)
+	e.wake(pollInterval)
+}
+
+func (e *engine) idle() {
+	if !e.routedIs(e.liveWeights()) {
+		// Still adopting: the live color takes any template change directly,
+		// as nothing routes to it yet.
+		if e.o.Revision != "" && e.o.Revision != e.s.LiveRevision {
+			e.s.LiveRevision = e.o.Revision
+		}
+		e.wake(pollInterval)
+		return
+	}
+	if e.o.Revision != "" && e.o.Revision != e.s.LiveRevision {
+		e.startRelease()
+	}
+}
+
+func (e *engine) startRelease() {
+	e.s.Candidate, e.s.CandidateRevision = e.s.Live.Other(), e.o.Revision
+	e.s.Standby, e.s.StandbyRevision = "", ""
+	e.s.Step, e.s.Weight, e.s.Extensions, e.s.Gate = 0, 0, 0, ""
+	e.s.StepStartedAt, e.s.Checks = nil, nil
+	e.s.ReleaseStartedAt = e.now()
+	e.transit(splitterv1.PhasePreparing, ReasonReleaseStarted,
+		fmt.Sprintf("revision %s is deploying to %s (live: %s, revision %s)", e.s.CandidateRevision, e.s.Candidate, e.s.Live, e.s.LiveRevision), false)
+	e.wake(e.p.ProgressDeadline)
+}
+
+// interrupted handles what ends any active release: an abort naming it,
+// or a newer template.
+func (e *engine) interrupted() bool {
+	if e.o.Abort != "" && e.o.Abort == e.s.CandidateRevision {
+		e.startRollback(ReasonAborted, "aborted by "+splitterv1.AbortAnnotation, splitterv1.OutcomeAborted)
+		return true
+	}
+	if e.o.Revision != "" && e.o.Revision != e.s.CandidateRevision {
+		e.startRollback(ReasonSuperseded, fmt.Sprintf("revision %s supersedes %s", e.o.Revision, e.s.CandidateRevision), splitterv1.OutcomeSuperseded)
+		return true
+	}
+	return false
+}
+
+func (e *engine) candidateReady() bool {
+	c := e.o.Colors[e.s.Candidate]
+	return c.Revision == e.s.CandidateRevision && c.RolledOut && c.Ready >= e.o.Replicas
+}
+
+func (e *engine) preparing() {
+	if e.o.Abort != "" && e.o.Abort == e.s.CandidateRevision {
+		e.startRollback(ReasonAborted, "aborted by "+splitterv1.AbortAnnotation, splitterv1.OutcomeAborted)
+		return
+	}
+	if e.o.Revision != "" && e.o.Revision != e.s.CandidateRevision {
+		// No traffic has moved: restart with the newer revision, or stand
+		// down if the template went back to the live revision.
+		e.record(splitterv1.OutcomeSuperseded, ReasonSuperseded, fmt.Sprintf("revision %s supersedes it before any traffic moved", e.o.Revision))
+		if e.o.Revision == e.s.LiveRevision {
+			e.toIdle(ReasonReverted, fmt.Sprintf("the template is back at the live revision %s", e.s.LiveRevision))
+			return
+		}
+		e.startRelease()
+		return
+	}
+	if e.candidateReady() {
+		if e.p.ApproveBeforeFirstStep {
+			e.awaitGate(GateFirstStep)
+			return
+		}
+		e.enterStep(1)
+		return
+	}
+	deadline := e.s.PhaseStartedAt.Add(e.p.ProgressDeadline)
+	if !e.o.Now.Before(deadline) {
+		c := e.o.Colors[e.s.Candidate]
+		e.startRollback(ReasonProgressDeadlineExceeded,
+			fmt.Sprintf("%s was not Ready within %s (%d/%d Ready)", e.s.Candidate, e.p.ProgressDeadline, c.Ready, e.o.Replicas),
+			splitterv1.OutcomeRolledBack)
+		return
+	}
+	e.wake(deadline.Sub(e.o.Now))
+}
+
+func (e *engine) awaitGate(gate string) {
+	e.s.Gate = e.s.CandidateRevision + "/" + gate
+	e.transit(splitterv1.PhaseAwaitingApproval, ReasonAwaitingApproval,
+		fmt.Sprintf("waiting for approval %q: kubectl annotate split <name> %s=%s --overwrite", e.s.Gate, splitterv1.ApproveAnnotation, e.s.Gate), false)
+}
+
+// enterStep moves to step i (1-based): the weights are set, and the hold
+// starts once the router reports them applied.
+func (e *engine) enterStep(i int32) {
+	e.s.Step, e.s.Weight = i, e.p.Steps[i-1]
+	e.s.StepStartedAt, e.s.Extensions, e.s.Gate = nil, 0, ""
+	e.transit(splitterv1.PhaseShifting, ReasonStepAdvanced,
+		fmt.Sprintf("step %d/%d: %s gets %d%%", i, len(e.p.Steps), e.s.Candidate, e.s.Weight), false)
+	e.wake(pollInterval)
+}
+
+// ChecksDue reports whether the current step's checks should be evaluated
+// now: the step's weights were confirmed and it has been held long enough.
+func ChecksDue(p *policy.Plan, s splitterv1.SplitStatus, now time.Time) bool {
+	if s.Phase != splitterv1.PhaseShifting || s.StepStartedAt == nil {
+		return false
+	}
+	return !now.Before(stepEnd(p, s))
+}
+
+func stepEnd(p *policy.Plan, s splitterv1.SplitStatus) time.Time {
+	return s.StepStartedAt.Add(p.StepDuration * time.Duration(1+s.Extensions))
+}
+
+func (e *engine) shifting() {
+	if e.interrupted() {
+		return
+	}
+	if c := e.o.Colors[e.s.Candidate]; c.Ready == 0 {
+		e.startRollback(ReasonCandidateUnavailable, fmt.Sprintf("%s has no Ready pod", e.s.Candidate), splitterv1.OutcomeRolledBack)
+		return
+	}
+	want := split(e.s.Candidate, e.s.Weight)
+	if !e.routedIs(want) {
+		// Not applied yet, or changed behind our back: evidence gathered
+		// under other weights is not evidence for this step.
+		e.s.StepStartedAt = nil
+		e.wake(pollInterval)
+		return
+	}
+	if e.s.StepStartedAt == nil {
+		e.s.StepStartedAt = e.now()
+	}
+	if !ChecksDue(e.p, e.s, e.o.Now) {
+		e.wake(stepEnd(e.p, e.s).Sub(e.o.Now))
+		return
+	}
+	if len(e.p.Checks) > 0 && len(e.o.Verdicts) == 0 {
+		e.wake(time.Millisecond) // the controller evaluates the checks and calls again
+		return
+	}
+	e.recordVerdicts()
+	var failed, unsure []analysis.Result
+	for _, v := range e.o.Verdicts {
+		switch v.Verdict {
+		case splitterv1.VerdictFail:
+			failed = append(failed, v)
+		case splitterv1.VerdictPass:
+		default:
+			unsure = append(unsure, v)
+		}
+	}
+	switch {
+	case len(failed) > 0:
+		e.startRollback(ReasonCheckFailed, describe(failed), splitterv1.OutcomeRolledBack)
+	case len(unsure) > 0 && int(e.s.Extensions) < e.p.MaxExtensions:
+		e.s.Extensions++
+		e.transition = &Transition{Reason: ReasonStepExtended, Message: fmt.Sprintf("step %d held for another %s (%d/%d): %s",
+			e.s.Step, e.p.StepDuration, e.s.Extensions, e.p.MaxExtensions, describe(unsure)), Warning: true}
+		e.wake(stepEnd(e.p, e.s).Sub(e.o.Now))
+	case len(unsure) > 0:
+		e.startRollback(ReasonInsufficientEvidence, fmt.Sprintf("no verdict after %d extensions: %s", e.p.MaxExtensions, describe(unsure)), splitterv1.OutcomeRolledBack)
+	case int(e.s.Step) == len(e.p.Steps):
+		e.promote()
+	case int(e.s.Step)+1 == len(e.p.Steps) && e.p.ApproveBeforePromotion:
+		e.awaitGate(GatePromotion)
+	default:
+		e.enterStep(e.s.Step + 1)
+	}
+}
+
+func describe(rs []analysis.Result) string {
+	parts := make([]string, 0, len(rs))
+	for _, r := range rs {
+		part := fmt.Sprintf("%s %s", r.Name, r.Verdict)
+		if r.HasValue {
+			part += fmt.Sprintf(" (value %s, bound %s)", r.ValueString(), r.Bound)
+		}
+		if r.Message != "" && r.Verdict != splitterv1.VerdictFail {
+			part += ": " + r.Message
+		}
+		parts = append(parts, part)
+	}
+	return strings.Join(parts, "; ")
+}
+
+func (e *engine) recordVerdicts() {
+	e.s.Checks = e.s.Checks[:0:0]
+	for _, v := range e.o.Verdicts {
+		e.s.Checks = append(e.s.Checks, splitterv1.CheckResult{
+			Name: v.Name, Verdict: v.Verdict, Value: v.ValueString(), Bound: v.Bound,
+			Message: v.Message, Step: e.s.Step, EvaluatedAt: *e.now(),
+		})
+	}
+}
+
+func (e *engine) awaitingApproval() {
+	if e.interrupted() {
+		return
+	}
+	if e.o.Approve == "" || e.o.Approve != e.s.Gate {
+		return
+	}
+	if strings.HasSuffix(e.s.Gate, "/"+GateFirstStep) {
+		e.enterStep(1)
+	} else {
+		e.enterStep(e.s.Step + 1)
+	}
+	e.transition.Reason = ReasonApproved
+}
+
+func (e *engine) promote() {
+	e.record(splitterv1.OutcomePromoted, ReasonPromoted, fmt.Sprintf("all %d steps passed", len(e.p.Steps)))
+	e.s.Standby, e.s.StandbyRevision = e.s.Live, e.s.LiveRevision
+	e.s.Live, e.s.LiveRevision = e.s.Candidate, e.s.CandidateRevision
+	e.s.Candidate, e.s.CandidateRevision = "", ""
+	e.s.Step, e.s.Weight, e.s.Extensions, e.s.Gate, e.s.StepStartedAt = 0, 0, 0, "", nil
+	e.transit(splitterv1.PhasePromoting, ReasonPromoted,
+		fmt.Sprintf("%s (revision %s) is live; %s stays up for %s", e.s.Live, e.s.LiveRevision, e.s.Standby, e.p.Standby), false)
+	e.wake(e.p.Standby)
+}
+
+func (e *engine) promoting() {
+	if e.o.Revision != "" && e.o.Revision != e.s.LiveRevision {
+		e.startRelease()
+		return
+	}
+	end := e.s.PhaseStartedAt.Add(e.p.Standby)
+	if !e.o.Now.Before(end) {
+		standby := e.s.Standby
+		e.s.Standby, e.s.StandbyRevision = "", ""
+		e.transit(splitterv1.PhaseIdle, ReasonStandbyEnded, fmt.Sprintf("standby over: %s scaled to zero", standby), false)
+		return
+	}
+	e.wake(end.Sub(e.o.Now))
+}
+
+// startRollback is the snap-back: the next desired world has the live
+// color at 100% (one router write).
+func (e *engine) startRollback(reason, msg string, outcome splitterv1.Outcome) {
+	e.record(outcome, reason, msg)
+	e.s.Weight, e.s.StepStartedAt, e.s.Gate, e.s.Extensions = 0, nil, "", 0
+	e.transit(splitterv1.PhaseRollingBack, reason, fmt.Sprintf("all traffic back to %s: %s", e.s.Live, msg), outcome != splitterv1.OutcomeSuperseded)
+	e.wake(pollInterval)
+}
+
+func (e *engine) rollingBack() {
+	if !e.routedIs(e.liveWeights()) {
+		e.wake(pollInterval)
+		return
+	}
+	e.transit(splitterv1.PhaseRolledBack, ReasonRolledBack, fmt.Sprintf("%s has all traffic", e.s.Live), false)
+	if e.o.Revision != e.s.CandidateRevision {
+		e.wake(time.Millisecond) // a newer template waits: one transition per call
+	}
+}
+
+func (e *engine) rolledBack() {
+	switch {
+	case e.o.Revision == "" || e.o.Revision == e.s.CandidateRevision:
+	case e.o.Revision == e.s.LiveRevision:
+		e.toIdle(ReasonReverted, fmt.Sprintf("the template is back at the live revision %s", e.s.LiveRevision))
+	default:
+		e.startRelease()
+	}
+}
+
+func (e *engine) toIdle(reason, msg string) {
+	e.s.Candidate, e.s.CandidateRevision = "", ""
+	e.s.Step, e.s.Weight, e.s.Extensions, e.s.Gate, e.s.StepStartedAt = 0, 0, 0, "", nil
+	e.transit(splitterv1.PhaseIdle, reason, msg, false)
+}
+
+// record adds the current release to the history, newest first.
+func (e *engine) record(outcome splitterv1.Outcome, reason, msg string) {
+	started := e.now()
+	if e.s.ReleaseStartedAt != nil {
+		started = e.s.ReleaseStartedAt
+	}
+	entry := splitterv1.Release{
+		Revision: e.s.CandidateRevision, Color: e.s.Candidate, StartedAt: *started, FinishedAt: *e.now(),
+		Outcome: outcome, Reason: reason, Message: msg, Step: e.s.Step,
+	}
+	e.s.History = append([]splitterv1.Release{entry}, e.s.History...)
+	if len(e.s.History) > MaxHistory {
+		e.s.History = e.s.History[:MaxHistory]
+	}
+}
+
+// desired derives the world from the status alone (and, on first
+// adoption, the live color's readiness): this is what makes the engine
+// level-triggered.
+func desired(p *policy.Plan, s splitterv1.SplitStatus, o Observations) Desired {
+	n := o.Replicas
+	d := Desired{Colors: map[splitterv1.Color]ColorSpec{
+		s.Live:         {Replicas: n, Revision: s.LiveRevision},
+		s.Live.Other(): {Replicas: 0},
+	}}
+	w := split(s.Live, 100)
+	switch s.Phase {
+	case splitterv1.PhasePreparing, splitterv1.PhaseRollingBack:
+		d.Colors[s.Candidate] = ColorSpec{Replicas: n, Revision: s.CandidateRevision}
+	case splitterv1.PhaseShifting, splitterv1.PhaseAwaitingApproval:
+		d.Colors[s.Candidate] = ColorSpec{Replicas: n, Revision: s.CandidateRevision}
+		w = split(s.Candidate, s.Weight)
+	case splitterv1.PhaseRolledBack:
+		// Keep the pods when asked to, or when a newer template is about to
+		// be released to the same color (no scale-down and up again).
+		newer := o.Revision != "" && o.Revision != s.CandidateRevision && o.Revision != s.LiveRevision
+		if p.KeepCandidateOnRollback || newer {
+			d.Colors[s.Candidate] = ColorSpec{Replicas: n, Revision: s.CandidateRevision}
+		}
+	case splitterv1.PhasePromoting:
+		d.Colors[s.Standby] = ColorSpec{Replicas: n, Revision: s.StandbyRevision}
+	}
+	live := o.Colors[s.Live]
+	adopted := s.Phase != splitterv1.PhaseIdle || (o.Routed != nil && *o.Routed == w)
+	if adopted || (live.Revision == s.LiveRevision && live.Ready > 0) {
+		d.Weights = &w
+	}
+	// Never raise the weight of a color with no Ready pod: that turns
+	// requests into 503s. Hold the routing until it has one (a Deployment
+	// replaces lost pods), even on a snap-back.
+	if d.Weights != nil && o.Routed != nil {
+		for _, c := range []splitterv1.Color{splitterv1.Blue, splitterv1.Green} {
+			if o.Colors[c].Ready == 0 && d.Weights.Of(c) > o.Routed.Of(c) {
+				hold := *o.Routed
+				d.Weights = &hold
+				break
+			}
+		}
+	}
+	d.ScaleTemplateToZero = o.Routed != nil && d.Weights != nil && *o.Routed == *d.Weights
+	return d
+}

@@ -1,0 +1,158 @@
+package rollout
+
+import (
+	"flag"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"k8s.io/utils/ptr"
+
+	splitterv1 "splitter.dev/splitter/api/v1alpha1"
+	"splitter.dev/splitter/internal/analysis"
+	"splitter.dev/splitter/internal/policy"
+)
+
+var update = flag.Bool("update", false, "rewrite the golden transcripts in testdata/")
+
+func testPlan(mutate ...func(*policy.Plan)) *policy.Plan {
+	q, err := analysis.Builtin("istio-success-rate")
+	if err != nil {
+		panic(err)
+	}
+	p := &policy.Plan{
+		Steps: []int32{5, 10, 25, 50, 100}, StepDuration: 30 * time.Second, Standby: 2 * time.Minute,
+		ProgressDeadline: 2 * time.Minute, Router: splitterv1.RouterIstio, SubsetLabel: "track", MaxExtensions: 2,
+		Checks: []analysis.Check{{Name: "success-rate", Query: q, Min: ptr.To(0.99)}},
+	}
+	for _, m := range mutate {
+		m(p)
+	}
+	return p
+}
+
+// release changes the user's template at the given offset.
+func release(rev string) func(*fakeWorld) { return func(w *fakeWorld) { w.revision = rev } }
+
+func failAtStep(step int32) verdictFunc {
+	return func(s splitterv1.SplitStatus, w *fakeWorld) []analysis.Result {
+		if s.Step == step {
+			return results(splitterv1.VerdictFail, "success-rate")
+		}
+		return allPass(s, w)
+	}
+}
+
+func TestGoldenTranscripts(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		sc   scenario
+	}{
+		{"healthy-release-promoted", scenario{
+			plan: testPlan(), verdicts: allPass, until: 6 * time.Minute,
+			events: map[time.Duration]func(*fakeWorld){20 * time.Second: release("v2")},
+		}},
+		{"check-fails-snaps-back", scenario{
+			plan: testPlan(), verdicts: failAtStep(3), until: 4 * time.Minute,
+			events: map[time.Duration]func(*fakeWorld){20 * time.Second: release("v2")},
+		}},
+		{"inconclusive-extended-then-passes", scenario{
+			plan: testPlan(), until: 6 * time.Minute,
+			verdicts: func(s splitterv1.SplitStatus, w *fakeWorld) []analysis.Result {
+				if s.Step == 1 && s.Extensions < 2 {
+					return results(splitterv1.VerdictInconclusive, "success-rate")
+				}
+				return allPass(s, w)
+			},
+			events: map[time.Duration]func(*fakeWorld){20 * time.Second: release("v2")},
+		}},
+		{"inconclusive-exhausted-rolls-back", scenario{
+			plan: testPlan(), until: 4 * time.Minute,
+			verdicts: func(s splitterv1.SplitStatus, w *fakeWorld) []analysis.Result {
+				return results(splitterv1.VerdictInconclusive, "success-rate")
+			},
+			events: map[time.Duration]func(*fakeWorld){20 * time.Second: release("v2")},
+		}},
+		{"superseded-mid-release", scenario{
+			plan: testPlan(), verdicts: allPass, until: 8 * time.Minute,
+			events: map[time.Duration]func(*fakeWorld){20 * time.Second: release("v2"), 90 * time.Second: release("v3")},
+		}},
+		{"approval-gates", scenario{
+			plan: testPlan(func(p *policy.Plan) { p.ApproveBeforeFirstStep, p.ApproveBeforePromotion = true, true }),
+			verdicts: allPass, until: 6 * time.Minute,
+			events: map[time.Duration]func(*fakeWorld){
+				20 * time.Second:  release("v2"),
+				30 * time.Second:  func(w *fakeWorld) { w.approve = "v1/promotion" }, // stale: matches no gate
+				60 * time.Second:  func(w *fakeWorld) { w.approve = "v2/first-step" },
+				240 * time.Second: func(w *fakeWorld) { w.approve = "v2/promotion" },
+			},
+		}},
+		{"aborted-while-shifting", scenario{
+			plan: testPlan(), verdicts: allPass, until: 3 * time.Minute,
+			events: map[time.Duration]func(*fakeWorld){
+				20 * time.Second: release("v2"),
+				80 * time.Second: func(w *fakeWorld) { w.abort = "v2" },
+			},
+		}},
+		{"progress-deadline", scenario{
+			plan: testPlan(), verdicts: allPass, until: 4 * time.Minute,
+			events: map[time.Duration]func(*fakeWorld){20 * time.Second: func(w *fakeWorld) {
+				w.neverReady["v2"] = true
+				w.revision = "v2"
+			}},
+		}},
+		{"candidate-pods-lost", scenario{
+			plan: testPlan(), verdicts: allPass, until: 3 * time.Minute,
+			events: map[time.Duration]func(*fakeWorld){
+				20 * time.Second: release("v2"),
+				70 * time.Second: func(w *fakeWorld) { w.colors[splitterv1.Green].lost = true },
+			},
+		}},
+		{"weights-changed-behind-our-back", scenario{
+			plan: testPlan(), verdicts: allPass, until: 3 * time.Minute,
+			events: map[time.Duration]func(*fakeWorld){
+				20 * time.Second: release("v2"),
+				45 * time.Second: func(w *fakeWorld) { w.routed = &Weights{Blue: 100} },
+			},
+		}},
+		{"reverted-after-rollback", scenario{
+			plan: testPlan(), verdicts: failAtStep(1), until: 3 * time.Minute,
+			events: map[time.Duration]func(*fakeWorld){
+				20 * time.Second:  release("v2"),
+				120 * time.Second: release("v1"),
+			},
+		}},
+		{"keep-candidate-on-rollback", scenario{
+			plan: testPlan(func(p *policy.Plan) { p.KeepCandidateOnRollback = true }), verdicts: failAtStep(2), until: 3 * time.Minute,
+			events: map[time.Duration]func(*fakeWorld){20 * time.Second: release("v2")},
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			sc := tc.sc
+			sc.world = newFakeWorld("v1")
+			sc.checkInvariants = invariants
+			got := sc.run()
+			for _, v := range sc.violations {
+				t.Error("invariant:", v)
+			}
+			path := filepath.Join("testdata", tc.name+".golden")
+			if *update {
+				if err := os.MkdirAll("testdata", 0o755); err != nil {
+					t.Fatal(err)
+				}
+				if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
+					t.Fatal(err)
+				}
+				return
+			}
+			want, err := os.ReadFile(path)
+			if err != nil {
+				t.Fatalf("%v (run go test ./internal/rollout -update)", err)
+			}
+			if string(want) != got {
+				t.Errorf("transcript differs from %s (rerun with -update and review the diff):\n%s", path, got)
+			}
+		})
+	}
+}

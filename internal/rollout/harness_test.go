@@ -1,0 +1,198 @@
+package rollout
+
+import (
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+
+	splitterv1 "splitter.dev/splitter/api/v1alpha1"
+	"splitter.dev/splitter/internal/analysis"
+	"splitter.dev/splitter/internal/policy"
+)
+
+// fakeWorld is a pure stand-in for the cluster in engine tests: color
+// Deployments become Ready a fixed delay after their spec changes, and the
+// router applies weights at once.
+type fakeWorld struct {
+	now        time.Time
+	start      time.Time
+	revision   string // the user's template hash
+	replicas   int32
+	readyDelay time.Duration
+	// neverReady keeps a revision's pods unready (a crash-looping image).
+	neverReady map[string]bool
+	colors     map[splitterv1.Color]*fakeColor
+	routed     *Weights
+	approve    string
+	abort      string
+
+	weightWrites int
+	colorWrites  int
+}
+
+type fakeColor struct {
+	spec    ColorSpec
+	readyAt time.Time
+	lost    bool // pods lost (node failure): Ready 0 until the spec changes
+}
+
+func newFakeWorld(rev string) *fakeWorld {
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	return &fakeWorld{
+		now: t0, start: t0, revision: rev, replicas: 3, readyDelay: 5 * time.Second,
+		neverReady: map[string]bool{},
+		colors:     map[splitterv1.Color]*fakeColor{splitterv1.Blue: {}, splitterv1.Green: {}},
+	}
+}
+
+func (w *fakeWorld) observe() Observations {
+	o := Observations{Now: w.now, Revision: w.revision, Replicas: w.replicas, Colors: map[splitterv1.Color]ColorState{},
+		Approve: w.approve, Abort: w.abort}
+	for c, fc := range w.colors {
+		st := ColorState{Revision: fc.spec.Revision, Replicas: fc.spec.Replicas, RolledOut: !w.now.Before(fc.readyAt)}
+		if st.RolledOut && !fc.lost && !w.neverReady[fc.spec.Revision] {
+			st.Ready = fc.spec.Replicas
+		}
+		o.Colors[c] = st
+	}
+	if w.routed != nil {
+		r := *w.routed
+		o.Routed = &r
+	}
+	return o
+}
+
+// apply converges the world to d, counting writes as the controller would
+// (only what differs is written).
+func (w *fakeWorld) apply(d Desired) []string {
+	var writes []string
+	if d.Weights != nil && (w.routed == nil || *w.routed != *d.Weights) {
+		r := *d.Weights
+		w.routed = &r
+		w.weightWrites++
+		writes = append(writes, "weights "+r.String())
+	}
+	for _, c := range []splitterv1.Color{splitterv1.Blue, splitterv1.Green} {
+		want, ok := d.Colors[c]
+		if !ok {
+			continue
+		}
+		fc := w.colors[c]
+		if want.Revision == "" {
+			want.Revision = fc.spec.Revision
+		}
+		if fc.spec != want {
+			fc.spec, fc.readyAt, fc.lost = want, w.now.Add(w.readyDelay), false
+			w.colorWrites++
+			writes = append(writes, fmt.Sprintf("%s replicas=%d revision=%s", c, want.Replicas, want.Revision))
+		}
+	}
+	return writes
+}
+
+// verdictFunc scripts the checks: it returns the results for a step.
+type verdictFunc func(s splitterv1.SplitStatus, w *fakeWorld) []analysis.Result
+
+func results(v splitterv1.Verdict, names ...string) []analysis.Result {
+	var out []analysis.Result
+	for _, n := range names {
+		r := analysis.Result{Name: n, Verdict: v, Bound: ">= 0.99"}
+		if v == splitterv1.VerdictPass || v == splitterv1.VerdictFail {
+			r.HasValue = true
+			r.Value = 0.999
+			if v == splitterv1.VerdictFail {
+				r.Value = 0.7
+			}
+		}
+		if v == splitterv1.VerdictInconclusive {
+			r.Message = "no data"
+		}
+		out = append(out, r)
+	}
+	return out
+}
+
+func allPass(s splitterv1.SplitStatus, _ *fakeWorld) []analysis.Result {
+	return results(splitterv1.VerdictPass, "success-rate")
+}
+
+// scenario drives the engine against the fake world, reconciling on every
+// tick, and writes one transcript line per transition or write.
+type scenario struct {
+	plan     *policy.Plan
+	world    *fakeWorld
+	status   splitterv1.SplitStatus
+	verdicts verdictFunc
+	events   map[time.Duration]func(*fakeWorld) // at offset from start
+	tick     time.Duration
+	until    time.Duration
+	lines    []string
+	// checkInvariants is called after every decision.
+	checkInvariants func(before splitterv1.SplitStatus, o Observations, d Decision) error
+	violations      []string
+}
+
+func (sc *scenario) run() string {
+	if sc.tick == 0 {
+		sc.tick = time.Second
+	}
+	offsets := make([]time.Duration, 0, len(sc.events))
+	for off := range sc.events {
+		offsets = append(offsets, off)
+	}
+	sort.Slice(offsets, func(i, j int) bool { return offsets[i] < offsets[j] })
+	next := 0
+	for elapsed := time.Duration(0); elapsed <= sc.until; elapsed += sc.tick {
+		sc.world.now = sc.world.start.Add(elapsed)
+		for next < len(offsets) && offsets[next] <= elapsed {
+			sc.events[offsets[next]](sc.world)
+			sc.lines = append(sc.lines, fmt.Sprintf("%6s  -- event at %s", fmtOffset(elapsed), fmtOffset(offsets[next])))
+			next++
+		}
+		sc.reconcile(elapsed)
+	}
+	sc.lines = append(sc.lines, fmt.Sprintf("writes: weights=%d colors=%d", sc.world.weightWrites, sc.world.colorWrites))
+	return strings.Join(sc.lines, "\n") + "\n"
+}
+
+func (sc *scenario) reconcile(elapsed time.Duration) {
+	// The engine asks to be called again at once (Requeue of 1ms) when the
+	// controller has work for it: checks to evaluate, a newer template.
+	for range 3 {
+		o := sc.world.observe()
+		if ChecksDue(sc.plan, sc.status, o.Now) && len(sc.plan.Checks) > 0 {
+			o.Verdicts = sc.verdicts(sc.status, sc.world)
+		}
+		before := sc.status
+		d := Next(sc.plan, sc.status, o)
+		if sc.checkInvariants != nil {
+			if err := sc.checkInvariants(before, o, d); err != nil {
+				sc.violations = append(sc.violations, fmt.Sprintf("%s: %v", fmtOffset(elapsed), err))
+			}
+		}
+		sc.status = d.Status
+		writes := sc.world.apply(d.Desired)
+		if d.Transition != nil {
+			s := d.Status
+			sc.lines = append(sc.lines, fmt.Sprintf("%6s  %-16s step=%d weight=%-3d live=%s/%s cand=%s/%s  %s: %s",
+				fmtOffset(elapsed), s.Phase, s.Step, s.Weight, s.Live, s.LiveRevision, orDash(string(s.Candidate)), orDash(s.CandidateRevision),
+				d.Transition.Reason, d.Transition.Message))
+		}
+		for _, wr := range writes {
+			sc.lines = append(sc.lines, fmt.Sprintf("%6s      write %s", fmtOffset(elapsed), wr))
+		}
+		if d.Requeue == 0 || d.Requeue > time.Millisecond {
+			return
+		}
+	}
+}
+
+func fmtOffset(d time.Duration) string { return "+" + d.String() }
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}

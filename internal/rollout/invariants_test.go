@@ -1,0 +1,161 @@
+package rollout
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"reflect"
+	"testing"
+	"time"
+
+	splitterv1 "splitter.dev/splitter/api/v1alpha1"
+	"splitter.dev/splitter/internal/analysis"
+)
+
+// invariants are checked after every decision, in the golden scenarios and
+// the random sequences below.
+func invariants(before splitterv1.SplitStatus, o Observations, d Decision) error {
+	w := d.Desired.Weights
+	if w != nil {
+		if w.Blue < 0 || w.Green < 0 || w.Blue+w.Green != 100 {
+			return fmt.Errorf("weights %s do not sum to 100", w)
+		}
+		for _, c := range []splitterv1.Color{splitterv1.Blue, splitterv1.Green} {
+			var routed int32
+			if o.Routed != nil {
+				routed = o.Routed.Of(c)
+			}
+			if o.Colors[c].Ready == 0 && w.Of(c) > routed {
+				return fmt.Errorf("%s has no Ready pod but its weight rises %d -> %d", c, routed, w.Of(c))
+			}
+		}
+	}
+	for _, v := range o.Verdicts {
+		if v.Verdict != splitterv1.VerdictFail || before.Candidate == "" || w == nil {
+			continue
+		}
+		// The snap-back takes all of the candidate's traffic, unless the
+		// live color has no Ready pod to take it: then nothing moves.
+		if o.Colors[before.Live].Ready > 0 && w.Of(before.Candidate) > 0 {
+			return fmt.Errorf("after a failed verdict %s still gets %d%%", before.Candidate, w.Of(before.Candidate))
+		}
+		if o.Routed != nil && w.Of(before.Candidate) > o.Routed.Of(before.Candidate) {
+			return fmt.Errorf("after a failed verdict %s's weight rises to %d%%", before.Candidate, w.Of(before.Candidate))
+		}
+	}
+	after := d.Status
+	if after.CandidateRevision == before.CandidateRevision && after.Step > before.Step {
+		if after.Step > before.Step+1 {
+			return fmt.Errorf("step jumped %d -> %d", before.Step, after.Step)
+		}
+		if before.Step > 0 && !stepWasHeld(before, o) {
+			return fmt.Errorf("step %d -> %d without the hold (started %v, now %v, routed %v)", before.Step, after.Step, before.StepStartedAt, o.Now, o.Routed)
+		}
+	}
+	return nil
+}
+
+// stepWasHeld says the step before an advance was held for its duration
+// under its own weights. Without approval gates, an advance needs it.
+func stepWasHeld(before splitterv1.SplitStatus, o Observations) bool {
+	if before.Phase == splitterv1.PhaseAwaitingApproval {
+		return true
+	}
+	p := testPlan()
+	want := split(before.Candidate, before.Weight)
+	return before.StepStartedAt != nil && !o.Now.Before(before.StepStartedAt.Add(p.StepDuration)) && o.Routed != nil && *o.Routed == want
+}
+
+// TestInvariantsUnderRandomSequences drives the engine with random
+// observations: time jumps (also backwards, as a stale or reordered
+// observation), repeated observations, pods lost, weights changed behind its
+// back, random verdicts, template changes, aborts and approvals.
+func TestInvariantsUnderRandomSequences(t *testing.T) {
+	verdicts := []splitterv1.Verdict{splitterv1.VerdictPass, splitterv1.VerdictPass, splitterv1.VerdictPass,
+		splitterv1.VerdictFail, splitterv1.VerdictInconclusive, splitterv1.VerdictError}
+	for seed := uint64(1); seed <= 300; seed++ {
+		rng := rand.New(rand.NewPCG(seed, 42))
+		p := testPlan()
+		p.ApproveBeforePromotion = rng.IntN(2) == 0
+		w := newFakeWorld("v1")
+		var s splitterv1.SplitStatus
+		failedRelease := ""
+		var candWeightAfterFail int32
+		revs := 1
+		for step := 0; step < 400; step++ {
+			switch r := rng.IntN(100); {
+			case r < 60:
+				w.now = w.now.Add(time.Duration(rng.IntN(15)) * time.Second)
+			case r < 65:
+				revs++
+				w.revision = fmt.Sprintf("v%d", revs)
+			case r < 68:
+				c := []splitterv1.Color{splitterv1.Blue, splitterv1.Green}[rng.IntN(2)]
+				w.colors[c].lost = true
+			case r < 71:
+				b := int32(rng.IntN(101))
+				w.routed = &Weights{Blue: b, Green: 100 - b}
+			case r < 73:
+				w.abort = s.CandidateRevision
+			case r < 76:
+				w.approve = s.Gate
+			}
+			o := w.observe()
+			if rng.IntN(10) == 0 {
+				o.Now = o.Now.Add(-time.Duration(rng.IntN(60)) * time.Second) // stale observation
+			}
+			if ChecksDue(p, s, o.Now) {
+				o.Verdicts = []analysis.Result{{Name: "success-rate", Verdict: verdicts[rng.IntN(len(verdicts))]}}
+			}
+			repeat := 1 + rng.IntN(2)
+			for range repeat {
+				before := s
+				d := Next(p, s, o)
+				if err := invariants(before, o, d); err != nil {
+					t.Fatalf("seed %d, call %d: %v\nbefore: %+v\nafter:  %+v", seed, step, err, before, d.Status)
+				}
+				for _, v := range o.Verdicts {
+					if v.Verdict == splitterv1.VerdictFail && before.CandidateRevision != "" && d.Desired.Weights != nil {
+						failedRelease, candWeightAfterFail = before.CandidateRevision, d.Desired.Weights.Of(before.Candidate)
+					}
+				}
+				// Across the rest of a failed release, the candidate's weight never rises.
+				if failedRelease != "" && d.Status.CandidateRevision == failedRelease && d.Desired.Weights != nil && d.Status.Candidate != "" {
+					got := d.Desired.Weights.Of(d.Status.Candidate)
+					// (Someone else may move traffic; the engine only ever holds it.)
+					if got > candWeightAfterFail && (o.Routed == nil || got > o.Routed.Of(d.Status.Candidate)) {
+						t.Fatalf("seed %d, call %d: weight of failed release %s rose %d -> %d", seed, step, failedRelease, candWeightAfterFail, got)
+					}
+					candWeightAfterFail = got
+				}
+				s = d.Status
+				w.apply(d.Desired)
+				o = w.observe()
+				o.Verdicts = nil
+			}
+		}
+	}
+}
+
+// A crash between any two writes is harmless: restarting from the last
+// persisted status with the same world gives the same desired world.
+func TestDecisionIsDeterministic(t *testing.T) {
+	w := newFakeWorld("v1")
+	p := testPlan()
+	var s splitterv1.SplitStatus
+	for i := 0; i < 200; i++ {
+		w.now = w.now.Add(3 * time.Second)
+		if i == 10 {
+			w.revision = "v2"
+		}
+		o := w.observe()
+		if ChecksDue(p, s, o.Now) {
+			o.Verdicts = allPass(s, w)
+		}
+		d1, d2 := Next(p, s, o), Next(p, *s.DeepCopy(), o)
+		if !reflect.DeepEqual(d1, d2) {
+			t.Fatalf("call %d: two decisions from the same input differ:\n%+v\n%+v", i, d1, d2)
+		}
+		s = d1.Status
+		w.apply(d1.Desired)
+	}
+}
