@@ -79,7 +79,7 @@ func TestGoldenTranscripts(t *testing.T) {
 			events: map[time.Duration]func(*fakeWorld){20 * time.Second: release("v2"), 90 * time.Second: release("v3")},
 		}},
 		{"approval-gates", scenario{
-			plan: testPlan(func(p *policy.Plan) { p.ApproveBeforeFirstStep, p.ApproveBeforePromotion = true, true }),
+			plan:     testPlan(func(p *policy.Plan) { p.ApproveBeforeFirstStep, p.ApproveBeforePromotion = true, true }),
 			verdicts: allPass, until: 6 * time.Minute,
 			events: map[time.Duration]func(*fakeWorld){
 				20 * time.Second:  release("v2"),

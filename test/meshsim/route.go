@@ -75,8 +75,8 @@ type Outcome struct {
 
 // World is a consistent snapshot of the objects that decide routing.
 type World struct {
-	services map[string]*corev1.Service           // ns/name
-	pods     map[string][]*corev1.Pod             // ns -> pods
+	services map[string]*corev1.Service              // ns/name
+	pods     map[string][]*corev1.Pod                // ns -> pods
 	vsByHost map[string]*networkingv1.VirtualService // FQDN -> VS bound to the mesh
 	drByHost map[string]*networkingv1.DestinationRule
 }
@@ -122,7 +122,9 @@ func NewWorld(services []*corev1.Service, pods []*corev1.Pod, vss []*networkingv
 		sort.Slice(ps, func(i, j int) bool { return ps[i].Name < ps[j].Name })
 	}
 	vss = append([]*networkingv1.VirtualService(nil), vss...)
-	sort.SliceStable(vss, func(i, j int) bool { return older(&vss[i].CreationTimestamp.Time, &vss[j].CreationTimestamp.Time, vss[i].Name, vss[j].Name) })
+	sort.SliceStable(vss, func(i, j int) bool {
+		return older(&vss[i].CreationTimestamp.Time, &vss[j].CreationTimestamp.Time, vss[i].Name, vss[j].Name)
+	})
 	for _, vs := range vss {
 		if !boundToMesh(vs.Spec.Gateways) {
 			continue
@@ -135,7 +137,9 @@ func NewWorld(services []*corev1.Service, pods []*corev1.Pod, vss []*networkingv
 		}
 	}
 	drs = append([]*networkingv1.DestinationRule(nil), drs...)
-	sort.SliceStable(drs, func(i, j int) bool { return older(&drs[i].CreationTimestamp.Time, &drs[j].CreationTimestamp.Time, drs[i].Name, drs[j].Name) })
+	sort.SliceStable(drs, func(i, j int) bool {
+		return older(&drs[i].CreationTimestamp.Time, &drs[j].CreationTimestamp.Time, drs[i].Name, drs[j].Name)
+	})
 	for _, dr := range drs {
 		fq := resolveHost(dr.Spec.Host, dr.Namespace)
 		if _, taken := w.drByHost[fq]; !taken {

@@ -41,9 +41,9 @@ import (
 // the TESTBED_* variables the Makefile exports.
 type Config struct {
 	Etcd, KubeAPIServer, KubeControllerManager, KubeScheduler, Kwok, Prometheus string // binaries
-	KwokStages string // directory of kwok Stage YAML files
-	IstioCRDs  string // the istio.io/api module's customresourcedefinitions.gen.yaml
-	CRDs       string // directory of splitter's CRDs (deploy/crds)
+	KwokStages                                                                  string // directory of kwok Stage YAML files
+	IstioCRDs                                                                   string // the istio.io/api module's customresourcedefinitions.gen.yaml
+	CRDs                                                                        string // directory of splitter's CRDs (deploy/crds)
 
 	// StateDir holds data, certificates, logs and the kubeconfig. It is
 	// created if missing and never removed by Stop (logs stay for a look).
