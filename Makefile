@@ -72,8 +72,7 @@ lint: ## gofmt and go vet.
 	$(GO) vet ./...
 
 .PHONY: test
-test: tools prometheus ## Run every test: unit, generated-file freshness, and the test bed end-to-end.
-	$(GO) vet ./...
+test: lint tools prometheus ## Run every test: unit, generated-file freshness, and the test bed end-to-end.
 	SPLITTER_REQUIRE_TOOLS=1 $(GO) test -count=1 -timeout 30m $(GO_TEST_FLAGS) ./...
 
 .PHONY: bench

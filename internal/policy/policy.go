@@ -112,6 +112,15 @@ func Compile(spec splitterv1.SplitPolicySpec) (*Plan, field.ErrorList) {
 			errs = append(errs, field.Invalid(root.Child("subsetLabel"), spec.SubsetLabel, msg))
 		}
 	}
+	if p.Router == splitterv1.RouterServiceSelector {
+		// A selector picks one color: the cutover is a single step.
+		if len(spec.Steps) == 0 {
+			p.Steps = []int32{100}
+		} else if len(spec.Steps) != 1 || spec.Steps[0] != 100 {
+			errs = append(errs, field.Invalid(root.Child("steps"), spec.Steps,
+				"the service-selector router switches all traffic at once: steps must be [100] (or omitted)"))
+		}
+	}
 	if a := spec.Approval; a != nil {
 		p.ApproveBeforeFirstStep, p.ApproveBeforePromotion = a.BeforeFirstStep, a.BeforePromotion
 	}

@@ -35,7 +35,7 @@ func TestCompileKeepsGivenValues(t *testing.T) {
 		Steps:        []int32{20, 100},
 		StepDuration: &metav1.Duration{Duration: 30 * time.Second},
 		Standby:      &metav1.Duration{},
-		Router:       splitterv1.RouterServiceSelector,
+		Router:       splitterv1.RouterIstio,
 		SubsetLabel:  "color",
 		Approval:     &splitterv1.Approval{BeforePromotion: true},
 		Checks: []splitterv1.Check{
@@ -47,11 +47,21 @@ func TestCompileKeepsGivenValues(t *testing.T) {
 		t.Fatal(errs)
 	}
 	if len(p.Steps) != 2 || p.StepDuration != 30*time.Second || p.Standby != 0 || p.SubsetLabel != "color" ||
-		!p.ApproveBeforePromotion || p.ApproveBeforeFirstStep || p.Router != splitterv1.RouterServiceSelector {
+		!p.ApproveBeforePromotion || p.ApproveBeforeFirstStep || p.Router != splitterv1.RouterIstio {
 		t.Errorf("plan %+v", p)
 	}
 	if len(p.Checks) != 2 || *p.Checks[0].Min != 0.99 || *p.Checks[1].Max != 0.5 || p.Checks[0].Bound() != ">= 0.99" {
 		t.Errorf("checks %+v", p.Checks)
+	}
+}
+
+func TestServiceSelectorIsOneStep(t *testing.T) {
+	p, errs := Compile(splitterv1.SplitPolicySpec{Router: splitterv1.RouterServiceSelector})
+	if len(errs) > 0 {
+		t.Fatal(errs)
+	}
+	if len(p.Steps) != 1 || p.Steps[0] != 100 {
+		t.Errorf("steps %v, want [100]", p.Steps)
 	}
 }
 
@@ -65,6 +75,7 @@ func TestCompileErrorsHaveFieldPaths(t *testing.T) {
 		{"not ending at 100", splitterv1.SplitPolicySpec{Steps: []int32{10, 50}}, []string{"spec.steps[1]", "last step must be 100"}},
 		{"zero step", splitterv1.SplitPolicySpec{Steps: []int32{0, 100}}, []string{"spec.steps[0]", "between 1 and 100"}},
 		{"short step", splitterv1.SplitPolicySpec{StepDuration: &metav1.Duration{Duration: time.Second}}, []string{"spec.stepDuration", "at least 5s"}},
+		{"selector with steps", splitterv1.SplitPolicySpec{Router: splitterv1.RouterServiceSelector, Steps: []int32{50, 100}}, []string{"spec.steps", "must be [100]"}},
 		{"bad router", splitterv1.SplitPolicySpec{Router: "nginx"}, []string{"spec.router", "supported values"}},
 		{"bad label", splitterv1.SplitPolicySpec{SubsetLabel: "not a label"}, []string{"spec.subsetLabel"}},
 		{"bad prometheus", splitterv1.SplitPolicySpec{Prometheus: &splitterv1.PrometheusSource{Address: "prometheus:9090"}}, []string{"spec.prometheus.address"}},

@@ -1,0 +1,193 @@
+// Command splitter is the controller and its tools:
+//
+//	splitter run [flags]            run the controller
+//	splitter policy lint FILE...    check SplitPolicy YAML as the controller would, without a cluster
+//	splitter version
+//
+// Installed as kubectl-splitter it is also the kubectl plugin (to come).
+package main
+
+import (
+	"flag"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"go.uber.org/zap/zapcore"
+	"k8s.io/apimachinery/pkg/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+
+	istionetworking "istio.io/client-go/pkg/apis/networking/v1"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/config"
+	"sigs.k8s.io/controller-runtime/pkg/healthz"
+	crzap "sigs.k8s.io/controller-runtime/pkg/log/zap"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	splitterv1 "splitter.dev/splitter/api/v1alpha1"
+	"splitter.dev/splitter/internal/controller"
+	"splitter.dev/splitter/internal/policy"
+)
+
+// version is stamped at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+func main() {
+	args := os.Args[1:]
+	if len(args) == 0 {
+		usage()
+	}
+	var code int
+	switch args[0] {
+	case "run":
+		code = run(args[1:])
+	case "policy":
+		if len(args) < 2 || args[1] != "lint" {
+			usage()
+		}
+		code = lint(args[2:])
+	case "version":
+		fmt.Println("splitter", version)
+	default:
+		usage()
+	}
+	os.Exit(code)
+}
+
+func usage() {
+	fmt.Fprintln(os.Stderr, `usage:
+  splitter run [flags]           run the controller (splitter run -h lists the flags)
+  splitter policy lint FILE...   check SplitPolicy YAML without a cluster; exits 1 on any error
+  splitter version`)
+	os.Exit(2)
+}
+
+func lint(files []string) int {
+	if len(files) == 0 {
+		fmt.Fprintln(os.Stderr, "splitter policy lint: name at least one file")
+		return 2
+	}
+	bad, total := 0, 0
+	for _, f := range files {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "%s: %v\n", f, err)
+			bad++
+			continue
+		}
+		n, findings := policy.Lint(data)
+		total += n
+		for _, fd := range findings {
+			fmt.Printf("%s: %s\n", f, fd)
+		}
+		bad += len(findings)
+	}
+	if bad > 0 {
+		fmt.Printf("%d problem(s) in %d SplitPolicy object(s)\n", bad, total)
+		return 1
+	}
+	fmt.Printf("%d SplitPolicy object(s) OK\n", total)
+	return 0
+}
+
+func run(args []string) int {
+	fs := flag.NewFlagSet("run", flag.ExitOnError)
+	kubeconfig := fs.String("kubeconfig", "", "kubeconfig path; empty uses in-cluster config or $KUBECONFIG")
+	promURL := fs.String("prometheus-url", "http://prometheus.istio-system:9090", "default Prometheus for checks (a policy's prometheus.address overrides it)")
+	queryTimeout := fs.Duration("query-timeout", 10*time.Second, "timeout of one Prometheus query; a timeout is an Error verdict")
+	namespaces := fs.String("namespaces", "", "comma-separated namespaces to watch; empty watches all")
+	metricsAddr := fs.String("metrics-bind-address", ":8080", "address of /metrics; 0 disables it")
+	probeAddr := fs.String("health-probe-bind-address", ":8081", "address of /healthz and /readyz")
+	leaderElect := fs.Bool("leader-elect", true, "elect a leader with a Lease so only one replica acts")
+	leaderNS := fs.String("leader-election-namespace", "", "namespace of the Lease; empty uses the pod's namespace")
+	concurrency := fs.Int("max-concurrent-reconciles", 4, "Splits reconciled in parallel")
+	logFormat := fs.String("log-format", "json", "json or console")
+	logLevel := fs.String("log-level", "info", "debug, info or error")
+	_ = fs.Parse(args)
+
+	var level zapcore.Level
+	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
+		fmt.Fprintln(os.Stderr, "--log-level:", err)
+		return 2
+	}
+	ctrl.SetLogger(crzap.New(crzap.Level(level), encoder(*logFormat)))
+	logger := ctrl.Log.WithName("splitter")
+
+	cfg, err := restConfig(*kubeconfig)
+	if err != nil {
+		logger.Error(err, "Cannot load the kubeconfig")
+		return 1
+	}
+	scheme := runtime.NewScheme()
+	for _, add := range []func(*runtime.Scheme) error{clientgoscheme.AddToScheme, istionetworking.AddToScheme, splitterv1.AddToScheme} {
+		if err := add(scheme); err != nil {
+			logger.Error(err, "Cannot build the scheme")
+			return 1
+		}
+	}
+	cacheOpts := cache.Options{}
+	if *namespaces != "" {
+		cacheOpts.DefaultNamespaces = map[string]cache.Config{}
+		for _, ns := range strings.Split(*namespaces, ",") {
+			cacheOpts.DefaultNamespaces[strings.TrimSpace(ns)] = cache.Config{}
+		}
+	}
+	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
+		Scheme:                  scheme,
+		Cache:                   cacheOpts,
+		Metrics:                 metricsserver.Options{BindAddress: *metricsAddr},
+		HealthProbeBindAddress:  *probeAddr,
+		LeaderElection:          *leaderElect,
+		LeaderElectionID:        "splitter.dev",
+		LeaderElectionNamespace: *leaderNS,
+		// A new leader takes over within seconds of the old one's death.
+		LeaderElectionReleaseOnCancel: true,
+		Controller:                    config.Controller{MaxConcurrentReconciles: *concurrency},
+	})
+	if err != nil {
+		logger.Error(err, "Cannot create the manager")
+		return 1
+	}
+	r := &controller.SplitReconciler{
+		Client:   mgr.GetClient(),
+		Recorder: mgr.GetEventRecorder("splitter"),
+		Checks:   &controller.PrometheusChecks{Default: *promURL, Timeout: *queryTimeout},
+		Metrics:  controller.NewMetrics(),
+	}
+	if err := r.SetupWithManager(mgr); err != nil {
+		logger.Error(err, "Cannot set up the controller")
+		return 1
+	}
+	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
+		logger.Error(err, "Cannot add the health check")
+		return 1
+	}
+	if err := mgr.AddReadyzCheck("readyz", healthz.Ping); err != nil {
+		logger.Error(err, "Cannot add the readiness check")
+		return 1
+	}
+	logger.Info("Starting", "version", version, "prometheus", *promURL, "namespaces", *namespaces, "leaderElection", *leaderElect)
+	if err := mgr.Start(ctrl.SetupSignalHandler()); err != nil {
+		logger.Error(err, "Manager stopped")
+		return 1
+	}
+	return 0
+}
+
+func encoder(format string) crzap.Opts {
+	if format == "console" {
+		return crzap.ConsoleEncoder()
+	}
+	return crzap.JSONEncoder()
+}
+
+func restConfig(path string) (*rest.Config, error) {
+	if path == "" {
+		return ctrl.GetConfig()
+	}
+	return clientcmd.BuildConfigFromFlags("", path)
+}

@@ -1,0 +1,541 @@
+// Package controller is the reconciler: it reads the world, asks the engine
+// (internal/rollout) for the next decision, persists the decision in the
+// Split's status, then makes the world match it. The status write comes
+// first: it is the commit point, so a crash after it repeats the same
+// actions and a crash before it repeats the same decision.
+package controller
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	networkingv1 "istio.io/client-go/pkg/apis/networking/v1"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/tools/events"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+	"sigs.k8s.io/controller-runtime/pkg/event"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	splitterv1 "splitter.dev/splitter/api/v1alpha1"
+	"splitter.dev/splitter/internal/analysis"
+	"splitter.dev/splitter/internal/mesh"
+	"splitter.dev/splitter/internal/policy"
+	"splitter.dev/splitter/internal/rollout"
+)
+
+// Finalizer lets splitter hand traffic back to the user's Deployment before
+// a Split (and the color Deployments it owns) goes away.
+const Finalizer = "splitter.dev/finalizer"
+
+// SplitReconciler runs releases. One Split per opted-in Deployment, with
+// the same name: the request key names both.
+type SplitReconciler struct {
+	Client   client.Client
+	Recorder events.EventRecorder
+	Checks   CheckRunner
+	Metrics  *Metrics
+	// Now is the clock; tests may replace it.
+	Now func() time.Time
+}
+
+// +kubebuilder:rbac:groups=splitter.dev,resources=splits,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups=splitter.dev,resources=splits/status;splits/finalizers,verbs=get;update;patch
+// +kubebuilder:rbac:groups=splitter.dev,resources=splitpolicies,verbs=get;list;watch
+// +kubebuilder:rbac:groups=apps,resources=deployments,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups="",resources=services,verbs=get;list;watch;patch
+// +kubebuilder:rbac:groups=networking.istio.io,resources=virtualservices;destinationrules,verbs=get;list;watch;create;patch;delete
+// +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
+// +kubebuilder:rbac:groups=coordination.k8s.io,resources=leases,verbs=get;list;watch;create;update;patch
+
+// Reconcile reads top to bottom: get, handle opt-in and opt-out, handle
+// deletion, then run the release.
+func (r *SplitReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
+	logger := log.FromContext(ctx).WithValues("split", req.NamespacedName.String())
+	ctx = log.IntoContext(ctx, logger)
+
+	user := &appsv1.Deployment{}
+	if err := r.Client.Get(ctx, req.NamespacedName, user); client.IgnoreNotFound(err) != nil {
+		return ctrl.Result{}, err
+	} else if err != nil {
+		user = nil
+	}
+	optedIn := user != nil && user.DeletionTimestamp == nil && user.Annotations[splitterv1.PolicyAnnotation] != ""
+
+	split := &splitterv1.Split{}
+	if err := r.Client.Get(ctx, req.NamespacedName, split); apierrors.IsNotFound(err) {
+		if !optedIn {
+			return ctrl.Result{}, nil
+		}
+		return ctrl.Result{}, r.createSplit(ctx, user)
+	} else if err != nil {
+		return ctrl.Result{}, err
+	}
+
+	if !split.DeletionTimestamp.IsZero() {
+		return r.finalize(ctx, split, user)
+	}
+	if !optedIn {
+		logger.Info("Opting out: the policy annotation is gone")
+		return ctrl.Result{}, client.IgnoreNotFound(r.Client.Delete(ctx, split))
+	}
+	if want := specFor(user); split.Spec != want {
+		split.Spec = want
+		r.Metrics.wrote("Split")
+		return ctrl.Result{}, r.Client.Update(ctx, split)
+	}
+	return r.release(ctx, split, user)
+}
+
+func specFor(user *appsv1.Deployment) splitterv1.SplitSpec {
+	return splitterv1.SplitSpec{
+		Workload:       user.Name,
+		Policy:         user.Annotations[splitterv1.PolicyAnnotation],
+		Service:        user.Annotations[splitterv1.ServiceAnnotation],
+		VirtualService: user.Annotations[splitterv1.VirtualServiceAnnotation],
+	}
+}
+
+// createSplit opts a Deployment in. The Split is owned by the Deployment
+// (deleting the Deployment deletes it) and carries the finalizer.
+func (r *SplitReconciler) createSplit(ctx context.Context, user *appsv1.Deployment) error {
+	split := &splitterv1.Split{
+		ObjectMeta: metav1.ObjectMeta{
+			Name: user.Name, Namespace: user.Namespace, Finalizers: []string{Finalizer},
+			OwnerReferences: []metav1.OwnerReference{{
+				APIVersion: "apps/v1", Kind: "Deployment", Name: user.Name, UID: user.UID,
+			}},
+		},
+		Spec: specFor(user),
+	}
+	log.FromContext(ctx).Info("Opting in", "policy", split.Spec.Policy)
+	r.Metrics.wrote("Split")
+	if err := r.Client.Create(ctx, split); err != nil && !apierrors.IsAlreadyExists(err) {
+		return err
+	}
+	r.event(split, corev1.EventTypeNormal, "OptedIn", "Deployment %s opted in with policy %s", user.Name, split.Spec.Policy)
+	return nil
+}
+
+// release runs one step of the release loop.
+func (r *SplitReconciler) release(ctx context.Context, split *splitterv1.Split, user *appsv1.Deployment) (ctrl.Result, error) {
+	logger := log.FromContext(ctx)
+	now := r.Now()
+
+	plan, err := r.plan(ctx, split)
+	if err != nil {
+		return r.stalled(ctx, split, err)
+	}
+	svc, err := r.service(ctx, split, user, plan.SubsetLabel)
+	if err != nil {
+		return r.stalled(ctx, split, err)
+	}
+	router := r.router(plan)
+	target := mesh.Target{Namespace: split.Namespace, Service: svc, VirtualService: split.Spec.VirtualService, SubsetLabel: plan.SubsetLabel, Owner: split}
+
+	obs, colors, err := r.observe(ctx, split, user, router, target, now)
+	if err != nil {
+		return r.stalled(ctx, split, err)
+	}
+	if rollout.ChecksDue(plan, split.Status, now) && len(plan.Checks) > 0 {
+		vars := analysis.Vars{
+			Namespace: split.Namespace, Workload: user.Name, Service: svc, Window: plan.Window(),
+			Candidate: ColorName(user.Name, split.Status.Candidate), Live: ColorName(user.Name, split.Status.Live),
+		}
+		obs.Verdicts = r.Checks.Run(ctx, plan.PrometheusAddress, plan.Checks, vars, now)
+		for _, v := range obs.Verdicts {
+			logger.Info("Check evaluated", "step", split.Status.Step, "check", v.Name, "value", v.ValueString(),
+				"bound", v.Bound, "verdict", v.Verdict, "message", v.Message)
+			if r.Metrics != nil {
+				r.Metrics.Verdicts.WithLabelValues(split.Namespace, split.Name, v.Name, string(v.Verdict)).Inc()
+			}
+		}
+	}
+
+	d := rollout.Next(plan, split.Status, obs)
+	d.Status.ObservedGeneration = split.Generation
+
+	// Commit the decision, then act on it.
+	if err := r.patchStatus(ctx, split, d.Status); err != nil {
+		return ctrl.Result{}, err
+	}
+	if t := d.Transition; t != nil {
+		kind := corev1.EventTypeNormal
+		if t.Warning {
+			kind = corev1.EventTypeWarning
+		}
+		r.event(split, kind, t.Reason, "%s", t.Message)
+		logger.Info("Transition", "phase", d.Status.Phase, "step", d.Status.Step, "weight", d.Status.Weight, "reason", t.Reason, "message", t.Message)
+		if d.Status.Phase == splitterv1.PhaseRollingBack && r.Metrics != nil {
+			r.Metrics.SnapBacks.WithLabelValues(split.Namespace, split.Name, t.Reason).Inc()
+		}
+	}
+	r.Metrics.observe(split)
+
+	if w := d.Desired.Weights; w != nil && (obs.Routed == nil || *obs.Routed != *w) {
+		if err := router.SetWeights(ctx, target, *w); err != nil {
+			var cerr *mesh.ConfigError
+			if errors.As(err, &cerr) {
+				return r.stalled(ctx, split, err)
+			}
+			return ctrl.Result{}, fmt.Errorf("setting weights %s: %w", w, err)
+		}
+		r.Metrics.wrote("Routing")
+		logger.Info("Weights set", "weight", w.String(), "phase", d.Status.Phase, "step", d.Status.Step)
+	}
+	if err := r.applyColors(ctx, split, user, plan, obs.Revision, colors, d.Desired.Colors); err != nil {
+		return ctrl.Result{}, err
+	}
+	if d.Desired.ScaleTemplateToZero && (user.Spec.Replicas == nil || *user.Spec.Replicas != 0) {
+		if err := r.scale(ctx, user, 0); err != nil {
+			return ctrl.Result{}, err
+		}
+	}
+	return ctrl.Result{RequeueAfter: d.Requeue}, nil
+}
+
+// plan compiles the Split's policy; errors carry field paths.
+func (r *SplitReconciler) plan(ctx context.Context, split *splitterv1.Split) (*policy.Plan, error) {
+	pol := &splitterv1.SplitPolicy{}
+	if err := r.Client.Get(ctx, client.ObjectKey{Namespace: split.Namespace, Name: split.Spec.Policy}, pol); err != nil {
+		if apierrors.IsNotFound(err) {
+			return nil, &stallError{reason: "PolicyNotFound", msg: fmt.Sprintf("SplitPolicy %q not found in namespace %s", split.Spec.Policy, split.Namespace)}
+		}
+		return nil, err
+	}
+	plan, errs := policy.Compile(pol.Spec)
+	if len(errs) > 0 {
+		return nil, &stallError{reason: "PolicyInvalid", msg: fmt.Sprintf("SplitPolicy %s: %s", pol.Name, errs.ToAggregate().Error())}
+	}
+	return plan, nil
+}
+
+// service finds the workload's Service: named by annotation, or the one
+// Service whose selector picks the workload's pods.
+func (r *SplitReconciler) service(ctx context.Context, split *splitterv1.Split, user *appsv1.Deployment, subsetLabel string) (string, error) {
+	if name := split.Spec.Service; name != "" {
+		svc := &corev1.Service{}
+		if err := r.Client.Get(ctx, client.ObjectKey{Namespace: split.Namespace, Name: name}, svc); err != nil {
+			if apierrors.IsNotFound(err) {
+				return "", &stallError{reason: "ServiceNotFound", msg: fmt.Sprintf("Service %q (named by %s) not found", name, splitterv1.ServiceAnnotation)}
+			}
+			return "", err
+		}
+		return name, nil
+	}
+	var list corev1.ServiceList
+	if err := r.Client.List(ctx, &list, client.InNamespace(split.Namespace)); err != nil {
+		return "", err
+	}
+	var found []string
+	for i := range list.Items {
+		if selectsWorkload(&list.Items[i], user, subsetLabel) {
+			found = append(found, list.Items[i].Name)
+		}
+	}
+	switch len(found) {
+	case 1:
+		return found[0], nil
+	case 0:
+		return "", &stallError{reason: "ServiceNotFound", msg: fmt.Sprintf("no Service selects the pods of %s: create one, or name it with %s", user.Name, splitterv1.ServiceAnnotation)}
+	}
+	return "", &stallError{reason: "ServiceAmbiguous", msg: fmt.Sprintf("Services %s all select the pods of %s: name one with %s", strings.Join(found, ", "), user.Name, splitterv1.ServiceAnnotation)}
+}
+
+func (r *SplitReconciler) router(p *policy.Plan) mesh.Router {
+	if p.Router == splitterv1.RouterServiceSelector {
+		return mesh.ServiceSelector{Client: r.Client}
+	}
+	return mesh.Istio{Client: r.Client}
+}
+
+// observe reads what the engine needs.
+func (r *SplitReconciler) observe(ctx context.Context, split *splitterv1.Split, user *appsv1.Deployment, router mesh.Router, t mesh.Target, now time.Time) (rollout.Observations, map[splitterv1.Color]*appsv1.Deployment, error) {
+	o := rollout.Observations{
+		Now:      now,
+		Revision: TemplateRevision(&user.Spec.Template),
+		Colors:   map[splitterv1.Color]rollout.ColorState{},
+		Approve:  split.Annotations[splitterv1.ApproveAnnotation],
+		Abort:    split.Annotations[splitterv1.AbortAnnotation],
+	}
+	// The user's replica count: what their Deployment asks for while it is
+	// not scaled down (at opt-in, or after `kubectl scale`), else what we
+	// remembered.
+	switch {
+	case user.Spec.Replicas != nil && *user.Spec.Replicas > 0:
+		o.Replicas = *user.Spec.Replicas
+	case split.Status.Replicas != nil:
+		o.Replicas = *split.Status.Replicas
+	default:
+		o.Replicas = 1
+	}
+	colors := map[splitterv1.Color]*appsv1.Deployment{}
+	for _, c := range []splitterv1.Color{splitterv1.Blue, splitterv1.Green} {
+		d := &appsv1.Deployment{}
+		err := r.Client.Get(ctx, client.ObjectKey{Namespace: split.Namespace, Name: ColorName(user.Name, c)}, d)
+		if client.IgnoreNotFound(err) != nil {
+			return o, nil, err
+		}
+		if err == nil {
+			if !metav1.IsControlledBy(d, split) {
+				return o, nil, &stallError{reason: "NameConflict", msg: fmt.Sprintf("Deployment %s exists and is not splitter's: rename it", d.Name)}
+			}
+			colors[c] = d
+		}
+		o.Colors[c] = colorState(colors[c])
+	}
+	routed, err := router.Observe(ctx, t)
+	if err != nil {
+		return o, nil, err
+	}
+	o.Routed = routed
+	return o, colors, nil
+}
+
+// applyColors converges the color Deployments to the desired specs,
+// writing only what differs.
+func (r *SplitReconciler) applyColors(ctx context.Context, split *splitterv1.Split, user *appsv1.Deployment, plan *policy.Plan, revision string, have map[splitterv1.Color]*appsv1.Deployment, want map[splitterv1.Color]rollout.ColorSpec) error {
+	for _, c := range []splitterv1.Color{splitterv1.Blue, splitterv1.Green} {
+		spec, ok := want[c]
+		if !ok {
+			continue
+		}
+		cur := have[c]
+		wantRev := spec.Revision
+		if wantRev == "" && cur != nil {
+			wantRev = cur.Spec.Template.Annotations[splitterv1.RevisionAnnotation]
+		}
+		if cur == nil {
+			if wantRev != "" && wantRev != revision {
+				// The template for that revision is gone from the user's
+				// Deployment; the engine moves on (progress deadline).
+				continue
+			}
+			r.Metrics.wrote("Deployment")
+			if err := r.Client.Create(ctx, colorDeployment(split, user, c, plan.SubsetLabel, revision, spec.Replicas)); err != nil {
+				return fmt.Errorf("creating %s: %w", ColorName(user.Name, c), err)
+			}
+			continue
+		}
+		curRev := cur.Spec.Template.Annotations[splitterv1.RevisionAnnotation]
+		replicasOK := cur.Spec.Replicas != nil && *cur.Spec.Replicas == spec.Replicas
+		if curRev == wantRev && replicasOK {
+			continue
+		}
+		next := cur.DeepCopy()
+		if curRev != wantRev && wantRev == revision {
+			next.Spec = colorDeployment(split, user, c, plan.SubsetLabel, revision, spec.Replicas).Spec
+			next.Spec.Selector = cur.Spec.Selector // immutable
+		}
+		next.Spec.Replicas = &spec.Replicas
+		if equality.Semantic.DeepEqual(cur.Spec, next.Spec) {
+			continue
+		}
+		r.Metrics.wrote("Deployment")
+		if err := r.Client.Update(ctx, next); err != nil {
+			return fmt.Errorf("updating %s: %w", cur.Name, err)
+		}
+	}
+	return nil
+}
+
+func (r *SplitReconciler) scale(ctx context.Context, d *appsv1.Deployment, replicas int32) error {
+	patch := fmt.Sprintf(`{"metadata":{"resourceVersion":%q},"spec":{"replicas":%d}}`, d.ResourceVersion, replicas)
+	r.Metrics.wrote("Deployment")
+	if err := r.Client.Patch(ctx, d, client.RawPatch(types.MergePatchType, []byte(patch))); err != nil {
+		return fmt.Errorf("scaling %s to %d: %w", d.Name, replicas, err)
+	}
+	log.FromContext(ctx).Info("Scaled the user's Deployment", "replicas", replicas)
+	return nil
+}
+
+// patchStatus writes the status if it changed, with an optimistic lock: a
+// conflict means someone else wrote first; the next reconcile decides again.
+func (r *SplitReconciler) patchStatus(ctx context.Context, split *splitterv1.Split, status splitterv1.SplitStatus) error {
+	if equality.Semantic.DeepEqual(split.Status, status) {
+		return nil
+	}
+	base := split.DeepCopy()
+	split.Status = status
+	r.Metrics.wrote("SplitStatus")
+	return r.Client.Status().Patch(ctx, split, client.MergeFromWithOptions(base, client.MergeFromWithOptimisticLock{}))
+}
+
+// stallError is a problem only the user can fix: no retry, no traffic change.
+type stallError struct{ reason, msg string }
+
+func (e *stallError) Error() string { return e.msg }
+
+// stalled reports a configuration problem: Stalled with the message (field
+// paths included), an Event when it is new, no traffic change. Transient
+// errors are returned for a retry with backoff instead.
+func (r *SplitReconciler) stalled(ctx context.Context, split *splitterv1.Split, err error) (ctrl.Result, error) {
+	reason := "RoutingConflict"
+	var serr *stallError
+	var cerr *mesh.ConfigError
+	switch {
+	case errors.As(err, &serr):
+		reason = serr.reason
+	case errors.As(err, &cerr):
+	default:
+		return ctrl.Result{}, err
+	}
+	msg := err.Error()
+	status := *split.Status.DeepCopy()
+	prev := meta.FindStatusCondition(status.Conditions, rollout.ConditionStalled)
+	now := metav1.NewTime(r.Now())
+	for _, c := range []metav1.Condition{
+		{Type: rollout.ConditionStalled, Status: metav1.ConditionTrue, Reason: reason, Message: msg},
+		{Type: rollout.ConditionReady, Status: metav1.ConditionFalse, Reason: reason, Message: msg},
+		{Type: rollout.ConditionReconciling, Status: metav1.ConditionFalse, Reason: reason, Message: "waiting for the configuration to be fixed"},
+	} {
+		c.LastTransitionTime, c.ObservedGeneration = now, split.Generation
+		meta.SetStatusCondition(&status.Conditions, c)
+	}
+	status.ObservedGeneration = split.Generation
+	if prev == nil || prev.Status != metav1.ConditionTrue || prev.Message != msg {
+		log.FromContext(ctx).Info("Stalled: traffic left as it is", "reason", reason, "message", msg)
+		r.event(split, corev1.EventTypeWarning, reason, "%s", msg)
+	}
+	// Fixing the cause triggers a watch; the periodic requeue also catches
+	// causes outside the watched objects.
+	return ctrl.Result{RequeueAfter: time.Minute}, r.patchStatus(ctx, split, status)
+}
+
+// finalize hands traffic back before the Split goes: the user's Deployment
+// gets its replicas back and must be Ready, routing returns to it, then the
+// color Deployments are deleted. Nothing the user created is deleted.
+func (r *SplitReconciler) finalize(ctx context.Context, split *splitterv1.Split, user *appsv1.Deployment) (ctrl.Result, error) {
+	if !controllerutil.ContainsFinalizer(split, Finalizer) {
+		return ctrl.Result{}, nil
+	}
+	logger := log.FromContext(ctx)
+	if user != nil && user.DeletionTimestamp.IsZero() {
+		want := int32(1)
+		if split.Status.Replicas != nil {
+			want = *split.Status.Replicas
+		}
+		if user.Spec.Replicas != nil && *user.Spec.Replicas == 0 {
+			if err := r.scale(ctx, user, want); err != nil {
+				return ctrl.Result{}, err
+			}
+			return ctrl.Result{RequeueAfter: time.Second}, nil
+		}
+		if user.Status.ReadyReplicas < *user.Spec.Replicas || user.Status.ObservedGeneration < user.Generation {
+			logger.Info("Opt-out waits for the user's Deployment to be Ready", "ready", user.Status.ReadyReplicas, "want", *user.Spec.Replicas)
+			return ctrl.Result{RequeueAfter: 2 * time.Second}, nil
+		}
+	}
+	subsetLabel, routerKind := policy.DefaultSubsetLabel, splitterv1.RouterIstio
+	if plan, err := r.plan(ctx, split); err == nil {
+		subsetLabel, routerKind = plan.SubsetLabel, plan.Router
+	}
+	if user != nil {
+		if svc, err := r.service(ctx, split, user, subsetLabel); err == nil {
+			target := mesh.Target{Namespace: split.Namespace, Service: svc, VirtualService: split.Spec.VirtualService, SubsetLabel: subsetLabel, Owner: split}
+			if err := r.router(&policy.Plan{Router: routerKind}).Release(ctx, target); err != nil {
+				return ctrl.Result{}, fmt.Errorf("handing routing back: %w", err)
+			}
+		}
+	}
+	for _, c := range []splitterv1.Color{splitterv1.Blue, splitterv1.Green} {
+		d := &appsv1.Deployment{}
+		err := r.Client.Get(ctx, client.ObjectKey{Namespace: split.Namespace, Name: ColorName(split.Spec.Workload, c)}, d)
+		if err == nil && metav1.IsControlledBy(d, split) {
+			r.Metrics.wrote("Deployment")
+			if err := r.Client.Delete(ctx, d, client.Preconditions{UID: &d.UID}); client.IgnoreNotFound(err) != nil {
+				return ctrl.Result{}, err
+			}
+		} else if client.IgnoreNotFound(err) != nil {
+			return ctrl.Result{}, err
+		}
+	}
+	base := split.DeepCopy()
+	controllerutil.RemoveFinalizer(split, Finalizer)
+	if err := r.Client.Patch(ctx, split, client.MergeFrom(base)); client.IgnoreNotFound(err) != nil {
+		return ctrl.Result{}, err
+	}
+	r.Metrics.forget(split.Namespace, split.Name)
+	logger.Info("Opted out: traffic handed back to the user's Deployment")
+	return ctrl.Result{}, nil
+}
+
+func (r *SplitReconciler) event(split *splitterv1.Split, kind, reason, format string, args ...any) {
+	if r.Recorder != nil {
+		r.Recorder.Eventf(split, nil, kind, reason, "Reconcile", format, args...)
+	}
+}
+
+// SetupWithManager watches Splits and what they depend on: the user's and
+// the color Deployments, the policies, Services and VirtualServices.
+func (r *SplitReconciler) SetupWithManager(mgr ctrl.Manager) error {
+	if r.Now == nil {
+		r.Now = time.Now
+	}
+	return ctrl.NewControllerManagedBy(mgr).
+		For(&splitterv1.Split{}).
+		Watches(&appsv1.Deployment{}, handler.EnqueueRequestsFromMapFunc(mapDeployment),
+			builder.WithPredicates(deploymentPredicate)).
+		Watches(&splitterv1.SplitPolicy{}, handler.EnqueueRequestsFromMapFunc(r.splitsInNamespace(func(s *splitterv1.Split, name string) bool { return s.Spec.Policy == name }))).
+		Watches(&corev1.Service{}, handler.EnqueueRequestsFromMapFunc(r.splitsInNamespace(func(*splitterv1.Split, string) bool { return true }))).
+		Watches(&networkingv1.VirtualService{}, handler.EnqueueRequestsFromMapFunc(r.splitsInNamespace(func(s *splitterv1.Split, name string) bool {
+			return s.Spec.VirtualService == name || s.Spec.VirtualService == "" && s.Status.Phase != ""
+		}))).
+		Complete(r)
+}
+
+// mapDeployment sends a color Deployment's events to its Split, and a
+// user's Deployment's to the Split of the same name.
+func mapDeployment(_ context.Context, obj client.Object) []reconcile.Request {
+	name := obj.GetName()
+	if w := obj.GetLabels()[WorkloadLabel]; w != "" {
+		name = w
+	}
+	return []reconcile.Request{{NamespacedName: types.NamespacedName{Namespace: obj.GetNamespace(), Name: name}}}
+}
+
+// relevantDeployment keeps the events of opted-in and color Deployments.
+func relevantDeployment(obj client.Object) bool {
+	return obj.GetAnnotations()[splitterv1.PolicyAnnotation] != "" || obj.GetLabels()[WorkloadLabel] != ""
+}
+
+// deploymentPredicate lets an update through when either side is relevant,
+// so removing the annotation (opt-out) is seen.
+var deploymentPredicate = predicate.Funcs{
+	CreateFunc:  func(e event.CreateEvent) bool { return relevantDeployment(e.Object) },
+	DeleteFunc:  func(e event.DeleteEvent) bool { return relevantDeployment(e.Object) },
+	GenericFunc: func(e event.GenericEvent) bool { return relevantDeployment(e.Object) },
+	UpdateFunc: func(e event.UpdateEvent) bool {
+		return relevantDeployment(e.ObjectOld) || relevantDeployment(e.ObjectNew)
+	},
+}
+
+func (r *SplitReconciler) splitsInNamespace(match func(*splitterv1.Split, string) bool) handler.MapFunc {
+	return func(ctx context.Context, obj client.Object) []reconcile.Request {
+		var list splitterv1.SplitList
+		if err := r.Client.List(ctx, &list, client.InNamespace(obj.GetNamespace())); err != nil {
+			return nil
+		}
+		var out []reconcile.Request
+		for i := range list.Items {
+			if match(&list.Items[i], obj.GetName()) {
+				out = append(out, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&list.Items[i])})
+			}
+		}
+		return out
+	}
+}

@@ -1,0 +1,77 @@
+// Package mesh holds the routers: weights in, weights out. The Istio router
+// moves traffic with VirtualService weights between DestinationRule subsets;
+// the service-selector router switches a Service's selector between the
+// colors in one patch. Neither ever rewrites an object it does not own: on a
+// user's VirtualService only the weights change, by JSON patch with a
+// resourceVersion precondition.
+package mesh
+
+import (
+	"context"
+	"fmt"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	splitterv1 "splitter.dev/splitter/api/v1alpha1"
+	"splitter.dev/splitter/internal/rollout"
+)
+
+// Target names what a router routes for one workload.
+type Target struct {
+	Namespace string
+	// Service is the workload's Service; owned Istio objects take its name.
+	Service string
+	// VirtualService is a user-owned VirtualService; "" means splitter owns one.
+	VirtualService string
+	// SubsetLabel is the pod label whose value is the color.
+	SubsetLabel string
+	// Owner is the Split that owns the objects the router creates.
+	Owner metav1.Object
+}
+
+// Router moves traffic between the colors.
+type Router interface {
+	// Observe returns the weights routed now, or nil when nothing routes to
+	// the colors yet.
+	Observe(ctx context.Context, t Target) (*rollout.Weights, error)
+	// SetWeights routes w in one write, creating splitter's own objects when
+	// they are missing.
+	SetWeights(ctx context.Context, t Target, w rollout.Weights) error
+	// Release hands routing back before opt-out: splitter's own objects
+	// are deleted, a user's are left with the live color at 100%.
+	Release(ctx context.Context, t Target) error
+}
+
+// ConfigError is a problem with the user's objects that no retry fixes:
+// the controller reports it as Stalled with the field path.
+type ConfigError struct {
+	Object string // kind/name
+	Field  string // e.g. spec.http[0].route
+	Msg    string
+}
+
+func (e *ConfigError) Error() string {
+	if e.Field == "" {
+		return fmt.Sprintf("%s: %s", e.Object, e.Msg)
+	}
+	return fmt.Sprintf("%s %s: %s", e.Object, e.Field, e.Msg)
+}
+
+// ManagedByLabel marks objects splitter created.
+const ManagedByLabel = "app.kubernetes.io/managed-by"
+
+// ManagedBy is ManagedByLabel's value.
+const ManagedBy = "splitter"
+
+func ownerRef(owner metav1.Object) []metav1.OwnerReference {
+	return []metav1.OwnerReference{*metav1.NewControllerRef(owner, splitterv1.GroupVersion.WithKind("Split"))}
+}
+
+func isOwnedBy(obj metav1.Object, owner metav1.Object) bool {
+	for _, r := range obj.GetOwnerReferences() {
+		if r.UID == owner.GetUID() {
+			return true
+		}
+	}
+	return false
+}
