@@ -47,6 +47,7 @@ export TESTBED_STATE := $(ROOT)/.testbed
 export CONTROLLER_GEN
 
 GO_TEST_FLAGS ?=
+TEST_PKGS ?= ./...
 TESTBED := $(BIN)/testbed
 
 ##@ General
@@ -65,6 +66,7 @@ build: ## Build the splitter binary into bin/.
 manifests: $(CONTROLLER_GEN) ## Generate CRDs (deploy/crds) and deepcopy code with controller-gen.
 	$(CONTROLLER_GEN) object paths=./api/...
 	$(CONTROLLER_GEN) crd paths=./api/... output:crd:artifacts:config=deploy/crds
+	$(CONTROLLER_GEN) rbac:roleName=splitter-controller paths=./internal/controller/... output:rbac:artifacts:config=deploy/rbac
 
 .PHONY: lint
 lint: ## gofmt and go vet.
@@ -72,8 +74,8 @@ lint: ## gofmt and go vet.
 	$(GO) vet ./...
 
 .PHONY: test
-test: lint tools prometheus ## Run every test: unit, generated-file freshness, and the test bed end-to-end.
-	SPLITTER_REQUIRE_TOOLS=1 $(GO) test -count=1 -timeout 30m $(GO_TEST_FLAGS) ./...
+test: lint tools prometheus build ## Run every test: unit, generated-file freshness, and the test bed end-to-end.
+	SPLITTER_BIN=$(BIN)/splitter SPLITTER_REQUIRE_TOOLS=1 $(GO) test -count=1 -timeout 30m $(GO_TEST_FLAGS) $(TEST_PKGS)
 
 .PHONY: bench
 bench: tools prometheus ## Report (not assert) figures: tool build times, test bed start and memory (BENCH_COLD=1: rebuild cold).

@@ -60,13 +60,27 @@ type SplitReconciler struct {
 // +kubebuilder:rbac:groups="",resources=services,verbs=get;list;watch;patch
 // +kubebuilder:rbac:groups=networking.istio.io,resources=virtualservices;destinationrules,verbs=get;list;watch;create;patch;delete
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
-// +kubebuilder:rbac:groups=coordination.k8s.io,resources=leases,verbs=get;list;watch;create;update;patch
+// (The leader-election Lease is granted by a Role in the controller's own
+// namespace, deploy/rbac/leader_election_role.yaml, not cluster-wide.)
 
-// Reconcile reads top to bottom: get, handle opt-in and opt-out, handle
-// deletion, then run the release.
+// Reconcile runs one pass. A write that lost a race (a conflict with a
+// newer resourceVersion, or an object the cache had not seen yet) is not an
+// error: the next pass reads the newer state and decides again.
 func (r *SplitReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
 	logger := log.FromContext(ctx).WithValues("split", req.NamespacedName.String())
 	ctx = log.IntoContext(ctx, logger)
+	res, err := r.reconcile(ctx, req)
+	if apierrors.IsConflict(err) || apierrors.IsAlreadyExists(err) {
+		logger.V(1).Info("Write raced with another; retrying", "error", err.Error())
+		return ctrl.Result{RequeueAfter: 50 * time.Millisecond}, nil
+	}
+	return res, err
+}
+
+// reconcile reads top to bottom: get, handle opt-in and opt-out, handle
+// deletion, then run the release.
+func (r *SplitReconciler) reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
+	logger := log.FromContext(ctx)
 
 	user := &appsv1.Deployment{}
 	if err := r.Client.Get(ctx, req.NamespacedName, user); client.IgnoreNotFound(err) != nil {

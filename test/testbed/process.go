@@ -12,10 +12,10 @@ import (
 	"time"
 )
 
-// process is one child of the test bed. Every child runs in its own process
+// Process is one child of the test bed. Every child runs in its own process
 // group and is killed by the kernel if the test bed's process dies
 // (Pdeathsig), so no child outlives a test run even on SIGKILL or panic.
-type process struct {
+type Process struct {
 	name string
 	cmd  *exec.Cmd
 	log  string
@@ -23,7 +23,8 @@ type process struct {
 	err  error // set before done is closed
 }
 
-func startProcess(name, logDir, bin string, args ...string) (*process, error) {
+// StartProcess starts bin with args, its output appended to logDir/name.log.
+func StartProcess(name, logDir, bin string, args ...string) (*Process, error) {
 	if _, err := os.Stat(bin); err != nil {
 		return nil, fmt.Errorf("%s binary: %w (run `make tools`)", name, err)
 	}
@@ -40,7 +41,7 @@ func startProcess(name, logDir, bin string, args ...string) (*process, error) {
 		logFile.Close()
 		return nil, fmt.Errorf("starting %s: %w", name, err)
 	}
-	p := &process{name: name, cmd: cmd, log: logPath, done: make(chan struct{})}
+	p := &Process{name: name, cmd: cmd, log: logPath, done: make(chan struct{})}
 	go func() {
 		p.err = cmd.Wait()
 		logFile.Close()
@@ -50,7 +51,7 @@ func startProcess(name, logDir, bin string, args ...string) (*process, error) {
 }
 
 // exited reports whether the process has ended, with its error.
-func (p *process) exited() (bool, error) {
+func (p *Process) Exited() (bool, error) {
 	select {
 	case <-p.done:
 		return true, p.err
@@ -60,8 +61,8 @@ func (p *process) exited() (bool, error) {
 }
 
 // stop sends SIGTERM to the process group, then SIGKILL after grace.
-func (p *process) stop(grace time.Duration) {
-	if done, _ := p.exited(); done {
+func (p *Process) Stop(grace time.Duration) {
+	if done, _ := p.Exited(); done {
 		return
 	}
 	_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGTERM)
@@ -74,7 +75,7 @@ func (p *process) stop(grace time.Duration) {
 }
 
 // tail returns the last bytes of the process's log, for error messages.
-func (p *process) tail() string {
+func (p *Process) Tail() string {
 	b, err := os.ReadFile(p.log)
 	if err != nil {
 		return ""
@@ -86,10 +87,10 @@ func (p *process) tail() string {
 	return string(b)
 }
 
-// freePort asks the kernel for a free port on 127.0.0.1. The port is
+// FreePort asks the kernel for a free port on 127.0.0.1. The port is
 // released before the child binds it; the window is small and the test bed
 // retries nothing, so a clash shows as a clear start-up error.
-func freePort() (int, error) {
+func FreePort() (int, error) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return 0, err
@@ -99,7 +100,7 @@ func freePort() (int, error) {
 }
 
 // waitFor polls check until it returns nil, the process exits, or ctx ends.
-func waitFor(ctx context.Context, p *process, what string, check func(context.Context) error) error {
+func waitFor(ctx context.Context, p *Process, what string, check func(context.Context) error) error {
 	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()
 	var last error
@@ -108,18 +109,31 @@ func waitFor(ctx context.Context, p *process, what string, check func(context.Co
 			return nil
 		}
 		if p != nil {
-			if done, err := p.exited(); done {
-				return fmt.Errorf("%s exited while waiting for %s (%v); log %s:\n%s", p.name, what, err, p.log, p.tail())
+			if done, err := p.Exited(); done {
+				return fmt.Errorf("%s exited while waiting for %s (%v); log %s:\n%s", p.name, what, err, p.log, p.Tail())
 			}
 		}
 		select {
 		case <-ctx.Done():
 			msg := fmt.Sprintf("timed out waiting for %s: %v", what, last)
 			if p != nil {
-				msg += fmt.Sprintf("; log %s:\n%s", p.log, p.tail())
+				msg += fmt.Sprintf("; log %s:\n%s", p.log, p.Tail())
 			}
 			return errors.New(msg)
 		case <-tick.C:
 		}
 	}
 }
+
+// PID is the process's ID.
+func (p *Process) PID() int { return p.cmd.Process.Pid }
+
+// Kill sends SIGKILL to the process group and waits for the process to
+// end: a crash, for tests that check what survives one.
+func (p *Process) Kill() {
+	_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
+	<-p.done
+}
+
+// Log is the path of the process's combined output.
+func (p *Process) Log() string { return p.log }

@@ -16,7 +16,7 @@ import (
 // startProcess, prints its PID and blocks until killed.
 func TestMain(m *testing.M) {
 	if os.Getenv("TESTBED_PROCESS_HELPER") == "1" {
-		p, err := startProcess("sleep", os.TempDir(), "/bin/sleep", "600")
+		p, err := StartProcess("sleep", os.TempDir(), "/bin/sleep", "600")
 		if err != nil {
 			fmt.Println("error", err)
 			os.Exit(1)
@@ -86,7 +86,7 @@ func TestStopEndsProcessGroup(t *testing.T) {
 	// A shell that ignores SIGTERM and starts a grandchild: stop must
 	// escalate to SIGKILL and take the whole group.
 	dir := t.TempDir()
-	p, err := startProcess("stubborn", dir, "/bin/sh", "-c", `trap "" TERM; sleep 600 & echo $! ; wait`)
+	p, err := StartProcess("stubborn", dir, "/bin/sh", "-c", `trap "" TERM; sleep 600 & echo $! ; wait`)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -101,8 +101,8 @@ func TestStopEndsProcessGroup(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	t.Cleanup(func() { _ = syscall.Kill(grandchild, syscall.SIGKILL) })
-	p.stop(500 * time.Millisecond)
-	if done, _ := p.exited(); !done {
+	p.Stop(500 * time.Millisecond)
+	if done, _ := p.Exited(); !done {
 		t.Fatal("process still running after stop")
 	}
 	deadline = time.Now().Add(5 * time.Second)

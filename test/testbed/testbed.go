@@ -118,7 +118,7 @@ type TestBed struct {
 	MeshSimURL string
 
 	mu         sync.Mutex
-	procs      []*process // in start order
+	procs      []*Process // in start order
 	stopMesh   context.CancelFunc
 	meshDone   chan struct{}
 	targetsDir string
@@ -166,11 +166,11 @@ func Start(ctx context.Context, cfg Config) (_ *TestBed, err error) {
 	t0 := time.Now()
 
 	// etcd
-	etcdClient, err := freePort()
+	etcdClient, err := FreePort()
 	if err != nil {
 		return nil, err
 	}
-	etcdPeer, err := freePort()
+	etcdPeer, err := FreePort()
 	if err != nil {
 		return nil, err
 	}
@@ -199,7 +199,7 @@ func Start(ctx context.Context, cfg Config) (_ *TestBed, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("certificates: %w", err)
 	}
-	apiPort, err := freePort()
+	apiPort, err := FreePort()
 	if err != nil {
 		return nil, err
 	}
@@ -277,8 +277,8 @@ func Start(ctx context.Context, cfg Config) (_ *TestBed, err error) {
 	return tb, nil
 }
 
-func (tb *TestBed) start(name, bin string, args ...string) (*process, error) {
-	p, err := startProcess(name, filepath.Join(tb.cfg.StateDir, "logs"), bin, args...)
+func (tb *TestBed) start(name, bin string, args ...string) (*Process, error) {
+	p, err := StartProcess(name, filepath.Join(tb.cfg.StateDir, "logs"), bin, args...)
 	if err != nil {
 		return nil, err
 	}
@@ -289,7 +289,7 @@ func (tb *TestBed) start(name, bin string, args ...string) (*process, error) {
 }
 
 func (tb *TestBed) startControllers(ctx context.Context) error {
-	kcmPort, err := freePort()
+	kcmPort, err := FreePort()
 	if err != nil {
 		return err
 	}
@@ -308,7 +308,7 @@ func (tb *TestBed) startControllers(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	schedPort, err := freePort()
+	schedPort, err := FreePort()
 	if err != nil {
 		return err
 	}
@@ -454,7 +454,7 @@ func ReadCRDs(files ...string) ([]*apiextensionsv1.CustomResourceDefinition, err
 }
 
 func (tb *TestBed) startPrometheus(ctx context.Context) error {
-	port, err := freePort()
+	port, err := FreePort()
 	if err != nil {
 		return err
 	}
@@ -566,13 +566,13 @@ func (tb *TestBed) Stop() {
 			continue
 		}
 		wg.Add(1)
-		go func() { defer wg.Done(); p.stop(5 * time.Second) }()
+		go func() { defer wg.Done(); p.Stop(5 * time.Second) }()
 	}
 	wg.Wait()
 	for _, name := range []string{"kube-apiserver", "etcd"} {
 		for _, p := range procs {
 			if p.name == name {
-				p.stop(10 * time.Second)
+				p.Stop(10 * time.Second)
 			}
 		}
 	}
