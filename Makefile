@@ -45,6 +45,9 @@ export TESTBED_ISTIO_CRDS = $(shell $(GO) list -m -f '{{.Dir}}' istio.io/api)/ku
 export TESTBED_CRDS := $(ROOT)/deploy/crds
 export TESTBED_STATE := $(ROOT)/.testbed
 export CONTROLLER_GEN
+# controller-runtime's envtest starts the same etcd and kube-apiserver.
+export TEST_ASSET_ETCD := $(ETCD)
+export TEST_ASSET_KUBE_APISERVER := $(KUBE_DIR)/kube-apiserver
 
 GO_TEST_FLAGS ?=
 TEST_PKGS ?= ./...
@@ -93,8 +96,8 @@ testbed-down: $(TESTBED) ## Stop the local cluster started by testbed-up.
 	$(TESTBED) down
 
 .PHONY: demo
-demo: tools prometheus $(TESTBED) ## Test bed + sample app; prints the traffic split until Ctrl-C (DEMO_ONCE=1: once).
-	$(TESTBED) demo
+demo: tools prometheus build $(TESTBED) ## Test bed + splitter + sample app: a healthy and a faulty release (DEMO_ONCE=1: exit when done).
+	SPLITTER_BIN=$(BIN)/splitter $(TESTBED) demo
 
 .PHONY: $(TESTBED)
 $(TESTBED):

@@ -8,7 +8,7 @@ import (
 	"testing"
 )
 
-// TestGeneratedFilesUpToDate regenerates the CRDs and deepcopy code into a
+// TestGeneratedFilesUpToDate regenerates the CRDs, RBAC and deepcopy code into a
 // temporary directory and fails when the committed files differ: run
 // `make manifests` after changing a type or a marker.
 func TestGeneratedFilesUpToDate(t *testing.T) {
@@ -29,6 +29,12 @@ func TestGeneratedFilesUpToDate(t *testing.T) {
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("controller-gen crd: %v\n%s", err, out)
 	}
+	rbac := filepath.Join(tmp, "rbac")
+	cmd = exec.Command(cg, "rbac:roleName=splitter-controller", "paths=../../internal/controller/...", "output:rbac:artifacts:config="+rbac)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("controller-gen rbac: %v\n%s", err, out)
+	}
+	compareDirs(t, rbac, "../../deploy/rbac", "role.yaml")
 	compareDirs(t, objects, ".", "zz_generated.deepcopy.go")
 	generated, err := filepath.Glob(filepath.Join(crds, "*.yaml"))
 	if err != nil || len(generated) == 0 {

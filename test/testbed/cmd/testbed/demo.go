@@ -10,100 +10,188 @@ import (
 	"strings"
 	"time"
 
+	appsv1 "k8s.io/api/apps/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	splitterv1 "splitter.dev/splitter/api/v1alpha1"
 	"splitter.dev/splitter/test/testbed"
 )
 
 const demoNamespace = "shop"
 
-// runDemo applies the samples and the hand-written blue-green objects, then
-// prints the traffic split Prometheus sees. With DEMO_ONCE=1 it prints one
-// settled reading and exits non-zero unless the split matches the weights.
+// runDemo runs splitter against the test bed with the sample app opted in,
+// then releases a healthy version (promoted) and a faulty one (snapped
+// back), printing a line per transition. With DEMO_ONCE=1 it exits 0 only
+// if that is what happened; otherwise the cluster stays up until Ctrl-C.
 func runDemo(ctx context.Context, tb *testbed.TestBed) error {
+	bin := os.Getenv("SPLITTER_BIN")
+	if bin == "" {
+		bin = "bin/splitter"
+	}
+	ctrl, err := testbed.StartProcess("splitter", filepath.Join(tb.StateDir(), "logs"), bin, "run",
+		"--kubeconfig="+tb.Kubeconfig, "--prometheus-url="+tb.PrometheusURL, "--namespaces="+demoNamespace,
+		"--leader-election-namespace="+demoNamespace, "--metrics-bind-address=127.0.0.1:0", "--health-probe-bind-address=127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	defer ctrl.Stop(5 * time.Second)
+	fmt.Printf("demo: splitter running (pid %d), log %s\n", ctrl.PID(), ctrl.Log())
+
 	samples, err := filepath.Glob("config/samples/*.yaml")
 	if err != nil || len(samples) == 0 {
 		return fmt.Errorf("no samples in config/samples (run from the repository root)")
 	}
-	files := append(samples, "test/testbed/demo/bluegreen.yaml")
+	files := append(samples, "test/testbed/demo/policy.yaml")
 	if err := testbed.ApplyFiles(ctx, tb.Client, demoNamespace, files...); err != nil {
 		return err
 	}
 	fmt.Printf("demo: applied %s\n", strings.Join(files, ", "))
-	readyCtx, cancel := context.WithTimeout(ctx, 2*time.Minute)
-	err = testbed.WaitDeploymentsReady(readyCtx, tb.Client, demoNamespace, "checkout-blue", "checkout-green")
-	cancel()
+	fmt.Printf("demo: watch with  KUBECONFIG=%s kubectl -n %s get splits -w\n", tb.Kubeconfig, demoNamespace)
+
+	w := &watcher{tb: tb}
+	if _, err := w.until(ctx, 2*time.Minute, func(s *splitterv1.Split) bool {
+		return s.Status.Phase == splitterv1.PhaseIdle && s.Status.Weight == 0 && conditionTrue(s, "WeightsApplied")
+	}); err != nil {
+		return err
+	}
+
+	fmt.Println("\ndemo: release 1.1.0 (healthy)")
+	if err := setTemplate(ctx, tb, "registry.example.com/shop/checkout:1.1.0", nil); err != nil {
+		return err
+	}
+	first, err := w.until(ctx, 5*time.Minute, func(s *splitterv1.Split) bool {
+		return len(s.Status.History) > 0 && s.Status.Phase == splitterv1.PhaseIdle
+	})
 	if err != nil {
 		return err
 	}
-	fmt.Println("demo: checkout-blue and checkout-green Ready; VirtualService checkout routes 90/10")
-	fmt.Printf("demo: try  KUBECONFIG=%s kubectl -n %s get deploy,pods,virtualservices\n", tb.Kubeconfig, demoNamespace)
-	fmt.Printf("demo: and  curl -s '%s/api/v1/query' --data-urlencode 'query=sum by (destination_workload) (rate(istio_requests_total{reporter=\"destination\"}[10s]))'\n", tb.PrometheusURL)
 
-	once := os.Getenv("DEMO_ONCE") == "1"
-	// Let a 10 s rate window fill with scrapes of the new pods.
-	wait := 12 * time.Second
+	fmt.Println("\ndemo: release 1.2.0 with meshsim.splitter.dev/error-rate: \"0.3\" (30% of its responses are 500s)")
+	if err := setTemplate(ctx, tb, "registry.example.com/shop/checkout:1.2.0", map[string]string{"meshsim.splitter.dev/error-rate": "0.3"}); err != nil {
+		return err
+	}
+	second, err := w.until(ctx, 5*time.Minute, func(s *splitterv1.Split) bool {
+		return s.Status.Phase == splitterv1.PhaseRolledBack
+	})
+	if err != nil {
+		return err
+	}
+
+	promoted := first.Status.History[0].Outcome == splitterv1.OutcomePromoted
+	snapped := second.Status.History[0].Outcome == splitterv1.OutcomeRolledBack
+	fmt.Printf("\ndemo: release 1.1.0: %s; release 1.2.0: %s (%s)\n", first.Status.History[0].Outcome,
+		second.Status.History[0].Outcome, second.Status.History[0].Message)
+	if os.Getenv("DEMO_ONCE") == "1" {
+		if !promoted || !snapped {
+			return fmt.Errorf("want the first release promoted and the second snapped back")
+		}
+		return nil
+	}
+	fmt.Printf("demo: the cluster stays up; try\n  export KUBECONFIG=%s\n  kubectl -n shop get splits,deploy,virtualservices\n  kubectl -n shop describe split checkout\n  kubectl -n shop set image deploy/checkout checkout=registry.example.com/shop/checkout:1.3.0\nCtrl-C stops everything.\n", tb.Kubeconfig)
+	_, _ = w.until(ctx, 24*time.Hour, func(*splitterv1.Split) bool { return false })
+	fmt.Println("demo: stopping")
+	return nil
+}
+
+func conditionTrue(s *splitterv1.Split, t string) bool {
+	for _, c := range s.Status.Conditions {
+		if c.Type == t {
+			return c.Status == "True"
+		}
+	}
+	return false
+}
+
+// setTemplate changes the sample Deployment's image and pod annotations.
+func setTemplate(ctx context.Context, tb *testbed.TestBed, image string, ann map[string]string) error {
+	d := &appsv1.Deployment{}
+	if err := tb.Client.Get(ctx, client.ObjectKey{Namespace: demoNamespace, Name: "checkout"}, d); err != nil {
+		return err
+	}
+	base := d.DeepCopy()
+	d.Spec.Template.Spec.Containers[0].Image = image
+	d.Spec.Template.Annotations = ann
+	return tb.Client.Patch(ctx, d, client.MergeFrom(base))
+}
+
+// watcher prints a line whenever the Split's phase, step or weight changes.
+type watcher struct {
+	tb   *testbed.TestBed
+	last string
+}
+
+func (w *watcher) until(ctx context.Context, timeout time.Duration, done func(*splitterv1.Split) bool) (*splitterv1.Split, error) {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
 	for {
+		s := &splitterv1.Split{}
+		if err := w.tb.Client.Get(ctx, client.ObjectKey{Namespace: demoNamespace, Name: "checkout"}, s); err == nil {
+			key := fmt.Sprintf("%s/%d/%d/%s", s.Status.Phase, s.Status.Step, s.Status.Weight, s.Status.Live)
+			if key != w.last {
+				w.last = key
+				w.print(ctx, s)
+			}
+			if done(s) {
+				return s, nil
+			}
+		}
 		select {
 		case <-ctx.Done():
-			fmt.Println("demo: stopping")
-			return nil
-		case <-time.After(wait):
-		}
-		wait = 5 * time.Second
-		shares, err := printSplit(ctx, tb)
-		if err != nil {
-			fmt.Println("demo:", err)
-			if once {
-				return err
-			}
-			continue
-		}
-		if once {
-			// 100 req/s over a 10 s window is ~1,000 requests: 10% ± 4 sd of a
-			// binomial share is about ±4 points.
-			if g := shares["checkout-green"]; math.Abs(g-10) > 4 {
-				return fmt.Errorf("green's share is %.1f%%, want 10%% ± 4", g)
-			}
-			fmt.Println("demo: the split Prometheus sees matches the VirtualService weights")
-			return nil
+			return nil, fmt.Errorf("waiting for the Split: %w", ctx.Err())
+		case <-time.After(250 * time.Millisecond):
 		}
 	}
 }
 
-// printSplit prints each workload's share of requests, error rate and p99
-// over the last 10 s, as reported by the destination sidecars.
-func printSplit(ctx context.Context, tb *testbed.TestBed) (map[string]float64, error) {
-	sel := fmt.Sprintf(`reporter="destination",destination_service_namespace=%q`, demoNamespace)
-	rates, err := tb.QueryByLabel(ctx, `sum by (destination_workload) (rate(istio_requests_total{`+sel+`}[10s]))`, "destination_workload")
-	if err != nil {
-		return nil, err
+func (w *watcher) print(ctx context.Context, s *splitterv1.Split) {
+	st := s.Status
+	line := fmt.Sprintf("%s  %-16s live=%-5s", time.Now().Format("15:04:05"), st.Phase, st.Live)
+	if st.Candidate != "" {
+		line += fmt.Sprintf(" candidate=%-5s step=%d weight=%3d%%", st.Candidate, st.Step, st.Weight)
 	}
-	errs, err := tb.QueryByLabel(ctx, `sum by (destination_workload) (rate(istio_requests_total{`+sel+`,response_code=~"5.."}[10s]))`, "destination_workload")
-	if err != nil {
-		return nil, err
+	var checks []string
+	for _, c := range st.Checks {
+		checks = append(checks, fmt.Sprintf("%s=%s %s (%s)", c.Name, orNone(c.Value), c.Verdict, c.Bound))
 	}
-	p99, err := tb.QueryByLabel(ctx, `histogram_quantile(0.99, sum by (destination_workload, le) (rate(istio_request_duration_milliseconds_bucket{`+sel+`}[10s])))`, "destination_workload")
+	if len(checks) > 0 {
+		line += "  checks: " + strings.Join(checks, ", ")
+	}
+	if split, err := trafficSplit(ctx, w.tb); err == nil && split != "" {
+		line += "  | seen: " + split
+	}
+	fmt.Println(line)
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "none"
+	}
+	return s
+}
+
+// trafficSplit is each workload's share of the last 10 s of requests, as
+// Prometheus sees them (reporter=destination).
+func trafficSplit(ctx context.Context, tb *testbed.TestBed) (string, error) {
+	rates, err := tb.QueryByLabel(ctx, fmt.Sprintf(
+		`sum by (destination_workload) (rate(istio_requests_total{reporter="destination",destination_workload_namespace=%q}[10s]))`, demoNamespace),
+		"destination_workload")
 	if err != nil {
-		return nil, err
+		return "", err
 	}
 	total := 0.0
 	for _, r := range rates {
 		total += r
 	}
-	if total == 0 {
-		return nil, fmt.Errorf("no traffic in Prometheus yet")
-	}
 	names := make([]string, 0, len(rates))
-	for n := range rates {
-		names = append(names, n)
+	for n, r := range rates {
+		if r > 0 {
+			names = append(names, n)
+		}
 	}
 	sort.Strings(names)
-	shares := map[string]float64{}
 	var parts []string
 	for _, n := range names {
-		shares[n] = 100 * rates[n] / total
-		parts = append(parts, fmt.Sprintf("%s %5.1f%% (%5.1f req/s, %4.1f%% 5xx, p99 %4.0f ms)",
-			n, shares[n], rates[n], 100*errs[n]/math.Max(rates[n], 1e-9), p99[n]))
+		parts = append(parts, fmt.Sprintf("%s %.0f%%", n, math.Round(100*rates[n]/total)))
 	}
-	fmt.Printf("%s  %s\n", time.Now().Format("15:04:05"), strings.Join(parts, "  |  "))
-	return shares, nil
+	return strings.Join(parts, ", "), nil
 }
