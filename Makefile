@@ -81,9 +81,10 @@ test: lint tools prometheus build ## Run every test: unit, generated-file freshn
 	SPLITTER_BIN=$(BIN)/splitter SPLITTER_REQUIRE_TOOLS=1 $(GO) test -count=1 -timeout 30m $(GO_TEST_FLAGS) $(TEST_PKGS)
 
 .PHONY: bench
-bench: tools prometheus ## Report (not assert) figures: tool build times, test bed start and memory (BENCH_COLD=1: rebuild cold).
+bench: tools prometheus build ## Report (not assert) figures: tool build times, test bed start and memory (BENCH_COLD=1: rebuild cold).
 	hack/bench-build.sh
-	$(GO) test -run '^$$' -bench . -benchtime 5x -count 1 -timeout 30m ./test/...
+	$(GO) test -run '^$$' -bench . -benchtime 5x -count 1 -timeout 30m ./test/testbed
+	SPLITTER_BIN=$(BIN)/splitter $(GO) test -run '^$$' -bench . -benchtime 1x -count 1 -timeout 60m ./test/e2e
 
 ##@ Test bed
 

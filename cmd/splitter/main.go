@@ -178,11 +178,14 @@ func run(args []string) int {
 	return 0
 }
 
+// encoder picks the log format; timestamps are RFC 3339 with fractions of
+// a second: a snap-back is measured in milliseconds.
 func encoder(format string) crzap.Opts {
+	nanoTime := func(c *zapcore.EncoderConfig) { c.EncodeTime = zapcore.RFC3339NanoTimeEncoder }
 	if format == "console" {
-		return crzap.ConsoleEncoder()
+		return crzap.ConsoleEncoder(nanoTime)
 	}
-	return crzap.JSONEncoder()
+	return crzap.JSONEncoder(nanoTime)
 }
 
 func restConfig(path string) (*rest.Config, error) {

@@ -31,7 +31,7 @@ var (
 
 // splitterBinary is the real binary: $SPLITTER_BIN (make test builds it),
 // or built once per test run.
-func splitterBinary(t *testing.T) string {
+func splitterBinary(t testing.TB) string {
 	t.Helper()
 	buildOnce.Do(func() {
 		if b := os.Getenv("SPLITTER_BIN"); b != "" {
@@ -62,7 +62,7 @@ type controllerProcess struct {
 	metricsAddr string
 }
 
-func startSplitter(t *testing.T, tb *testbed.TestBed, ns string) *controllerProcess {
+func startSplitter(t testing.TB, tb *testbed.TestBed, ns string) *controllerProcess {
 	t.Helper()
 	metricsPort, err := testbed.FreePort()
 	if err != nil {
@@ -112,7 +112,7 @@ func fastPolicy(ns, name string, steps []int32, checks ...splitterv1.Check) *spl
 }
 
 // optedIn creates Service "app" and the annotated Deployment "app" (3 replicas).
-func optedIn(t *testing.T, tb *testbed.TestBed, ns, policy string) *appsv1.Deployment {
+func optedIn(t testing.TB, tb *testbed.TestBed, ns, policy string) *appsv1.Deployment {
 	t.Helper()
 	tb.Create(t, service(ns, "app", map[string]string{"app": "app"}))
 	d := deployment(ns, "app", 3, map[string]string{"app": "app"}, nil)
@@ -127,7 +127,7 @@ func getSplit(ctx context.Context, tb *testbed.TestBed, ns string) (*splitterv1.
 }
 
 // waitPhase waits until the Split reaches phase (and, if cond, cond holds).
-func waitPhase(t *testing.T, tb *testbed.TestBed, ns string, phase splitterv1.Phase, timeout time.Duration, cond func(*splitterv1.Split) error) *splitterv1.Split {
+func waitPhase(t testing.TB, tb *testbed.TestBed, ns string, phase splitterv1.Phase, timeout time.Duration, cond func(*splitterv1.Split) error) *splitterv1.Split {
 	t.Helper()
 	var s *splitterv1.Split
 	testbed.Eventually(t, timeout, 250*time.Millisecond, "phase "+string(phase), func(ctx context.Context) (err error) {
@@ -171,7 +171,7 @@ func routedWeights(ctx context.Context, tb *testbed.TestBed, ns string) (rollout
 }
 
 // release changes the pod template, with extra pod annotations.
-func release(t *testing.T, tb *testbed.TestBed, ns, image string, ann map[string]string) {
+func release(t testing.TB, tb *testbed.TestBed, ns, image string, ann map[string]string) {
 	t.Helper()
 	d := &appsv1.Deployment{}
 	ctx := context.Background()

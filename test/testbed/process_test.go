@@ -10,6 +10,9 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/go-logr/logr"
+	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 )
 
 // When run as the helper, the test binary starts a long sleep through
@@ -24,6 +27,7 @@ func TestMain(m *testing.M) {
 		fmt.Println(p.cmd.Process.Pid)
 		select {}
 	}
+	ctrllog.SetLogger(logr.Discard())
 	os.Exit(m.Run())
 }
 

@@ -9,9 +9,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 )
 
 // RequireEnv is set by `make test`: without it, tests that need the test
@@ -24,6 +26,7 @@ var shared *TestBed
 // tests, runs them and tears the bed down, also on SIGINT/SIGTERM. Tests
 // reach the bed through Shared.
 func RunShared(m *testing.M) int {
+	ctrllog.SetLogger(logr.Discard()) // the clients' own logs are noise in test output
 	cfg, err := ConfigFromEnv()
 	if err != nil {
 		if os.Getenv(RequireEnv) == "1" {

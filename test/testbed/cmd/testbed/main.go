@@ -20,6 +20,7 @@ import (
 	"syscall"
 	"time"
 
+	ctrl "sigs.k8s.io/controller-runtime"
 	crzap "sigs.k8s.io/controller-runtime/pkg/log/zap"
 
 	"splitter.dev/splitter/test/testbed"
@@ -67,7 +68,9 @@ func config() (testbed.Config, error) {
 		cfg.StateDir = ".testbed"
 	}
 	cfg.Progress = os.Stdout
-	cfg.MeshSim.Log = crzap.New(crzap.UseDevMode(true), crzap.WriteTo(os.Stderr)).WithName("meshsim")
+	logger := crzap.New(crzap.UseDevMode(true), crzap.WriteTo(os.Stderr))
+	ctrl.SetLogger(logger)
+	cfg.MeshSim.Log = logger.WithName("meshsim")
 	return cfg, nil
 }
 

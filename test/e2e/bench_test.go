@@ -1,0 +1,279 @@
+package e2e
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"sort"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	promapi "github.com/prometheus/client_golang/api"
+	promv1 "github.com/prometheus/client_golang/api/prometheus/v1"
+	"github.com/prometheus/common/model"
+	appsv1 "k8s.io/api/apps/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	splitterv1 "splitter.dev/splitter/api/v1alpha1"
+	"splitter.dev/splitter/internal/rollout"
+	"splitter.dev/splitter/test/testbed"
+)
+
+// writes reads splitter_api_writes_total, summed and by kind, from the
+// controller's /metrics.
+func (c *controllerProcess) writes(t testing.TB) (total float64, byKind map[string]float64) {
+	t.Helper()
+	resp, err := http.Get("http://" + c.metricsAddr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	byKind = map[string]float64{}
+	for _, line := range strings.Split(string(body), "\n") {
+		rest, ok := strings.CutPrefix(line, "splitter_api_writes_total{kind=\"")
+		if !ok {
+			continue
+		}
+		kind, val, _ := strings.Cut(rest, "\"} ")
+		v, _ := strconv.ParseFloat(strings.TrimSpace(val), 64)
+		byKind[kind] = v
+		total += v
+	}
+	return total, byKind
+}
+
+// Once a workload is Idle, the controller writes nothing while nothing changes.
+func TestNoWritesWhileIdle(t *testing.T) {
+	t.Parallel()
+	tb := testbed.Shared(t)
+	ns := tb.Namespace(t, "idle")
+	tb.Create(t, fastPolicy(ns, "fast", []int32{50, 100}))
+	ctrl := startSplitter(t, tb, ns)
+	optedIn(t, tb, ns, "fast")
+	waitPhase(t, tb, ns, splitterv1.PhaseIdle, 90*time.Second, readyCondition)
+	time.Sleep(3 * time.Second) // let the adoption's last writes settle
+	before, _ := ctrl.writes(t)
+	// Longer than the 1 minute periodic requeue of a stalled Split would be
+	// irrelevant here; 20 s covers many resyncs of a healthy one.
+	time.Sleep(20 * time.Second)
+	after, kinds := ctrl.writes(t)
+	if after != before {
+		t.Errorf("%v writes while Idle (by kind now: %v), want none", after-before, kinds)
+	}
+}
+
+type logLine struct {
+	TS      time.Time `json:"ts"`
+	Msg     string    `json:"msg"`
+	Verdict string    `json:"verdict"`
+	Weight  string    `json:"weight"`
+}
+
+// failToWrite finds, in a controller's JSON log, the time between the last
+// failing verdict and the next weights write.
+func failToWrite(path string) (time.Duration, bool) {
+	f, err := os.Open(path)
+	if err != nil {
+		return 0, false
+	}
+	defer f.Close()
+	var failAt time.Time
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		var l logLine
+		if json.Unmarshal(sc.Bytes(), &l) != nil {
+			continue
+		}
+		switch {
+		case l.Msg == "Check evaluated" && l.Verdict == "Fail":
+			failAt = l.TS
+		case l.Msg == "Weights set" && !failAt.IsZero():
+			return l.TS.Sub(failAt), true
+		}
+	}
+	return 0, false
+}
+
+// firstScrapeWith returns the time of the first scrape in which query is
+// above zero, between from and to.
+func firstScrapeWith(ctx context.Context, tb *testbed.TestBed, query string, from, to time.Time) (time.Time, error) {
+	c, err := promapi.NewClient(promapi.Config{Address: tb.PrometheusURL})
+	if err != nil {
+		return time.Time{}, err
+	}
+	v, _, _, err := promv1.NewAPI(c).QueryRange(ctx, query, promv1.Range{Start: from, End: to, Step: 250 * time.Millisecond})
+	if err != nil {
+		return time.Time{}, err
+	}
+	m, ok := v.(model.Matrix)
+	if !ok || len(m) == 0 {
+		return time.Time{}, fmt.Errorf("no samples of %s", query)
+	}
+	for _, p := range m[0].Values {
+		if p.Value > 0 {
+			return p.Timestamp.Time(), nil
+		}
+	}
+	return time.Time{}, fmt.Errorf("%s never above zero", query)
+}
+
+func median(ds []time.Duration) time.Duration {
+	s := append([]time.Duration(nil), ds...)
+	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
+	return s[len(s)/2]
+}
+
+func worst(ds []time.Duration) time.Duration {
+	m := ds[0]
+	for _, d := range ds {
+		m = max(m, d)
+	}
+	return m
+}
+
+// BenchmarkSnapBack reports, over 5 faulty releases (30% errors), the time
+// from the fault reaching Prometheus (first scrape with the candidate's 5xx)
+// to the VirtualService at 100% live, and from the failing verdict to the
+// snap-back write (from the controller's log). Threshold checks run at the
+// end of each step, so the first figure is bounded by the step duration.
+func BenchmarkSnapBack(b *testing.B) {
+	tb := testbed.Shared(b)
+	const runs = 5
+	var gross, verdictToWrite []time.Duration
+	for i := range runs {
+		ns := tb.Namespace(b, fmt.Sprintf("bench-snap-%d", i))
+		pol := fastPolicy(ns, "fast", []int32{20, 100})
+		pol.Spec.StepDuration = &metav1.Duration{Duration: 5 * time.Second}
+		tb.Create(b, pol)
+		ctrl := startSplitter(b, tb, ns)
+		optedIn(b, tb, ns, "fast")
+		waitPhase(b, tb, ns, splitterv1.PhaseIdle, 3*time.Minute, nil)
+		start := time.Now()
+		release(b, tb, ns, "example.com/app:bad", map[string]string{"meshsim.splitter.dev/error-rate": "0.3"})
+		// Poll the VirtualService finely for the snap-back.
+		var snapped time.Time
+		sawGreen := false
+		deadline := time.Now().Add(2 * time.Minute)
+		for time.Now().Before(deadline) {
+			w, err := routedWeights(context.Background(), tb, ns)
+			if err == nil && w.Green > 0 {
+				sawGreen = true
+			}
+			if err == nil && sawGreen && w == (rollout.Weights{Blue: 100}) {
+				snapped = time.Now()
+				break
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		if snapped.IsZero() {
+			b.Fatalf("run %d: no snap-back within 2 minutes", i)
+		}
+		faultAt, err := firstScrapeWith(context.Background(), tb, fmt.Sprintf(
+			`sum(istio_requests_total{reporter="destination",destination_workload_namespace=%q,destination_workload="app-green",response_code="500"})`, ns),
+			start.Add(-2*time.Second), snapped)
+		if err != nil {
+			b.Fatalf("run %d: %v", i, err)
+		}
+		gross = append(gross, snapped.Sub(faultAt))
+		ctrl.Stop(5 * time.Second)
+		if d, ok := failToWrite(ctrl.Log()); ok {
+			verdictToWrite = append(verdictToWrite, d)
+		}
+	}
+	b.ReportMetric(median(gross).Seconds(), "fault-to-snapback-median-s")
+	b.ReportMetric(worst(gross).Seconds(), "fault-to-snapback-worst-s")
+	if len(verdictToWrite) > 0 {
+		b.ReportMetric(float64(median(verdictToWrite).Microseconds())/1000, "verdict-to-write-median-ms")
+		b.ReportMetric(float64(worst(verdictToWrite).Microseconds())/1000, "verdict-to-write-worst-ms")
+	}
+}
+
+// BenchmarkWritesPerStep reports the API writes of one healthy release with
+// four steps, by kind: Routing should be one per step.
+func BenchmarkWritesPerStep(b *testing.B) {
+	tb := testbed.Shared(b)
+	ns := tb.Namespace(b, "bench-writes")
+	pol := fastPolicy(ns, "fast", []int32{10, 25, 50, 100})
+	pol.Spec.StepDuration = &metav1.Duration{Duration: 5 * time.Second}
+	pol.Spec.Standby = &metav1.Duration{Duration: 5 * time.Second}
+	tb.Create(b, pol)
+	ctrl := startSplitter(b, tb, ns)
+	optedIn(b, tb, ns, "fast")
+	waitPhase(b, tb, ns, splitterv1.PhaseIdle, 3*time.Minute, nil)
+	time.Sleep(2 * time.Second)
+	before, kb := ctrl.writes(b)
+	release(b, tb, ns, "example.com/app:2", nil)
+	waitPhase(b, tb, ns, splitterv1.PhasePromoting, 3*time.Minute, nil)
+	waitPhase(b, tb, ns, splitterv1.PhaseIdle, 3*time.Minute, nil)
+	time.Sleep(2 * time.Second)
+	after, ka := ctrl.writes(b)
+	b.ReportMetric(after-before, "writes/release")
+	b.ReportMetric((ka["Routing"]-kb["Routing"])/4, "routing-writes/step")
+	b.ReportMetric((ka["SplitStatus"]-kb["SplitStatus"])/4, "status-writes/step")
+	b.ReportMetric(ka["Deployment"]-kb["Deployment"], "deployment-writes/release")
+}
+
+// BenchmarkControllerMemory100 opts 100 workloads in (3 replicas each) and
+// reports the controller's resident memory once all are Idle.
+func BenchmarkControllerMemory100(b *testing.B) {
+	tb := testbed.Shared(b)
+	ns := tb.Namespace(b, "bench-mem")
+	pol := fastPolicy(ns, "fast", []int32{100})
+	tb.Create(b, pol)
+	ctrl := startSplitter(b, tb, ns)
+	const n = 100
+	for i := range n {
+		name := fmt.Sprintf("w%03d", i)
+		svc := service(ns, name, map[string]string{"app": name})
+		svc.Annotations = map[string]string{"meshsim.splitter.dev/rps": "5"}
+		tb.Create(b, svc)
+		d := deployment(ns, name, 3, map[string]string{"app": name}, nil)
+		d.Annotations = map[string]string{splitterv1.PolicyAnnotation: "fast"}
+		tb.Create(b, d)
+	}
+	start := time.Now()
+	testbed.Eventually(b, 10*time.Minute, 2*time.Second, "100 Splits Idle and Ready", func(ctx context.Context) error {
+		var list splitterv1.SplitList
+		if err := tb.Client.List(ctx, &list); err != nil {
+			return err
+		}
+		ready := 0
+		for i := range list.Items {
+			if list.Items[i].Namespace == ns && readyCondition(&list.Items[i]) == nil {
+				ready++
+			}
+		}
+		if ready < n {
+			return fmt.Errorf("%d/%d Ready", ready, n)
+		}
+		return nil
+	})
+	b.ReportMetric(time.Since(start).Seconds(), "adopt-100-s")
+	time.Sleep(10 * time.Second)
+	b.ReportMetric(float64(rssOf(ctrl.PID()))/1024, "controller-RSS-MiB")
+	var deps appsv1.DeploymentList
+	_ = tb.Client.List(context.Background(), &deps)
+	b.ReportMetric(float64(len(deps.Items)), "deployments-in-cluster")
+}
+
+func rssOf(pid int) int {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if rest, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			kb, _ := strconv.Atoi(strings.TrimSuffix(strings.TrimSpace(rest), " kB"))
+			return kb
+		}
+	}
+	return 0
+}
