@@ -113,7 +113,9 @@ func weightPatch(resourceVersion string, refs []weightRef, w rollout.Weights) ([
 	ops := []map[string]any{{"op": "test", "path": "/metadata/resourceVersion", "value": resourceVersion}}
 	for _, r := range refs {
 		ops = append(ops, map[string]any{
-			"op": "replace", "path": fmt.Sprintf("/spec/http/%d/route/%d/weight", r.route, r.dest), "value": w.Of(r.color),
+			// "add" sets a member whether or not it is present: Istio's JSON
+			// omits a weight of 0, and "replace" refuses a missing member.
+			"op": "add", "path": fmt.Sprintf("/spec/http/%d/route/%d/weight", r.route, r.dest), "value": w.Of(r.color),
 		})
 	}
 	return json.Marshal(ops)
