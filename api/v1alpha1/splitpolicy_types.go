@@ -89,6 +89,93 @@ type SplitPolicySpec struct {
 	// Prometheus overrides the controller's default Prometheus for this policy.
 	// +optional
 	Prometheus *PrometheusSource `json:"prometheus,omitempty"`
+
+	// SLOs are judged on counts of good and bad requests per color, at
+	// each step's end (absolute against the objective, relative against
+	// the live color, and the traffic share against the weight) and by
+	// the watchdog at every scrape.
+	// +optional
+	// +listType=map
+	// +listMapKey=name
+	// +kubebuilder:validation:MaxItems=8
+	SLOs []SLO `json:"slos,omitempty"`
+
+	// Compare bounds how much worse than the live color the candidate may be.
+	// +optional
+	Compare *Compare `json:"compare,omitempty"`
+
+	// Watchdog tunes the check run at every scrape.
+	// +optional
+	Watchdog *Watchdog `json:"watchdog,omitempty"`
+
+	// Alpha is the step gates' one-sided significance level. Default "0.05".
+	// +optional
+	// +kubebuilder:validation:Pattern=`^0?\.[0-9]+$`
+	Alpha string `json:"alpha,omitempty"`
+
+	// OnInconclusive is what happens when a step's evidence is still thin
+	// after MaxExtensions: pause (wait for approve or abort) or rollback.
+	// Default: pause.
+	// +optional
+	// +kubebuilder:validation:Enum=pause;rollback
+	OnInconclusive string `json:"onInconclusive,omitempty"`
+
+	// OnError is what happens when a step's checks still fail to run (a
+	// query error, or traffic not following the weights) after
+	// MaxExtensions: pause or rollback. Default: rollback.
+	// +optional
+	// +kubebuilder:validation:Enum=pause;rollback
+	OnError string `json:"onError,omitempty"`
+
+	// MaxExtensions is how many times a step is held for another
+	// stepDuration when its verdict is Inconclusive or Error. Default 2.
+	// +optional
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=20
+	MaxExtensions *int32 `json:"maxExtensions,omitempty"`
+}
+
+// SLO is one service level objective over the workload's Istio metrics.
+//
+// +kubebuilder:validation:XValidation:rule="self.name != 'latency' || has(self.threshold)",message="a latency SLO needs a threshold"
+type SLO struct {
+	// Name is availability (bad = 5xx) or latency (bad = slower than threshold).
+	// +kubebuilder:validation:Enum=availability;latency
+	Name string `json:"name"`
+	// Objective is the percentage of good requests, e.g. "99.9".
+	// +kubebuilder:validation:Pattern=`^[0-9]{1,2}(\.[0-9]+)?$`
+	Objective string `json:"objective"`
+	// Threshold is the latency above which a request is bad; it must be one
+	// of Istio's histogram bucket boundaries (e.g. 100ms, 250ms, 500ms, 1s).
+	// +optional
+	Threshold *metav1.Duration `json:"threshold,omitempty"`
+}
+
+// Compare bounds the candidate's error rate relative to the live color's.
+type Compare struct {
+	// MaxRatio: a step passes when the candidate's bad-request rate is at
+	// most this multiple of the live color's (with confidence). Default "1.5".
+	// +optional
+	// +kubebuilder:validation:Pattern=`^[0-9]+(\.[0-9]+)?$`
+	MaxRatio string `json:"maxRatio,omitempty"`
+	// FailRatio: a step fails when the rate is surely above this multiple.
+	// Default "2".
+	// +optional
+	// +kubebuilder:validation:Pattern=`^[0-9]+(\.[0-9]+)?$`
+	FailRatio string `json:"failRatio,omitempty"`
+}
+
+// Watchdog tunes the check that runs at every scrape during a release and
+// its standby, and snaps back without waiting for the step's end.
+type Watchdog struct {
+	// Alpha bounds the probability of a false snap-back over a whole
+	// release, however often the watchdog looks. Default "0.01".
+	// +optional
+	// +kubebuilder:validation:Pattern=`^0?\.[0-9]+$`
+	Alpha string `json:"alpha,omitempty"`
+	// Disabled turns the watchdog off.
+	// +optional
+	Disabled bool `json:"disabled,omitempty"`
 }
 
 // Approval says where a release waits for a human.

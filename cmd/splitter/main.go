@@ -61,12 +61,18 @@ func main() {
 func usage() {
 	fmt.Fprintln(os.Stderr, `usage:
   splitter run [flags]           run the controller (splitter run -h lists the flags)
-  splitter policy lint FILE...   check SplitPolicy YAML without a cluster; exits 1 on any error
+  splitter policy lint [--rps N] FILE...
+                                 check SplitPolicy YAML without a cluster; exits 1 on any error;
+                                 with --rps, explain how long each step needs at that request rate
   splitter version`)
 	os.Exit(2)
 }
 
-func lint(files []string) int {
+func lint(args []string) int {
+	fs := flag.NewFlagSet("policy lint", flag.ExitOnError)
+	rps := fs.Float64("rps", 0, "the workload's request rate: explain how long each step needs to reach a verdict")
+	_ = fs.Parse(args)
+	files := fs.Args()
 	if len(files) == 0 {
 		fmt.Fprintln(os.Stderr, "splitter policy lint: name at least one file")
 		return 2
@@ -79,10 +85,18 @@ func lint(files []string) int {
 			bad++
 			continue
 		}
-		n, findings := policy.Lint(data)
+		n, findings, plans := policy.LintPlans(data)
 		total += n
 		for _, fd := range findings {
 			fmt.Printf("%s: %s\n", f, fd)
+		}
+		if *rps > 0 {
+			for _, np := range plans {
+				fmt.Printf("%s: SplitPolicy %s:\n", f, np.Name)
+				for _, line := range policy.Explain(np.Plan, *rps) {
+					fmt.Println("  " + line)
+				}
+			}
 		}
 		bad += len(findings)
 	}

@@ -161,3 +161,6 @@ func SampleRatio(g, b Count, weight int32, alpha float64) Judgement {
 	j.Verdict = splitterv1.VerdictPass
 	return j
 }
+
+// IstioBuckets are Istio's default request-duration bucket boundaries (ms).
+var IstioBuckets = []float64{0.5, 1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000, 300000, 600000, 1800000, 3600000}

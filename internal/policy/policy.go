@@ -8,6 +8,7 @@ import (
 	"math"
 	"net/url"
 	"strconv"
+	"strings"
 	"time"
 
 	"k8s.io/apimachinery/pkg/util/validation"
@@ -55,7 +56,48 @@ type Plan struct {
 	// PrometheusAddress overrides the controller's default; empty uses it.
 	PrometheusAddress string
 	Checks            []analysis.Check
+
+	// SLOs are judged on counts; the rest of this block only matters with some.
+	SLOs           []SLO
+	Alpha          float64 // step gates, one-sided
+	MaxRatio       float64 // relative check: pass at or below
+	FailRatio      float64 // relative check: fail above
+	Watchdog       analysis.WatchdogConfig
+	WatchdogOn     bool
+	OnInconclusive string // pause or rollback
+	OnError        string // pause or rollback
+	// SampleRatioAlpha is the traffic-share check's two-sided level: strict,
+	// as a mismatch means broken routing, not bad luck.
+	SampleRatioAlpha float64
 }
+
+// SLO is a compiled objective.
+type SLO struct {
+	Name      string  // availability or latency
+	Objective float64 // e.g. 0.999
+	// ThresholdMs is the latency bucket boundary above which a request is bad.
+	ThresholdMs float64
+}
+
+// Budget is the share of bad requests the objective allows.
+func (s SLO) Budget() float64 { return 1 - s.Objective }
+
+// Slack is the absolute difference from blue that passes the relative
+// check even when the ratio is unknown (two near-zero rates).
+func (s SLO) Slack() float64 { return math.Max(0.1*s.Budget(), 1e-4) }
+
+// Defaults of the count-based checks.
+const (
+	DefaultAlpha            = 0.05
+	DefaultMaxRatio         = 1.5
+	DefaultFailRatio        = 2.0
+	DefaultWatchdogAlpha    = 0.01
+	DefaultBurnAlpha        = 0.001
+	DefaultGrossMin         = 20
+	DefaultOnInconclusive   = "pause"
+	DefaultOnError          = "rollback"
+	DefaultSampleRatioAlpha = 0.001
+)
 
 // Window is the range each check's query covers: one step.
 func (p *Plan) Window() string { return analysis.FormatWindow(p.StepDuration) }
@@ -73,7 +115,15 @@ func Compile(spec splitterv1.SplitPolicySpec) (*Plan, field.ErrorList) {
 		SubsetLabel:             DefaultSubsetLabel,
 		MaxExtensions:           DefaultMaxExtensions,
 		KeepCandidateOnRollback: spec.KeepCandidateOnRollback,
+		Alpha:                   DefaultAlpha,
+		MaxRatio:                DefaultMaxRatio,
+		FailRatio:               DefaultFailRatio,
+		Watchdog:                analysis.WatchdogConfig{Alpha: DefaultWatchdogAlpha, BurnAlpha: DefaultBurnAlpha, GrossMin: DefaultGrossMin},
+		OnInconclusive:          DefaultOnInconclusive,
+		OnError:                 DefaultOnError,
+		SampleRatioAlpha:        DefaultSampleRatioAlpha,
 	}
+	errs = append(errs, compileSLOs(root, spec, p)...)
 
 	if len(spec.Steps) > 0 {
 		p.Steps = append([]int32(nil), spec.Steps...)
@@ -213,4 +263,120 @@ func compileCheck(path *field.Path, c splitterv1.Check) (analysis.Check, field.E
 		errs = append(errs, field.Invalid(path.Child("max"), *c.Max, fmt.Sprintf("must not be below min (%s)", *c.Min)))
 	}
 	return out, errs
+}
+
+// probability parses a level such as "0.05" that must lie in (0, 0.5].
+func probability(path *field.Path, s string, errs *field.ErrorList) float64 {
+	f, err := strconv.ParseFloat(s, 64)
+	if err != nil || !(f > 0 && f <= 0.5) {
+		*errs = append(*errs, field.Invalid(path, s, "must be a probability in (0, 0.5], such as \"0.05\""))
+		return 0
+	}
+	return f
+}
+
+// compileSLOs fills the count-based part of the plan.
+func compileSLOs(root *field.Path, spec splitterv1.SplitPolicySpec, p *Plan) field.ErrorList {
+	var errs field.ErrorList
+	if spec.Alpha != "" {
+		p.Alpha = probability(root.Child("alpha"), spec.Alpha, &errs)
+	}
+	if c := spec.Compare; c != nil {
+		for _, r := range []struct {
+			name string
+			raw  string
+			dst  *float64
+		}{{"maxRatio", c.MaxRatio, &p.MaxRatio}, {"failRatio", c.FailRatio, &p.FailRatio}} {
+			if r.raw == "" {
+				continue
+			}
+			f, err := strconv.ParseFloat(r.raw, 64)
+			if err != nil || f < 1 {
+				errs = append(errs, field.Invalid(root.Child("compare", r.name), r.raw, "must be a ratio of at least 1, such as \"1.5\""))
+				continue
+			}
+			*r.dst = f
+		}
+		if p.FailRatio < p.MaxRatio {
+			errs = append(errs, field.Invalid(root.Child("compare", "failRatio"), c.FailRatio, fmt.Sprintf("must not be below maxRatio (%g)", p.MaxRatio)))
+		}
+	}
+	if w := spec.Watchdog; w != nil && w.Alpha != "" {
+		p.Watchdog.Alpha = probability(root.Child("watchdog", "alpha"), w.Alpha, &errs)
+	}
+	if spec.OnInconclusive != "" {
+		p.OnInconclusive = spec.OnInconclusive
+	}
+	if spec.OnError != "" {
+		p.OnError = spec.OnError
+	}
+	for _, v := range []struct{ name, val string }{{"onInconclusive", p.OnInconclusive}, {"onError", p.OnError}} {
+		if v.val != "pause" && v.val != "rollback" {
+			errs = append(errs, field.NotSupported(root.Child(v.name), v.val, []string{"pause", "rollback"}))
+		}
+	}
+	if spec.MaxExtensions != nil {
+		p.MaxExtensions = int(*spec.MaxExtensions)
+		if p.MaxExtensions < 0 {
+			errs = append(errs, field.Invalid(root.Child("maxExtensions"), *spec.MaxExtensions, "must not be negative"))
+		}
+	}
+	seen := map[string]bool{}
+	for i, s := range spec.SLOs {
+		path := root.Child("slos").Index(i)
+		slo := SLO{Name: s.Name}
+		if seen[s.Name] {
+			errs = append(errs, field.Duplicate(path.Child("name"), s.Name))
+		}
+		seen[s.Name] = true
+		obj, err := strconv.ParseFloat(s.Objective, 64)
+		if err != nil || obj <= 0 || obj >= 100 {
+			errs = append(errs, field.Invalid(path.Child("objective"), s.Objective, "must be a percentage between 0 and 100 (exclusive), such as \"99.9\""))
+		}
+		slo.Objective = obj / 100
+		switch s.Name {
+		case "availability":
+			if s.Threshold != nil {
+				errs = append(errs, field.Forbidden(path.Child("threshold"), "only a latency SLO has a threshold"))
+			}
+		case "latency":
+			if s.Threshold == nil {
+				errs = append(errs, field.Required(path.Child("threshold"), "a latency SLO needs a threshold, such as 250ms"))
+				break
+			}
+			ms := float64(s.Threshold.Duration) / float64(time.Millisecond)
+			if !isBucket(ms) {
+				errs = append(errs, field.Invalid(path.Child("threshold"), s.Threshold.Duration.String(),
+					fmt.Sprintf("must be one of Istio's histogram bucket boundaries (ms: %s): slow requests are counted at a boundary", bucketList())))
+			}
+			slo.ThresholdMs = ms
+		default:
+			errs = append(errs, field.NotSupported(path.Child("name"), s.Name, []string{"availability", "latency"}))
+		}
+		p.SLOs = append(p.SLOs, slo)
+	}
+	p.WatchdogOn = len(p.SLOs) > 0 && (spec.Watchdog == nil || !spec.Watchdog.Disabled)
+	for _, s := range p.SLOs {
+		if s.Name == "availability" {
+			p.Watchdog.Budget = s.Budget()
+		}
+	}
+	return errs
+}
+
+func isBucket(ms float64) bool {
+	for _, b := range analysis.IstioBuckets {
+		if math.Abs(b-ms) < 1e-9 {
+			return true
+		}
+	}
+	return false
+}
+
+func bucketList() string {
+	parts := make([]string, len(analysis.IstioBuckets))
+	for i, b := range analysis.IstioBuckets {
+		parts[i] = strconv.FormatFloat(b, 'g', -1, 64)
+	}
+	return strings.Join(parts, ", ")
 }

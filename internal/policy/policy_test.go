@@ -104,3 +104,43 @@ func TestCompileErrorsHaveFieldPaths(t *testing.T) {
 		})
 	}
 }
+
+func TestCompileSLOs(t *testing.T) {
+	p, errs := Compile(splitterv1.SplitPolicySpec{
+		SLOs: []splitterv1.SLO{
+			{Name: "availability", Objective: "99.9"},
+			{Name: "latency", Objective: "99", Threshold: &metav1.Duration{Duration: 250 * time.Millisecond}},
+		},
+		Compare: &splitterv1.Compare{MaxRatio: "1.2"},
+	})
+	if len(errs) > 0 {
+		t.Fatal(errs)
+	}
+	if len(p.SLOs) != 2 || p.SLOs[0].Budget() < 0.00099 || p.SLOs[0].Budget() > 0.00101 || p.SLOs[1].ThresholdMs != 250 {
+		t.Errorf("slos %+v", p.SLOs)
+	}
+	if p.MaxRatio != 1.2 || p.FailRatio != 2 || p.Alpha != 0.05 || !p.WatchdogOn || p.Watchdog.Alpha != 0.01 ||
+		p.OnInconclusive != "pause" || p.OnError != "rollback" || p.Watchdog.Budget < 0.00099 {
+		t.Errorf("plan %+v", p)
+	}
+	lines := Explain(p, 100)
+	if !strings.Contains(lines[0], "2995 candidate requests") || !strings.Contains(lines[0], "10% 5m0s") {
+		t.Errorf("explain: %q", lines)
+	}
+	for _, tc := range []struct {
+		spec splitterv1.SplitPolicySpec
+		want string
+	}{
+		{splitterv1.SplitPolicySpec{SLOs: []splitterv1.SLO{{Name: "latency", Objective: "99", Threshold: &metav1.Duration{Duration: 300 * time.Millisecond}}}}, "spec.slos[0].threshold"},
+		{splitterv1.SplitPolicySpec{SLOs: []splitterv1.SLO{{Name: "latency", Objective: "99"}}}, "spec.slos[0].threshold: Required"},
+		{splitterv1.SplitPolicySpec{SLOs: []splitterv1.SLO{{Name: "availability", Objective: "100"}}}, "spec.slos[0].objective"},
+		{splitterv1.SplitPolicySpec{Compare: &splitterv1.Compare{MaxRatio: "3", FailRatio: "2"}}, "spec.compare.failRatio"},
+		{splitterv1.SplitPolicySpec{Alpha: "0.9"}, "spec.alpha"},
+		{splitterv1.SplitPolicySpec{OnInconclusive: "wait"}, "spec.onInconclusive"},
+	} {
+		_, errs := Compile(tc.spec)
+		if !strings.Contains(errs.ToAggregate().Error(), tc.want) {
+			t.Errorf("%+v: errors %v, want %s", tc.spec, errs, tc.want)
+		}
+	}
+}
