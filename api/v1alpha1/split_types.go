@@ -141,6 +141,44 @@ type Release struct {
 	Step int32 `json:"step,omitempty"`
 }
 
+// CountSnapshot is one cumulative counter reading: requests and bad
+// requests of one color for one SLO, as one reporter counts them.
+type CountSnapshot struct {
+	Color    Color  `json:"color"`
+	SLO      string `json:"slo"`
+	Reporter string `json:"reporter"`
+	Requests int64  `json:"requests"`
+	Bad      int64  `json:"bad"`
+}
+
+// WatchdogStatus is the watchdog's evidence for one SLO. Floats are kept
+// as decimal strings (exact round trip).
+type WatchdogStatus struct {
+	SLO string `json:"slo"`
+	// LogLR is the relative test's log likelihood ratio per alternative ratio.
+	// +optional
+	LogLR []string `json:"logLR,omitempty"`
+	// Burn is the fast-burn test's log likelihood ratio.
+	// +optional
+	Burn string `json:"burn,omitempty"`
+}
+
+// AnalysisStatus is the state of the count-based checks.
+type AnalysisStatus struct {
+	// StepBaseline are the counters when the current step's hold began.
+	// +optional
+	StepBaseline []CountSnapshot `json:"stepBaseline,omitempty"`
+	// Checkpoint are the counters the watchdog's evidence covers up to.
+	// +optional
+	Checkpoint []CountSnapshot `json:"checkpoint,omitempty"`
+	// CheckpointAt is when Checkpoint was read.
+	// +optional
+	CheckpointAt *metav1.Time `json:"checkpointAt,omitempty"`
+	// Watchdog is the evidence per SLO up to Checkpoint.
+	// +optional
+	Watchdog []WatchdogStatus `json:"watchdog,omitempty"`
+}
+
 // SplitStatus is the live state of a workload's releases: everything the
 // controller needs to resume after a restart.
 type SplitStatus struct {
@@ -212,6 +250,11 @@ type SplitStatus struct {
 	// +listType=map
 	// +listMapKey=name
 	Checks []CheckResult `json:"checks,omitempty"`
+
+	// Analysis is the count-based checks' state: counter baselines and the
+	// watchdog's evidence, so both survive a restart.
+	// +optional
+	Analysis *AnalysisStatus `json:"analysis,omitempty"`
 
 	// History is the audit trail of the last releases, newest first.
 	// +optional

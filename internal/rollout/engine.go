@@ -44,6 +44,9 @@ const (
 	ReasonSuperseded               = "Superseded"
 	ReasonRolledBack               = "RolledBack"
 	ReasonReverted                 = "Reverted"
+	ReasonWatchdog                 = "WatchdogTripped"
+	ReasonChecksErrored            = "ChecksErrored"
+	ReasonPaused                   = "Paused"
 )
 
 // Next decides the next status and the world it wants. It is pure and
@@ -136,7 +139,7 @@ func (e *engine) startRelease() {
 	e.s.Candidate, e.s.CandidateRevision = e.s.Live.Other(), e.o.Revision
 	e.s.Standby, e.s.StandbyRevision = "", ""
 	e.s.Step, e.s.Weight, e.s.Extensions, e.s.Gate = 0, 0, 0, ""
-	e.s.StepStartedAt, e.s.Checks = nil, nil
+	e.s.StepStartedAt, e.s.Checks, e.s.Analysis = nil, nil, nil
 	e.s.ReleaseStartedAt = e.now()
 	e.transit(splitterv1.PhasePreparing, ReasonReleaseStarted,
 		fmt.Sprintf("revision %s is deploying to %s (live: %s, revision %s)", e.s.CandidateRevision, e.s.Candidate, e.s.Live, e.s.LiveRevision), false)
@@ -244,6 +247,10 @@ func (e *engine) shifting() {
 	}
 	if e.s.StepStartedAt == nil {
 		e.s.StepStartedAt = e.now()
+		e.startAnalysis()
+	}
+	if e.watchdogTripped() {
+		return
 	}
 	if !ChecksDue(e.p, e.s, e.o.Now) {
 		e.wake(stepEnd(e.p, e.s).Sub(e.o.Now))
@@ -253,27 +260,33 @@ func (e *engine) shifting() {
 		e.wake(time.Millisecond) // the controller evaluates the checks and calls again
 		return
 	}
-	e.recordVerdicts()
-	var failed, unsure []analysis.Result
-	for _, v := range e.o.Verdicts {
+	verdicts := append(append([]analysis.Result(nil), e.o.Verdicts...), gateResults(e.p, e.s, e.o)...)
+	e.recordVerdicts(verdicts)
+	var failed, unsure, errored []analysis.Result
+	for _, v := range verdicts {
 		switch v.Verdict {
 		case splitterv1.VerdictFail:
 			failed = append(failed, v)
 		case splitterv1.VerdictPass:
+		case splitterv1.VerdictError:
+			errored = append(errored, v)
 		default:
 			unsure = append(unsure, v)
 		}
 	}
+	pending := append(append([]analysis.Result(nil), errored...), unsure...)
 	switch {
 	case len(failed) > 0:
 		e.startRollback(ReasonCheckFailed, describe(failed), splitterv1.OutcomeRolledBack)
-	case len(unsure) > 0 && int(e.s.Extensions) < e.p.MaxExtensions:
+	case len(pending) > 0 && int(e.s.Extensions) < e.p.MaxExtensions:
 		e.s.Extensions++
 		e.transition = &Transition{Reason: ReasonStepExtended, Message: fmt.Sprintf("step %d held for another %s (%d/%d): %s",
-			e.s.Step, e.p.StepDuration, e.s.Extensions, e.p.MaxExtensions, describe(unsure)), Warning: true}
+			e.s.Step, e.p.StepDuration, e.s.Extensions, e.p.MaxExtensions, describe(pending)), Warning: true}
 		e.wake(stepEnd(e.p, e.s).Sub(e.o.Now))
+	case len(errored) > 0:
+		e.exhausted(e.p.OnError, ReasonChecksErrored, fmt.Sprintf("checks still failing to run after %d extensions: %s", e.p.MaxExtensions, describe(errored)))
 	case len(unsure) > 0:
-		e.startRollback(ReasonInsufficientEvidence, fmt.Sprintf("no verdict after %d extensions: %s", e.p.MaxExtensions, describe(unsure)), splitterv1.OutcomeRolledBack)
+		e.exhausted(e.p.OnInconclusive, ReasonInsufficientEvidence, fmt.Sprintf("no verdict after %d extensions: %s", e.p.MaxExtensions, describe(unsure)))
 	case int(e.s.Step) == len(e.p.Steps):
 		e.promote()
 	case int(e.s.Step)+1 == len(e.p.Steps) && e.p.ApproveBeforePromotion:
@@ -281,6 +294,28 @@ func (e *engine) shifting() {
 	default:
 		e.enterStep(e.s.Step + 1)
 	}
+}
+
+// exhausted applies onInconclusive or onError: pause (wait for a human to
+// approve or abort, weights unchanged) or roll back.
+func (e *engine) exhausted(action, reason, msg string) {
+	if action == "pause" {
+		e.awaitGate(fmt.Sprintf("paused-step-%d", e.s.Step))
+		e.transition = &Transition{Reason: ReasonPaused, Warning: true, Message: fmt.Sprintf(
+			"%s (%s); weights unchanged until approved or aborted: kubectl annotate split <name> %s=%s --overwrite", msg, reason, splitterv1.ApproveAnnotation, e.s.Gate)}
+		return
+	}
+	e.startRollback(reason, msg, splitterv1.OutcomeRolledBack)
+}
+
+// watchdogTripped runs the watchdog; a trip snaps back at once.
+func (e *engine) watchdogTripped() bool {
+	trip, tripped := e.runWatchdog()
+	if !tripped {
+		return false
+	}
+	e.startRollback(ReasonWatchdog, fmt.Sprintf("watchdog (%s): %s", trip.Reason, trip.Message), splitterv1.OutcomeRolledBack)
+	return true
 }
 
 func describe(rs []analysis.Result) string {
@@ -298,9 +333,9 @@ func describe(rs []analysis.Result) string {
 	return strings.Join(parts, "; ")
 }
 
-func (e *engine) recordVerdicts() {
+func (e *engine) recordVerdicts(verdicts []analysis.Result) {
 	e.s.Checks = e.s.Checks[:0:0]
-	for _, v := range e.o.Verdicts {
+	for _, v := range verdicts {
 		e.s.Checks = append(e.s.Checks, splitterv1.CheckResult{
 			Name: v.Name, Verdict: v.Verdict, Value: v.ValueString(), Bound: v.Bound,
 			Message: v.Message, Step: e.s.Step, EvaluatedAt: *e.now(),
@@ -312,12 +347,18 @@ func (e *engine) awaitingApproval() {
 	if e.interrupted() {
 		return
 	}
+	if e.s.Step > 0 && e.s.StepStartedAt != nil && e.watchdogTripped() {
+		return
+	}
 	if e.o.Approve == "" || e.o.Approve != e.s.Gate {
 		return
 	}
-	if strings.HasSuffix(e.s.Gate, "/"+GateFirstStep) {
+	switch {
+	case strings.HasSuffix(e.s.Gate, "/"+GateFirstStep):
 		e.enterStep(1)
-	} else {
+	case int(e.s.Step) == len(e.p.Steps):
+		e.promote()
+	default:
 		e.enterStep(e.s.Step + 1)
 	}
 	e.transition.Reason = ReasonApproved
@@ -337,6 +378,14 @@ func (e *engine) promote() {
 func (e *engine) promoting() {
 	if e.o.Revision != "" && e.o.Revision != e.s.LiveRevision {
 		e.startRelease()
+		return
+	}
+	if trip, tripped := e.runWatchdog(); tripped {
+		// Instant rollback: the standby color is still up.
+		e.s.Candidate, e.s.CandidateRevision = e.s.Live, e.s.LiveRevision
+		e.s.Live, e.s.LiveRevision = e.s.Standby, e.s.StandbyRevision
+		e.s.Standby, e.s.StandbyRevision = "", ""
+		e.startRollback(ReasonWatchdog, fmt.Sprintf("during standby, watchdog (%s): %s", trip.Reason, trip.Message), splitterv1.OutcomeRolledBack)
 		return
 	}
 	end := e.s.PhaseStartedAt.Add(e.p.Standby)

@@ -32,6 +32,26 @@ func testPlan(mutate ...func(*policy.Plan)) *policy.Plan {
 	return p
 }
 
+// sloPlan judges on counts: availability 99.5%, steps 10/50/100 held 60 s,
+// and no threshold checks.
+func sloPlan() *policy.Plan {
+	return testPlan(func(p *policy.Plan) {
+		p.Checks = nil
+		p.Steps = []int32{10, 50, 100}
+		p.StepDuration = time.Minute
+		p.SLOs = []policy.SLO{{Name: "availability", Objective: 0.995}}
+		p.Alpha, p.MaxRatio, p.FailRatio = 0.05, 1.5, 2
+		p.WatchdogOn = true
+		p.Watchdog = analysis.WatchdogConfig{Alpha: 0.01, BurnAlpha: 0.001, GrossMin: 20, Budget: 0.005}
+		p.OnInconclusive, p.OnError, p.SampleRatioAlpha = "pause", "rollback", 0.001
+	})
+}
+
+type traffic struct {
+	rps     float64
+	errRate map[string]float64
+}
+
 // release changes the user's template at the given offset.
 func release(rev string) func(*fakeWorld) { return func(w *fakeWorld) { w.revision = rev } }
 
@@ -127,10 +147,33 @@ func TestGoldenTranscripts(t *testing.T) {
 			plan: testPlan(func(p *policy.Plan) { p.KeepCandidateOnRollback = true }), verdicts: failAtStep(2), until: 3 * time.Minute,
 			events: map[time.Duration]func(*fakeWorld){20 * time.Second: release("v2")},
 		}},
+		{"slo-healthy-promoted", scenario{
+			plan: sloPlan(), until: 8 * time.Minute, traffic: &traffic{rps: 100, errRate: map[string]float64{"v1": 0.001, "v2": 0.001}},
+			events: map[time.Duration]func(*fakeWorld){20 * time.Second: release("v2")},
+		}},
+		{"slo-gross-fault-watchdog", scenario{
+			plan: sloPlan(), until: 3 * time.Minute, traffic: &traffic{rps: 100, errRate: map[string]float64{"v1": 0.001, "v2": 0.3}},
+			events: map[time.Duration]func(*fakeWorld){20 * time.Second: release("v2")},
+		}},
+		{"slo-low-traffic-pauses", scenario{
+			plan: sloPlan(), until: 8 * time.Minute, traffic: &traffic{rps: 1, errRate: map[string]float64{}},
+			events: map[time.Duration]func(*fakeWorld){20 * time.Second: release("v2")},
+		}},
+		{"slo-watchdog-in-standby", scenario{
+			plan: sloPlan(), until: 8 * time.Minute, traffic: &traffic{rps: 100, errRate: map[string]float64{"v1": 0.001, "v2": 0.001}},
+			events: map[time.Duration]func(*fakeWorld){
+				20 * time.Second: release("v2"),
+				// After promotion, v2 starts failing while blue stands by.
+				5*time.Minute + 10*time.Second: func(w *fakeWorld) { w.errRate["v2"] = 0.3 },
+			},
+		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			sc := tc.sc
 			sc.world = newFakeWorld("v1")
+			if tr := sc.traffic; tr != nil {
+				sc.world.rps, sc.world.errRate = tr.rps, tr.errRate
+			}
 			sc.checkInvariants = invariants
 			got := sc.run()
 			for _, v := range sc.violations {

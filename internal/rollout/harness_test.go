@@ -29,6 +29,43 @@ type fakeWorld struct {
 
 	weightWrites int
 	colorWrites  int
+
+	// Traffic, when rps > 0: counters grow by the routed weights, with
+	// errors at errRate of the revision each color runs (deterministic).
+	rps      float64
+	errRate  map[string]float64
+	counted  time.Time
+	requests map[splitterv1.Color]float64
+	errors   map[splitterv1.Color]float64
+}
+
+// count advances the counters to w.now.
+func (w *fakeWorld) count() {
+	if w.rps == 0 {
+		return
+	}
+	if w.requests == nil {
+		w.requests, w.errors, w.counted = map[splitterv1.Color]float64{}, map[splitterv1.Color]float64{}, w.now
+	}
+	dt := w.now.Sub(w.counted).Seconds()
+	w.counted = w.now
+	if w.routed == nil || dt <= 0 {
+		return
+	}
+	for _, c := range []splitterv1.Color{splitterv1.Blue, splitterv1.Green} {
+		n := w.rps * dt * float64(w.routed.Of(c)) / 100
+		w.requests[c] += n
+		w.errors[c] += n * w.errRate[w.colors[c].spec.Revision]
+	}
+}
+
+func (w *fakeWorld) counters() Counters {
+	var out Counters
+	for _, c := range []splitterv1.Color{splitterv1.Blue, splitterv1.Green} {
+		out = append(out, splitterv1.CountSnapshot{Color: c, SLO: "availability", Reporter: "destination",
+			Requests: int64(w.requests[c]), Bad: int64(w.errors[c])})
+	}
+	return out
 }
 
 type fakeColor struct {
@@ -59,6 +96,10 @@ func (w *fakeWorld) observe() Observations {
 	if w.routed != nil {
 		r := *w.routed
 		o.Routed = &r
+	}
+	if w.rps > 0 {
+		w.count()
+		o.Counters = w.counters()
 	}
 	return o
 }
@@ -124,6 +165,7 @@ type scenario struct {
 	world    *fakeWorld
 	status   splitterv1.SplitStatus
 	verdicts verdictFunc
+	traffic  *traffic
 	events   map[time.Duration]func(*fakeWorld) // at offset from start
 	tick     time.Duration
 	until    time.Duration

@@ -67,6 +67,11 @@ type Observations struct {
 	// Verdicts are the check results for the current step, evaluated by the
 	// controller when ChecksDue said so; nil otherwise.
 	Verdicts []analysis.Result
+	// Counters are the cumulative request counters per color, SLO and
+	// reporter as Prometheus last scraped them; nil when not read.
+	Counters Counters
+	// CountersErr says why the counters could not be read.
+	CountersErr string
 	// Approve and Abort are the Split's splitter.dev/approve and
 	// splitter.dev/abort annotation values.
 	Approve, Abort string
