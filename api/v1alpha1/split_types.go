@@ -165,9 +165,14 @@ type WatchdogStatus struct {
 
 // AnalysisStatus is the state of the count-based checks.
 type AnalysisStatus struct {
-	// StepBaseline are the counters when the current step's hold began.
+	// StepBaseline are the counters when the current step's hold began
+	// (empty when nothing had been counted yet).
 	// +optional
 	StepBaseline []CountSnapshot `json:"stepBaseline,omitempty"`
+	// StepBaselineAt is when StepBaseline was read; unset when the counters
+	// could not be read as the step began.
+	// +optional
+	StepBaselineAt *metav1.Time `json:"stepBaselineAt,omitempty"`
 	// Checkpoint are the counters the watchdog's evidence covers up to.
 	// +optional
 	Checkpoint []CountSnapshot `json:"checkpoint,omitempty"`

@@ -17,6 +17,10 @@ func (in *AnalysisStatus) DeepCopyInto(out *AnalysisStatus) {
 		*out = make([]CountSnapshot, len(*in))
 		copy(*out, *in)
 	}
+	if in.StepBaselineAt != nil {
+		in, out := &in.StepBaselineAt, &out.StepBaselineAt
+		*out = (*in).DeepCopy()
+	}
 	if in.Checkpoint != nil {
 		in, out := &in.Checkpoint, &out.Checkpoint
 		*out = make([]CountSnapshot, len(*in))

@@ -5,7 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"regexp"
+	"sort"
 	"strconv"
+	"strings"
 	"time"
 
 	promv1 "github.com/prometheus/client_golang/api/prometheus/v1"
@@ -124,4 +127,97 @@ func (e Evaluator) Evaluate(ctx context.Context, c Check, vars Vars, now time.Ti
 	}
 	r.Query = q
 	return r
+}
+
+// CounterSpec names what Counters reads for one SLO.
+type CounterSpec struct {
+	SLO string
+	// ThresholdMs, for a latency SLO: requests slower than this bucket
+	// boundary are bad. Zero means an availability SLO (bad = 5xx, or no
+	// response at all unless the client disconnected).
+	ThresholdMs float64
+}
+
+// Counters reads the raw cumulative counters of the given workloads (by
+// color) from both reporters, as Prometheus last scraped them. Raw counters,
+// not rate(): the engine takes differences against readings it keeps in
+// status, so a check covers exactly the requests since its baseline.
+func (e Evaluator) Counters(ctx context.Context, namespace string, workloads map[splitterv1.Color]string, specs []CounterSpec, now time.Time) ([]splitterv1.CountSnapshot, error) {
+	byName := map[string]splitterv1.Color{}
+	var names []string
+	for c, w := range workloads {
+		byName[w] = c
+		names = append(names, regexp.QuoteMeta(w))
+	}
+	sort.Strings(names)
+	sel := fmt.Sprintf(`reporter=~"source|destination",destination_workload_namespace="%s",destination_workload=~"%s"`,
+		escapeLiteral(namespace), escapeLiteral(strings.Join(names, "|")))
+	by := " by (destination_workload, reporter) "
+	timeout := e.Timeout
+	if timeout == 0 {
+		timeout = 10 * time.Second
+	}
+	query := func(q string) (map[[2]string]float64, error) {
+		ctx, cancel := context.WithTimeout(ctx, timeout)
+		defer cancel()
+		v, _, _, err := e.API.Query(ctx, q, now, promv1.WithTimeout(timeout))
+		if err != nil {
+			return nil, err
+		}
+		vec, ok := v.(model.Vector)
+		if !ok {
+			return nil, fmt.Errorf("query %s returned a %s", q, v.Type())
+		}
+		out := map[[2]string]float64{}
+		for _, s := range vec {
+			out[[2]string{string(s.Metric["destination_workload"]), string(s.Metric["reporter"])}] = float64(s.Value)
+		}
+		return out, nil
+	}
+	var out []splitterv1.CountSnapshot
+	for _, spec := range specs {
+		var total, bad map[[2]string]float64
+		var err error
+		if spec.ThresholdMs == 0 {
+			if total, err = query(`sum` + by + `(istio_requests_total{` + sel + `})`); err != nil {
+				return nil, err
+			}
+			if bad, err = query(`sum` + by + `(istio_requests_total{` + sel + `,response_code=~"5.."})`); err != nil {
+				return nil, err
+			}
+			var noResponse map[[2]string]float64
+			if noResponse, err = query(`sum` + by + `(istio_requests_total{` + sel + `,response_code="0",response_flags!~".*DC.*"})`); err != nil {
+				return nil, err
+			}
+			for k, v := range noResponse {
+				bad[k] += v
+			}
+		} else {
+			if total, err = query(`sum` + by + `(istio_request_duration_milliseconds_count{` + sel + `})`); err != nil {
+				return nil, err
+			}
+			le := regexp.QuoteMeta(strconv.FormatFloat(spec.ThresholdMs, 'f', -1, 64))
+			var fast map[[2]string]float64
+			if fast, err = query(`sum` + by + `(istio_request_duration_milliseconds_bucket{` + sel + `,le=~"` + escapeLiteral(le) + `(\\.0+)?"})`); err != nil {
+				return nil, err
+			}
+			bad = map[[2]string]float64{}
+			for k, n := range total {
+				bad[k] = n - fast[k]
+			}
+		}
+		for k, n := range total {
+			c, ok := byName[k[0]]
+			if !ok {
+				continue
+			}
+			out = append(out, splitterv1.CountSnapshot{Color: c, SLO: spec.SLO, Reporter: k[1],
+				Requests: int64(math.Round(n)), Bad: int64(math.Round(math.Max(0, bad[k])))})
+		}
+	}
+	sort.Slice(out, func(i, j int) bool {
+		a, b := out[i], out[j]
+		return a.SLO+string(a.Color)+a.Reporter < b.SLO+string(b.Color)+b.Reporter
+	})
+	return out, nil
 }

@@ -73,3 +73,20 @@ func (p *PrometheusChecks) Run(ctx context.Context, address string, checks []ana
 	wg.Wait()
 	return out
 }
+
+// CounterReader reads the cumulative request counters of the colors.
+type CounterReader interface {
+	Counters(ctx context.Context, address, namespace string, workloads map[splitterv1.Color]string, specs []analysis.CounterSpec, now time.Time) ([]splitterv1.CountSnapshot, error)
+}
+
+// Counters reads the colors' counters from Prometheus.
+func (p *PrometheusChecks) Counters(ctx context.Context, address, namespace string, workloads map[splitterv1.Color]string, specs []analysis.CounterSpec, now time.Time) ([]splitterv1.CountSnapshot, error) {
+	if address == "" {
+		address = p.Default
+	}
+	api, err := p.api(address)
+	if err != nil {
+		return nil, err
+	}
+	return analysis.Evaluator{API: api, Timeout: p.Timeout}.Counters(ctx, namespace, workloads, specs, now)
+}

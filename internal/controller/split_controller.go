@@ -48,7 +48,12 @@ type SplitReconciler struct {
 	Client   client.Client
 	Recorder events.EventRecorder
 	Checks   CheckRunner
-	Metrics  *Metrics
+	// Counters reads request counters for SLOs; nil turns them off.
+	Counters CounterReader
+	// WatchdogInterval is how often an active release with SLOs is looked
+	// at (the watchdog runs at every look). Default 5s; match the scrape.
+	WatchdogInterval time.Duration
+	Metrics          *Metrics
 	// Now is the clock; tests may replace it.
 	Now func() time.Time
 }
@@ -180,6 +185,12 @@ func (r *SplitReconciler) release(ctx context.Context, split *splitterv1.Split, 
 		}
 	}
 
+	watching := len(plan.SLOs) > 0 && (split.Status.Phase == splitterv1.PhaseShifting ||
+		split.Status.Phase == splitterv1.PhaseAwaitingApproval || split.Status.Phase == splitterv1.PhasePromoting)
+	if watching {
+		r.readCounters(ctx, plan, split, user, &obs)
+	}
+
 	d := rollout.Next(plan, split.Status, obs)
 	d.Status.ObservedGeneration = split.Generation
 
@@ -219,7 +230,37 @@ func (r *SplitReconciler) release(ctx context.Context, split *splitterv1.Split, 
 			return ctrl.Result{}, err
 		}
 	}
-	return ctrl.Result{RequeueAfter: d.Requeue}, nil
+	requeue := d.Requeue
+	if watching && plan.WatchdogOn && (requeue == 0 || requeue > r.WatchdogInterval) {
+		requeue = r.WatchdogInterval
+	}
+	return ctrl.Result{RequeueAfter: requeue}, nil
+}
+
+// readCounters fills the observations with the colors' request counters;
+// a failure is recorded for the engine, never returned.
+func (r *SplitReconciler) readCounters(ctx context.Context, plan *policy.Plan, split *splitterv1.Split, user *appsv1.Deployment, obs *rollout.Observations) {
+	if r.Counters == nil {
+		obs.CountersErr = "the controller has no counter reader"
+		return
+	}
+	specs := make([]analysis.CounterSpec, 0, len(plan.SLOs))
+	for _, s := range plan.SLOs {
+		specs = append(specs, analysis.CounterSpec{SLO: s.Name, ThresholdMs: s.ThresholdMs})
+	}
+	workloads := map[splitterv1.Color]string{
+		splitterv1.Blue: ColorName(user.Name, splitterv1.Blue), splitterv1.Green: ColorName(user.Name, splitterv1.Green),
+	}
+	counters, err := r.Counters.Counters(ctx, plan.PrometheusAddress, split.Namespace, workloads, specs, obs.Now)
+	if err != nil {
+		obs.CountersErr = err.Error()
+		log.FromContext(ctx).Info("Reading the counters failed", "error", err.Error())
+		return
+	}
+	if counters == nil {
+		counters = rollout.Counters{}
+	}
+	obs.Counters = counters
 }
 
 // plan compiles the Split's policy; errors carry field paths.
@@ -499,6 +540,9 @@ func (r *SplitReconciler) event(split *splitterv1.Split, kind, reason, format st
 func (r *SplitReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	if r.Now == nil {
 		r.Now = time.Now
+	}
+	if r.WatchdogInterval == 0 {
+		r.WatchdogInterval = 5 * time.Second
 	}
 	return ctrl.NewControllerManagedBy(mgr).
 		For(&splitterv1.Split{}).

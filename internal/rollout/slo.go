@@ -96,7 +96,7 @@ func gateResults(p *policy.Plan, s splitterv1.SplitStatus, o Observations) []ana
 	if o.CountersErr != "" {
 		return errorAll("reading the counters: " + o.CountersErr)
 	}
-	if s.Analysis == nil || s.Analysis.StepBaseline == nil {
+	if s.Analysis == nil || s.Analysis.StepBaselineAt == nil {
 		return errorAll("no counter baseline for this step (Prometheus was unreachable when it began)")
 	}
 	d := growth(o.Counters, s.Analysis.StepBaseline)
@@ -146,18 +146,25 @@ func gateResults(p *policy.Plan, s splitterv1.SplitStatus, o Observations) []ana
 // startAnalysis sets the step's baseline when its hold begins, folding the
 // evidence gathered since the last checkpoint into the watchdog first.
 func (e *engine) startAnalysis() {
-	if len(e.p.SLOs) == 0 || e.o.Counters == nil {
+	if len(e.p.SLOs) == 0 {
 		return
 	}
 	a := &splitterv1.AnalysisStatus{}
 	if e.s.Analysis != nil {
 		a = e.s.Analysis.DeepCopy()
 	}
+	if e.o.Counters == nil {
+		// No baseline: this step's gate reports Error rather than judge
+		// counts that span other weights.
+		a.StepBaseline, a.StepBaselineAt = nil, nil
+		e.s.Analysis = a
+		return
+	}
 	if states, _, ok := e.watchdogStep(); ok {
 		a.Watchdog = states
 	}
 	now := metav1.NewTime(e.o.Now)
-	a.StepBaseline, a.Checkpoint, a.CheckpointAt = e.o.Counters, e.o.Counters, &now
+	a.StepBaseline, a.StepBaselineAt, a.Checkpoint, a.CheckpointAt = e.o.Counters, &now, e.o.Counters, &now
 	e.s.Analysis = a
 }
 
