@@ -166,6 +166,13 @@ func (r *SplitReconciler) release(ctx context.Context, split *splitterv1.Split, 
 	router := r.router(plan)
 	target := mesh.Target{Namespace: split.Namespace, Service: svc, VirtualService: split.Spec.VirtualService, SubsetLabel: plan.SubsetLabel, Owner: split}
 
+	if err := router.Ensure(ctx, target); err != nil {
+		var cerr *mesh.ConfigError
+		if errors.As(err, &cerr) {
+			return r.stalled(ctx, split, err)
+		}
+		return ctrl.Result{}, fmt.Errorf("ensuring routing objects: %w", err)
+	}
 	obs, colors, err := r.observe(ctx, split, user, router, target, now)
 	if err != nil {
 		return r.stalled(ctx, split, err)
@@ -502,6 +509,13 @@ func (r *SplitReconciler) finalize(ctx context.Context, split *splitterv1.Split,
 	if user != nil {
 		if svc, err := r.service(ctx, split, user, subsetLabel); err == nil {
 			target := mesh.Target{Namespace: split.Namespace, Service: svc, VirtualService: split.Spec.VirtualService, SubsetLabel: subsetLabel, Owner: split}
+			if waiting := r.userRouteStillOnColors(ctx, split); waiting != "" {
+				// Deleting the colors now would leave the user's route
+				// pointing at subsets with no pods: wait for the user.
+				logger.Info("Opt-out waits for the user's VirtualService", "message", waiting)
+				r.event(split, corev1.EventTypeWarning, "OptOutBlocked", "%s", waiting)
+				return ctrl.Result{RequeueAfter: 30 * time.Second}, nil
+			}
 			if err := r.router(&policy.Plan{Router: routerKind}).Release(ctx, target); err != nil {
 				return ctrl.Result{}, fmt.Errorf("handing routing back: %w", err)
 			}
@@ -529,6 +543,26 @@ func (r *SplitReconciler) finalize(ctx context.Context, split *splitterv1.Split,
 	return ctrl.Result{}, nil
 }
 
+// userRouteStillOnColors says, for a user-owned VirtualService, why opt-out
+// must wait: its routes still send traffic to the color subsets.
+func (r *SplitReconciler) userRouteStillOnColors(ctx context.Context, split *splitterv1.Split) string {
+	if split.Spec.VirtualService == "" {
+		return ""
+	}
+	vs := &networkingv1.VirtualService{}
+	if err := r.Client.Get(ctx, client.ObjectKey{Namespace: split.Namespace, Name: split.Spec.VirtualService}, vs); err != nil {
+		return ""
+	}
+	for _, route := range vs.Spec.Http {
+		for _, d := range route.GetRoute() {
+			if sub := d.GetDestination().GetSubset(); sub == string(splitterv1.Blue) || sub == string(splitterv1.Green) {
+				return fmt.Sprintf("VirtualService %s still routes to the subset %q: point it at the workload without the blue/green subsets; the color Deployments stay until then", vs.Name, sub)
+			}
+		}
+	}
+	return ""
+}
+
 func (r *SplitReconciler) event(split *splitterv1.Split, kind, reason, format string, args ...any) {
 	if r.Recorder != nil {
 		r.Recorder.Eventf(split, nil, kind, reason, "Reconcile", format, args...)
@@ -552,6 +586,9 @@ func (r *SplitReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Watches(&corev1.Service{}, handler.EnqueueRequestsFromMapFunc(r.splitsInNamespace(func(*splitterv1.Split, string) bool { return true }))).
 		Watches(&networkingv1.VirtualService{}, handler.EnqueueRequestsFromMapFunc(r.splitsInNamespace(func(s *splitterv1.Split, name string) bool {
 			return s.Spec.VirtualService == name || s.Spec.VirtualService == "" && s.Status.Phase != ""
+		}))).
+		Watches(&networkingv1.DestinationRule{}, handler.EnqueueRequestsFromMapFunc(r.splitsInNamespace(func(s *splitterv1.Split, _ string) bool {
+			return s.Status.Phase != ""
 		}))).
 		Complete(r)
 }

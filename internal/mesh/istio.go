@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"strings"
 
 	networkingapi "istio.io/api/networking/v1alpha3"
 	networkingv1 "istio.io/client-go/pkg/apis/networking/v1"
@@ -149,6 +150,9 @@ func (r Istio) getVS(ctx context.Context, t Target) (*networkingv1.VirtualServic
 	return vs, nil
 }
 
+// Ensure recreates the subsets' DestinationRule when it is missing.
+func (r Istio) Ensure(ctx context.Context, t Target) error { return r.ensureDestinationRule(ctx, t) }
+
 // Observe reads the weights routed now.
 func (r Istio) Observe(ctx context.Context, t Target) (*rollout.Weights, error) {
 	vs, err := r.getVS(ctx, t)
@@ -189,7 +193,13 @@ func (r Istio) SetWeights(ctx context.Context, t Target, w rollout.Weights) erro
 	if err != nil {
 		return err
 	}
-	return r.Client.Patch(ctx, vs, client.RawPatch(types.JSONPatchType, patch))
+	err = r.Client.Patch(ctx, vs, client.RawPatch(types.JSONPatchType, patch))
+	if apierrors.IsInvalid(err) && strings.Contains(err.Error(), "/metadata/resourceVersion") {
+		// The precondition failed: the object changed since it was read.
+		// That is a lost race, reported as the conflict it is.
+		return apierrors.NewConflict(networkingv1.Resource("virtualservices"), vs.Name, err)
+	}
+	return err
 }
 
 // OwnedVirtualService is the VirtualService splitter creates for a Service

@@ -31,6 +31,9 @@ type Target struct {
 
 // Router moves traffic between the colors.
 type Router interface {
+	// Ensure creates what routing needs and splitter owns when it is
+	// missing (the Istio DestinationRule), every pass: a deleted one comes back.
+	Ensure(ctx context.Context, t Target) error
 	// Observe returns the weights routed now, or nil when nothing routes to
 	// the colors yet.
 	Observe(ctx context.Context, t Target) (*rollout.Weights, error)

@@ -31,6 +31,9 @@ func (r ServiceSelector) get(ctx context.Context, t Target) (*corev1.Service, er
 	return svc, nil
 }
 
+// Ensure has nothing to create: the Service is the user's.
+func (r ServiceSelector) Ensure(context.Context, Target) error { return nil }
+
 // Observe reads the color the selector picks.
 func (r ServiceSelector) Observe(ctx context.Context, t Target) (*rollout.Weights, error) {
 	svc, err := r.get(ctx, t)

@@ -2,9 +2,12 @@ package rollout
 
 import (
 	"fmt"
+	"math/rand/v2"
 	"sort"
 	"strings"
 	"time"
+
+	"gonum.org/v1/gonum/stat/distuv"
 
 	splitterv1 "splitter.dev/splitter/api/v1alpha1"
 	"splitter.dev/splitter/internal/analysis"
@@ -32,8 +35,11 @@ type fakeWorld struct {
 
 	// Traffic, when rps > 0: counters grow by the routed weights, with
 	// errors at errRate of the revision each color runs (deterministic).
-	rps      float64
-	errRate  map[string]float64
+	rps     float64
+	errRate map[string]float64
+	// random draws Poisson arrivals and binomial errors instead of
+	// expected values.
+	random   *rand.Rand
 	counted  time.Time
 	requests map[splitterv1.Color]float64
 	errors   map[splitterv1.Color]float64
@@ -54,8 +60,17 @@ func (w *fakeWorld) count() {
 	}
 	for _, c := range []splitterv1.Color{splitterv1.Blue, splitterv1.Green} {
 		n := w.rps * dt * float64(w.routed.Of(c)) / 100
-		w.requests[c] += n
-		w.errors[c] += n * w.errRate[w.colors[c].spec.Revision]
+		p := w.errRate[w.colors[c].spec.Revision]
+		if w.random == nil {
+			w.requests[c] += n
+			w.errors[c] += n * p
+			continue
+		}
+		k := float64(distuv.Poisson{Lambda: n, Src: randSource{w.random}}.Rand())
+		w.requests[c] += k
+		if k > 0 && p > 0 {
+			w.errors[c] += distuv.Binomial{N: k, P: p, Src: randSource{w.random}}.Rand()
+		}
 	}
 }
 
@@ -229,6 +244,11 @@ func (sc *scenario) reconcile(elapsed time.Duration) {
 		}
 	}
 }
+
+// randSource adapts math/rand/v2 to gonum's random source.
+type randSource struct{ r *rand.Rand }
+
+func (s randSource) Uint64() uint64 { return s.r.Uint64() }
 
 func fmtOffset(d time.Duration) string { return "+" + d.String() }
 

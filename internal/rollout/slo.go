@@ -100,10 +100,23 @@ func gateResults(p *policy.Plan, s splitterv1.SplitStatus, o Observations) []ana
 		return errorAll("no counter baseline for this step (Prometheus was unreachable when it began)")
 	}
 	d := growth(o.Counters, s.Analysis.StepBaseline)
+	// A release looks at its counts up to steps x (1 + maxExtensions)
+	// times; a rollback decision (Fail, or Error for the traffic share)
+	// takes its level divided by that number (Bonferroni), so the gates'
+	// false rollbacks stay within alpha over the whole release. The
+	// watchdog covers fast regressions with its own anytime-valid bound.
+	looks := float64(len(p.Steps) * (1 + p.MaxExtensions))
+	failAlpha := p.Alpha / looks
 	for _, slo := range p.SLOs {
 		g, b := d[slo.Name][s.Candidate], d[slo.Name][s.Live]
 		abs := analysis.Absolute(g, slo.Budget(), p.Alpha)
+		if abs.Verdict == splitterv1.VerdictFail {
+			abs = analysis.Absolute(g, slo.Budget(), failAlpha)
+		}
 		rel := analysis.Relative(g, b, p.MaxRatio, p.FailRatio, slo.Slack(), p.Alpha)
+		if rel.Verdict == splitterv1.VerdictFail {
+			rel = analysis.Relative(g, b, p.MaxRatio, p.FailRatio, slo.Slack(), failAlpha)
+		}
 		r := analysis.Result{
 			Name:  slo.Name,
 			Bound: fmt.Sprintf("bad <= %.4g%%, ratio <= %g", 100*slo.Budget(), p.MaxRatio),
@@ -131,7 +144,7 @@ func gateResults(p *policy.Plan, s splitterv1.SplitStatus, o Observations) []ana
 	// The traffic share, from the first SLO's requests (the same requests
 	// for every SLO).
 	g, b := d[p.SLOs[0].Name][s.Candidate], d[p.SLOs[0].Name][s.Live]
-	srm := analysis.SampleRatio(g, b, s.Weight, p.SampleRatioAlpha)
+	srm := analysis.SampleRatio(g, b, s.Weight, p.SampleRatioAlpha/looks)
 	r := analysis.Result{Name: TrafficShareCheck, Verdict: srm.Verdict, Message: srm.Message,
 		Bound: fmt.Sprintf("%d%% ± %.2g", s.Weight, 100*(srm.Upper-srm.Lower)/2)}
 	if !math.IsNaN(srm.Estimate) {
