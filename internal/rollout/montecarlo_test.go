@@ -2,8 +2,11 @@ package rollout
 
 import (
 	"math/rand/v2"
+	"strings"
 	"testing"
 	"time"
+
+	"gonum.org/v1/gonum/stat/distuv"
 
 	splitterv1 "splitter.dev/splitter/api/v1alpha1"
 	"splitter.dev/splitter/internal/policy"
@@ -76,5 +79,60 @@ func TestNoPromotionWithoutEvidence(t *testing.T) {
 		if phase == splitterv1.PhasePromoting || (phase == splitterv1.PhaseIdle && len(h) > 0) {
 			t.Fatalf("run %d: ended %s", i, phase)
 		}
+	}
+}
+
+// BenchmarkFalseRollbackRate reports the share of healthy releases (green
+// equal to blue, 0.2% errors, 100 req/s, steps 5 to 100 of 30 s) rolled
+// back by splitter's count-based gates and watchdog, beside threshold
+// checks on the same traffic (success rate >= 0.99 over each step, as
+// Flagger and Argo Rollouts judge).
+func BenchmarkFalseRollbackRate(b *testing.B) {
+	const releases = 2000
+	rng := rand.New(rand.NewPCG(21, 22))
+	counted := 0
+	for range releases {
+		if _, h := simulate(rng, mcPlan(), 100, 0.002, 0.002, 10*time.Minute); len(h) > 0 && h[0].Outcome == splitterv1.OutcomeRolledBack {
+			counted++
+		}
+	}
+	b.ReportMetric(100*float64(counted)/releases, "splitter-false-rollback-%")
+	threshold := 0
+	for range releases {
+	steps:
+		for _, w := range []float64{5, 10, 25, 50, 100} {
+			n := distuv.Poisson{Lambda: 100 * w / 100 * 30, Src: randSource{rng}}.Rand()
+			x := 0.0
+			if n > 0 {
+				x = distuv.Binomial{N: n, P: 0.002, Src: randSource{rng}}.Rand()
+			}
+			if n > 0 && 1-x/n < 0.99 {
+				threshold++
+				break steps
+			}
+		}
+	}
+	b.ReportMetric(100*float64(threshold)/releases, "threshold-false-rollback-%")
+}
+
+// BenchmarkNextWithWatchdog measures one engine call during a step with
+// counters (the watchdog's work per look): the controller makes one per
+// Split per watchdog interval.
+func BenchmarkNextWithWatchdog(b *testing.B) {
+	w := newFakeWorld("v1")
+	w.rps, w.errRate = 100, map[string]float64{"v1": 0.002, "v2": 0.002}
+	p := mcPlan()
+	p.StepDuration = time.Hour
+	sc := scenario{plan: p, world: w, until: 60 * time.Second,
+		events: map[time.Duration]func(*fakeWorld){15 * time.Second: release("v2")}}
+	sc.run()
+	if sc.status.Phase != splitterv1.PhaseShifting || sc.status.Analysis == nil {
+		b.Fatalf("not shifting with analysis: %s\n%s", sc.status.Phase, strings.Join(sc.lines, "\n"))
+	}
+	w.now = w.now.Add(10 * time.Second)
+	o := w.observe()
+	b.ResetTimer()
+	for range b.N {
+		Next(p, sc.status, o)
 	}
 }

@@ -19,6 +19,8 @@ import (
 	"github.com/prometheus/common/model"
 	appsv1 "k8s.io/api/apps/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	splitterv1 "splitter.dev/splitter/api/v1alpha1"
 	"splitter.dev/splitter/internal/rollout"
@@ -221,13 +223,15 @@ func BenchmarkWritesPerStep(b *testing.B) {
 	b.ReportMetric(ka["Deployment"]-kb["Deployment"], "deployment-writes/release")
 }
 
-// BenchmarkControllerMemory100 opts 100 workloads in (3 replicas each) and
-// reports the controller's resident memory once all are Idle.
-func BenchmarkControllerMemory100(b *testing.B) {
+// BenchmarkController100 opts 100 workloads in (3 replicas each) and
+// reports the controller's resident memory once all are Idle; then it
+// releases all 100 under an SLO policy (long steps, so all stay Shifting
+// with the watchdog running every second) and reports the controller's
+// and Prometheus' CPU over 30 s.
+func BenchmarkController100(b *testing.B) {
 	tb := testbed.Shared(b)
-	ns := tb.Namespace(b, "bench-mem")
-	pol := fastPolicy(ns, "fast", []int32{100})
-	tb.Create(b, pol)
+	ns := tb.Namespace(b, "bench-100")
+	tb.Create(b, sloPolicy(ns, []int32{50, 100}, 10*time.Minute))
 	ctrl := startSplitter(b, tb, ns)
 	const n = 100
 	for i := range n {
@@ -236,32 +240,152 @@ func BenchmarkControllerMemory100(b *testing.B) {
 		svc.Annotations = map[string]string{"meshsim.splitter.dev/rps": "5"}
 		tb.Create(b, svc)
 		d := deployment(ns, name, 3, map[string]string{"app": name}, nil)
-		d.Annotations = map[string]string{splitterv1.PolicyAnnotation: "fast"}
+		d.Annotations = map[string]string{splitterv1.PolicyAnnotation: "slo"}
 		tb.Create(b, d)
 	}
-	start := time.Now()
-	testbed.Eventually(b, 10*time.Minute, 2*time.Second, "100 Splits Idle and Ready", func(ctx context.Context) error {
-		var list splitterv1.SplitList
-		if err := tb.Client.List(ctx, &list); err != nil {
-			return err
+	allIn := func(what string, ok func(*splitterv1.Split) bool) time.Duration {
+		start := time.Now()
+		testbed.Eventually(b, 10*time.Minute, 2*time.Second, what, func(ctx context.Context) error {
+			var list splitterv1.SplitList
+			if err := tb.Client.List(ctx, &list); err != nil {
+				return err
+			}
+			got := 0
+			for i := range list.Items {
+				if list.Items[i].Namespace == ns && ok(&list.Items[i]) {
+					got++
+				}
+			}
+			if got < n {
+				return fmt.Errorf("%d/%d", got, n)
+			}
+			return nil
+		})
+		return time.Since(start)
+	}
+	b.ReportMetric(allIn("100 Splits Idle and Ready", func(s *splitterv1.Split) bool { return readyCondition(s) == nil }).Seconds(), "adopt-100-s")
+	time.Sleep(10 * time.Second)
+	b.ReportMetric(float64(rssOf(ctrl.PID()))/1024, "idle-controller-RSS-MiB")
+
+	for i := range n {
+		d := &appsv1.Deployment{}
+		if err := tb.Client.Get(context.Background(), client.ObjectKey{Namespace: ns, Name: fmt.Sprintf("w%03d", i)}, d); err != nil {
+			b.Fatal(err)
 		}
-		ready := 0
-		for i := range list.Items {
-			if list.Items[i].Namespace == ns && readyCondition(&list.Items[i]) == nil {
-				ready++
+		base := d.DeepCopy()
+		d.Spec.Template.Spec.Containers[0].Image = "example.com/app:2"
+		if err := tb.Client.Patch(context.Background(), d, client.MergeFrom(base)); err != nil {
+			b.Fatal(err)
+		}
+	}
+	allIn("100 Splits Shifting", func(s *splitterv1.Split) bool {
+		return s.Status.Phase == splitterv1.PhaseShifting && s.Status.StepStartedAt != nil
+	})
+	prom := tb.PIDs()["prometheus"]
+	c0, p0, t0 := cpuSeconds(ctrl.PID()), cpuSeconds(prom), time.Now()
+	time.Sleep(30 * time.Second)
+	c1, p1, el := cpuSeconds(ctrl.PID()), cpuSeconds(prom), time.Since(t0).Seconds()
+	b.ReportMetric(100*(c1-c0)/el, "controller-CPU-%-of-a-core")
+	b.ReportMetric(100*(p1-p0)/el, "prometheus-CPU-%-of-a-core")
+	b.ReportMetric(float64(rssOf(ctrl.PID()))/1024, "releasing-controller-RSS-MiB")
+}
+
+// cpuSeconds is a process's user+system CPU time from /proc/<pid>/stat.
+func cpuSeconds(pid int) float64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	s := string(b)
+	fields := strings.Fields(s[strings.LastIndex(s, ")")+2:])
+	ut, _ := strconv.ParseFloat(fields[11], 64)
+	st, _ := strconv.ParseFloat(fields[12], 64)
+	return (ut + st) / 100 // USER_HZ
+}
+
+// BenchmarkWatchdogSnapBack reports, over 5 concurrent runs each, the time
+// from the fault reaching Prometheus (first scrape with green's 5xx) to the
+// VirtualService at 100% blue, for a gross fault (30% errors) and a 5x
+// regression (0.2% -> 1%), caught by the watchdog mid-step (steps of 10
+// minutes, 20% weight, 100 req/s, 1 s scrapes); and the same faults under
+// threshold checks (success rate >= 0.995 over 30 s steps).
+func BenchmarkWatchdogSnapBack(b *testing.B) {
+	tb := testbed.Shared(b)
+	type fault struct {
+		name      string
+		base, bad string
+		threshold bool
+	}
+	for _, f := range []fault{
+		{"gross-watchdog", "0", "0.3", false},
+		{"5x-watchdog", "0.002", "0.01", false},
+		{"gross-threshold", "0", "0.3", true},
+		{"5x-threshold", "0.002", "0.01", true},
+	} {
+		results := make(chan time.Duration, 5)
+		for i := range 5 {
+			go func() {
+				d, err := oneFault(b, tb, fmt.Sprintf("bench-%s-%d", f.name, i), f.base, f.bad, f.threshold)
+				if err != nil {
+					b.Log(err)
+					d = -1
+				}
+				results <- d
+			}()
+		}
+		var ds []time.Duration
+		for range 5 {
+			if d := <-results; d >= 0 {
+				ds = append(ds, d)
 			}
 		}
-		if ready < n {
-			return fmt.Errorf("%d/%d Ready", ready, n)
+		if len(ds) == 0 {
+			b.Fatalf("%s: no run snapped back", f.name)
 		}
-		return nil
-	})
-	b.ReportMetric(time.Since(start).Seconds(), "adopt-100-s")
-	time.Sleep(10 * time.Second)
-	b.ReportMetric(float64(rssOf(ctrl.PID()))/1024, "controller-RSS-MiB")
-	var deps appsv1.DeploymentList
-	_ = tb.Client.List(context.Background(), &deps)
-	b.ReportMetric(float64(len(deps.Items)), "deployments-in-cluster")
+		b.ReportMetric(median(ds).Seconds(), f.name+"-median-s")
+		b.ReportMetric(worst(ds).Seconds(), f.name+"-worst-s")
+		b.ReportMetric(float64(len(ds)), f.name+"-runs")
+	}
+}
+
+func oneFault(b *testing.B, tb *testbed.TestBed, prefix, base, bad string, threshold bool) (time.Duration, error) {
+	ns := tb.Namespace(b, prefix)
+	pol := sloPolicy(ns, []int32{20, 100}, 10*time.Minute)
+	if threshold {
+		pol = fastPolicy(ns, "slo", []int32{20, 100}, splitterv1.Check{Name: "success-rate", Builtin: splitterv1.BuiltinSuccessRate, Min: ptr.To("0.995")})
+		pol.Spec.StepDuration = &metav1.Duration{Duration: 30 * time.Second}
+	}
+	tb.Create(b, pol)
+	startSplitter(b, tb, ns)
+	tb.Create(b, service(ns, "app", map[string]string{"app": "app"}))
+	d := deployment(ns, "app", 3, map[string]string{"app": "app"}, map[string]string{"meshsim.splitter.dev/error-rate": base})
+	d.Annotations = map[string]string{splitterv1.PolicyAnnotation: "slo"}
+	tb.Create(b, d)
+	waitPhase(b, tb, ns, splitterv1.PhaseIdle, 3*time.Minute, readyCondition)
+	start := time.Now()
+	release(b, tb, ns, "example.com/app:bad", map[string]string{"meshsim.splitter.dev/error-rate": bad})
+	var snapped time.Time
+	sawGreen := false
+	for deadline := time.Now().Add(5 * time.Minute); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		w, err := routedWeights(context.Background(), tb, ns)
+		if err == nil && w.Green > 0 {
+			sawGreen = true
+		}
+		if err == nil && sawGreen && w == (rollout.Weights{Blue: 100}) {
+			snapped = time.Now()
+			break
+		}
+	}
+	if snapped.IsZero() {
+		return 0, fmt.Errorf("%s: no snap-back within 5 minutes", ns)
+	}
+	faultAt, err := firstScrapeWith(context.Background(), tb, fmt.Sprintf(
+		`sum(istio_requests_total{reporter="destination",destination_workload_namespace=%q,destination_workload="app-green",response_code="500"})`, ns),
+		start.Add(-2*time.Second), snapped)
+	if err != nil {
+		return 0, err
+	}
+	return snapped.Sub(faultAt), nil
 }
 
 func rssOf(pid int) int {
