@@ -149,6 +149,15 @@ type SLO struct {
 	// of Istio's histogram bucket boundaries (e.g. 100ms, 250ms, 500ms, 1s).
 	// +optional
 	Threshold *metav1.Duration `json:"threshold,omitempty"`
+	// GRPCErrorCodes are the grpc-status codes that make a request bad for
+	// availability (gRPC failures arrive as HTTP 200). Default: 2, 4, 8,
+	// 13, 14, 15 (Unknown, DeadlineExceeded, ResourceExhausted, Internal,
+	// Unavailable, DataLoss); an empty list counts none.
+	// +optional
+	// +listType=set
+	// +kubebuilder:validation:items:Minimum=1
+	// +kubebuilder:validation:items:Maximum=16
+	GRPCErrorCodes []int32 `json:"grpcErrorCodes,omitempty"`
 }
 
 // Compare bounds the candidate's error rate relative to the live color's.

@@ -134,8 +134,10 @@ type CounterSpec struct {
 	SLO string
 	// ThresholdMs, for a latency SLO: requests slower than this bucket
 	// boundary are bad. Zero means an availability SLO (bad = 5xx, or no
-	// response at all unless the client disconnected).
+	// response at all unless the client disconnected, or a gRPC error).
 	ThresholdMs float64
+	// GRPCErrorCodes, for availability: grpc-status codes that are errors.
+	GRPCErrorCodes []int32
 }
 
 // Counters reads the raw cumulative counters of the given workloads (by
@@ -191,6 +193,20 @@ func (e Evaluator) Counters(ctx context.Context, namespace string, workloads map
 			}
 			for k, v := range noResponse {
 				bad[k] += v
+			}
+			if len(spec.GRPCErrorCodes) > 0 {
+				codes := make([]string, len(spec.GRPCErrorCodes))
+				for i, c := range spec.GRPCErrorCodes {
+					codes[i] = strconv.Itoa(int(c))
+				}
+				// gRPC failures arrive as HTTP 200; 5xx are counted already.
+				var grpc map[[2]string]float64
+				if grpc, err = query(`sum` + by + `(istio_requests_total{` + sel + `,response_code!~"5..",grpc_response_status=~"` + strings.Join(codes, "|") + `"})`); err != nil {
+					return nil, err
+				}
+				for k, v := range grpc {
+					bad[k] += v
+				}
 			}
 		} else {
 			if total, err = query(`sum` + by + `(istio_request_duration_milliseconds_count{` + sel + `})`); err != nil {

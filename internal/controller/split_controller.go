@@ -253,7 +253,7 @@ func (r *SplitReconciler) readCounters(ctx context.Context, plan *policy.Plan, s
 	}
 	specs := make([]analysis.CounterSpec, 0, len(plan.SLOs))
 	for _, s := range plan.SLOs {
-		specs = append(specs, analysis.CounterSpec{SLO: s.Name, ThresholdMs: s.ThresholdMs})
+		specs = append(specs, analysis.CounterSpec{SLO: s.Name, ThresholdMs: s.ThresholdMs, GRPCErrorCodes: s.GRPCErrorCodes})
 	}
 	workloads := map[splitterv1.Color]string{
 		splitterv1.Blue: ColorName(user.Name, splitterv1.Blue), splitterv1.Green: ColorName(user.Name, splitterv1.Green),

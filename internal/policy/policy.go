@@ -77,7 +77,13 @@ type SLO struct {
 	Objective float64 // e.g. 0.999
 	// ThresholdMs is the latency bucket boundary above which a request is bad.
 	ThresholdMs float64
+	// GRPCErrorCodes make a request bad for availability.
+	GRPCErrorCodes []int32
 }
+
+// DefaultGRPCErrorCodes are the grpc-status codes counted as errors: the
+// server's failures, not the client's (InvalidArgument, NotFound... are 4xx-like).
+var DefaultGRPCErrorCodes = []int32{2, 4, 8, 13, 14, 15}
 
 // Budget is the share of bad requests the objective allows.
 func (s SLO) Budget() float64 { return 1 - s.Objective }
@@ -338,6 +344,10 @@ func compileSLOs(root *field.Path, spec splitterv1.SplitPolicySpec, p *Plan) fie
 		case "availability":
 			if s.Threshold != nil {
 				errs = append(errs, field.Forbidden(path.Child("threshold"), "only a latency SLO has a threshold"))
+			}
+			slo.GRPCErrorCodes = DefaultGRPCErrorCodes
+			if s.GRPCErrorCodes != nil {
+				slo.GRPCErrorCodes = s.GRPCErrorCodes
 			}
 		case "latency":
 			if s.Threshold == nil {

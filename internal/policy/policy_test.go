@@ -123,6 +123,12 @@ func TestCompileSLOs(t *testing.T) {
 		p.OnInconclusive != "pause" || p.OnError != "rollback" || p.Watchdog.Budget < 0.00099 {
 		t.Errorf("plan %+v", p)
 	}
+	if got := p.SLOs[0].GRPCErrorCodes; len(got) != 6 || got[0] != 2 {
+		t.Errorf("availability's default gRPC error codes %v", got)
+	}
+	if p.SLOs[1].GRPCErrorCodes != nil {
+		t.Errorf("latency has gRPC codes %v", p.SLOs[1].GRPCErrorCodes)
+	}
 	lines := Explain(p, 100)
 	if !strings.Contains(lines[0], "2995 candidate requests") || !strings.Contains(lines[0], "10% 5m0s") {
 		t.Errorf("explain: %q", lines)
