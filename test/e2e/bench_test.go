@@ -160,31 +160,11 @@ func BenchmarkSnapBack(b *testing.B) {
 		waitPhase(b, tb, ns, splitterv1.PhaseIdle, 3*time.Minute, nil)
 		start := time.Now()
 		release(b, tb, ns, "example.com/app:bad", map[string]string{"meshsim.splitter.dev/error-rate": "0.3"})
-		// Poll the VirtualService finely for the snap-back.
-		var snapped time.Time
-		sawGreen := false
-		deadline := time.Now().Add(2 * time.Minute)
-		for time.Now().Before(deadline) {
-			w, err := routedWeights(context.Background(), tb, ns)
-			if err == nil && w.Green > 0 {
-				sawGreen = true
-			}
-			if err == nil && sawGreen && w == (rollout.Weights{Blue: 100}) {
-				snapped = time.Now()
-				break
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
-		if snapped.IsZero() {
-			b.Fatalf("run %d: no snap-back within 2 minutes", i)
-		}
-		faultAt, err := firstScrapeWith(context.Background(), tb, fmt.Sprintf(
-			`sum(istio_requests_total{reporter="destination",destination_workload_namespace=%q,destination_workload="app-green",response_code="500"})`, ns),
-			start.Add(-2*time.Second), snapped)
+		d, err := faultToSnapBack(tb, ns, start, 2*time.Minute)
 		if err != nil {
 			b.Fatalf("run %d: %v", i, err)
 		}
-		gross = append(gross, snapped.Sub(faultAt))
+		gross = append(gross, d)
 		ctrl.Stop(5 * time.Second)
 		if d, ok := failToWrite(ctrl.Log()); ok {
 			verdictToWrite = append(verdictToWrite, d)
@@ -265,7 +245,7 @@ func BenchmarkController100(b *testing.B) {
 	}
 	b.ReportMetric(allIn("100 Splits Idle and Ready", func(s *splitterv1.Split) bool { return readyCondition(s) == nil }).Seconds(), "adopt-100-s")
 	time.Sleep(10 * time.Second)
-	b.ReportMetric(float64(rssOf(ctrl.PID()))/1024, "idle-controller-RSS-MiB")
+	b.ReportMetric(float64(testbed.RSSKiB(ctrl.PID()))/1024, "idle-controller-RSS-MiB")
 
 	for i := range n {
 		d := &appsv1.Deployment{}
@@ -287,7 +267,7 @@ func BenchmarkController100(b *testing.B) {
 	c1, p1, el := cpuSeconds(ctrl.PID()), cpuSeconds(prom), time.Since(t0).Seconds()
 	b.ReportMetric(100*(c1-c0)/el, "controller-CPU-%-of-a-core")
 	b.ReportMetric(100*(p1-p0)/el, "prometheus-CPU-%-of-a-core")
-	b.ReportMetric(float64(rssOf(ctrl.PID()))/1024, "releasing-controller-RSS-MiB")
+	b.ReportMetric(float64(testbed.RSSKiB(ctrl.PID()))/1024, "releasing-controller-RSS-MiB")
 }
 
 // cpuSeconds is a process's user+system CPU time from /proc/<pid>/stat.
@@ -364,9 +344,16 @@ func oneFault(b *testing.B, tb *testbed.TestBed, prefix, base, bad string, thres
 	waitPhase(b, tb, ns, splitterv1.PhaseIdle, 3*time.Minute, readyCondition)
 	start := time.Now()
 	release(b, tb, ns, "example.com/app:bad", map[string]string{"meshsim.splitter.dev/error-rate": bad})
+	return faultToSnapBack(tb, ns, start, 5*time.Minute)
+}
+
+// faultToSnapBack polls the VirtualService finely until green, having had
+// traffic, is back at 0, and returns the time from the first scrape holding
+// green's 5xx to that moment.
+func faultToSnapBack(tb *testbed.TestBed, ns string, start time.Time, timeout time.Duration) (time.Duration, error) {
 	var snapped time.Time
 	sawGreen := false
-	for deadline := time.Now().Add(5 * time.Minute); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+	for deadline := time.Now().Add(timeout); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
 		w, err := routedWeights(context.Background(), tb, ns)
 		if err == nil && w.Green > 0 {
 			sawGreen = true
@@ -377,7 +364,7 @@ func oneFault(b *testing.B, tb *testbed.TestBed, prefix, base, bad string, thres
 		}
 	}
 	if snapped.IsZero() {
-		return 0, fmt.Errorf("%s: no snap-back within 5 minutes", ns)
+		return 0, fmt.Errorf("%s: no snap-back within %s", ns, timeout)
 	}
 	faultAt, err := firstScrapeWith(context.Background(), tb, fmt.Sprintf(
 		`sum(istio_requests_total{reporter="destination",destination_workload_namespace=%q,destination_workload="app-green",response_code="500"})`, ns),
@@ -386,18 +373,4 @@ func oneFault(b *testing.B, tb *testbed.TestBed, prefix, base, bad string, thres
 		return 0, err
 	}
 	return snapped.Sub(faultAt), nil
-}
-
-func rssOf(pid int) int {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if rest, ok := strings.CutPrefix(line, "VmRSS:"); ok {
-			kb, _ := strconv.Atoi(strings.TrimSuffix(strings.TrimSpace(rest), " kB"))
-			return kb
-		}
-	}
-	return 0
 }

@@ -2,29 +2,11 @@ package testbed
 
 import (
 	"context"
-	"fmt"
 	"os"
 	"sort"
-	"strconv"
-	"strings"
 	"testing"
 	"time"
 )
-
-// rssKiB reads a process's resident set size from /proc.
-func rssKiB(pid int) int {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if rest, ok := strings.CutPrefix(line, "VmRSS:"); ok {
-			kb, _ := strconv.Atoi(strings.TrimSuffix(strings.TrimSpace(rest), " kB"))
-			return kb
-		}
-	}
-	return 0
-}
 
 // BenchmarkTestBedStart reports (never asserts) the warm start time of the
 // whole test bed, from nothing to ready for tests, and the resident memory
@@ -57,11 +39,11 @@ func BenchmarkTestBedStart(b *testing.B) {
 			}
 			sort.Strings(names)
 			for _, n := range names {
-				kb := rssKiB(pids[n])
+				kb := RSSKiB(pids[n])
 				total += kb
 				b.ReportMetric(float64(kb)/1024, n+"-MiB")
 			}
-			self := rssKiB(os.Getpid())
+			self := RSSKiB(os.Getpid())
 			b.ReportMetric(float64(self)/1024, "benchmark+meshsim-MiB")
 			b.ReportMetric(float64(total+self)/1024, "total-MiB")
 			b.StartTimer()
