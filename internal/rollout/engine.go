@@ -122,9 +122,10 @@ func (e *engine) adopt() {
 
 func (e *engine) idle() {
 	if !e.routedIs(e.liveWeights()) {
-		// Still adopting: the live color takes any template change directly,
-		// as nothing routes to it yet.
-		if e.o.Revision != "" && e.o.Revision != e.s.LiveRevision {
+		// Still adopting. A template change waits for adoption to finish and
+		// is then released like any other; only while the live color does
+		// not exist yet does it simply take the newer template.
+		if e.o.Revision != "" && e.o.Revision != e.s.LiveRevision && e.o.Colors[e.s.Live].Revision == "" {
 			e.s.LiveRevision = e.o.Revision
 		}
 		e.wake(pollInterval)

@@ -147,6 +147,11 @@ func TestGoldenTranscripts(t *testing.T) {
 			plan: testPlan(func(p *policy.Plan) { p.KeepCandidateOnRollback = true }), verdicts: failAtStep(2), until: 3 * time.Minute,
 			events: map[time.Duration]func(*fakeWorld){20 * time.Second: release("v2")},
 		}},
+		{"template-change-during-adoption", scenario{
+			plan: testPlan(), verdicts: allPass, until: 4 * time.Minute,
+			// Before blue is Ready and routed: released after adoption, not absorbed.
+			events: map[time.Duration]func(*fakeWorld){2 * time.Second: release("v2")},
+		}},
 		{"slo-healthy-promoted", scenario{
 			plan: sloPlan(), until: 8 * time.Minute, traffic: &traffic{rps: 100, errRate: map[string]float64{"v1": 0.001, "v2": 0.001}},
 			events: map[time.Duration]func(*fakeWorld){20 * time.Second: release("v2")},
