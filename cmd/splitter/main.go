@@ -167,7 +167,7 @@ func run(args []string) int {
 		logger.Error(err, "Cannot create the manager")
 		return 1
 	}
-	prom := &controller.PrometheusChecks{Default: *promURL, Timeout: *queryTimeout}
+	prom := &controller.PrometheusChecks{Default: *promURL, Timeout: *queryTimeout, CounterTTL: *watchdogInterval / 2}
 	r := &controller.SplitReconciler{
 		Client:           mgr.GetClient(),
 		Recorder:         mgr.GetEventRecorder("splitter"),

@@ -129,7 +129,7 @@ func (e Evaluator) Evaluate(ctx context.Context, c Check, vars Vars, now time.Ti
 	return r
 }
 
-// CounterSpec names what Counters reads for one SLO.
+// CounterSpec names what ColorCounters reads for one SLO.
 type CounterSpec struct {
 	SLO string
 	// ThresholdMs, for a latency SLO: requests slower than this bucket
@@ -140,26 +140,30 @@ type CounterSpec struct {
 	GRPCErrorCodes []int32
 }
 
-// Counters reads the raw cumulative counters of the given workloads (by
-// color) from both reporters, as Prometheus last scraped them. Raw counters,
-// not rate(): the engine takes differences against readings it keeps in
-// status, so a check covers exactly the requests since its baseline.
-func (e Evaluator) Counters(ctx context.Context, namespace string, workloads map[splitterv1.Color]string, specs []CounterSpec, now time.Time) ([]splitterv1.CountSnapshot, error) {
-	byName := map[string]splitterv1.Color{}
-	var names []string
-	for c, w := range workloads {
-		byName[w] = c
-		names = append(names, regexp.QuoteMeta(w))
-	}
-	sort.Strings(names)
-	sel := fmt.Sprintf(`reporter=~"source|destination",destination_workload_namespace="%s",destination_workload=~"%s"`,
-		escapeLiteral(namespace), escapeLiteral(strings.Join(names, "|")))
-	by := " by (destination_workload, reporter) "
+// CounterKey names one workload's counter as one reporter counts it.
+type CounterKey struct {
+	Namespace, Workload, Reporter string
+}
+
+// CounterReading is a cumulative reading: requests and bad requests.
+type CounterReading struct {
+	Requests, Bad float64
+}
+
+// ColorCounters reads the raw cumulative counters of every color
+// Deployment (a workload named *-blue or *-green) in every namespace, from
+// both reporters, as Prometheus last scraped them: a handful of queries
+// serve every release at once. Raw counters, not rate(): the engine takes
+// differences against readings it keeps in status, so a check covers
+// exactly the requests since its baseline.
+func (e Evaluator) ColorCounters(ctx context.Context, spec CounterSpec, now time.Time) (map[CounterKey]CounterReading, error) {
+	sel := `reporter=~"source|destination",destination_workload=~".+-(blue|green)"`
+	by := " by (destination_workload_namespace, destination_workload, reporter) "
 	timeout := e.Timeout
 	if timeout == 0 {
 		timeout = 10 * time.Second
 	}
-	query := func(q string) (map[[2]string]float64, error) {
+	query := func(q string) (map[CounterKey]float64, error) {
 		ctx, cancel := context.WithTimeout(ctx, timeout)
 		defer cancel()
 		v, _, _, err := e.API.Query(ctx, q, now, promv1.WithTimeout(timeout))
@@ -170,70 +174,76 @@ func (e Evaluator) Counters(ctx context.Context, namespace string, workloads map
 		if !ok {
 			return nil, fmt.Errorf("query %s returned a %s", q, v.Type())
 		}
-		out := map[[2]string]float64{}
+		out := map[CounterKey]float64{}
 		for _, s := range vec {
-			out[[2]string{string(s.Metric["destination_workload"]), string(s.Metric["reporter"])}] = float64(s.Value)
+			out[CounterKey{string(s.Metric["destination_workload_namespace"]), string(s.Metric["destination_workload"]), string(s.Metric["reporter"])}] = float64(s.Value)
 		}
 		return out, nil
 	}
-	var out []splitterv1.CountSnapshot
-	for _, spec := range specs {
-		var total, bad map[[2]string]float64
-		var err error
-		if spec.ThresholdMs == 0 {
-			if total, err = query(`sum` + by + `(istio_requests_total{` + sel + `})`); err != nil {
+	var total, bad map[CounterKey]float64
+	var err error
+	if spec.ThresholdMs == 0 {
+		if total, err = query(`sum` + by + `(istio_requests_total{` + sel + `})`); err != nil {
+			return nil, err
+		}
+		if bad, err = query(`sum` + by + `(istio_requests_total{` + sel + `,response_code=~"5.."})`); err != nil {
+			return nil, err
+		}
+		extra := []string{`response_code="0",response_flags!~".*DC.*"`}
+		if len(spec.GRPCErrorCodes) > 0 {
+			codes := make([]string, len(spec.GRPCErrorCodes))
+			for i, c := range spec.GRPCErrorCodes {
+				codes[i] = strconv.Itoa(int(c))
+			}
+			// gRPC failures arrive as HTTP 200; 5xx are counted already.
+			extra = append(extra, `response_code!~"5..",grpc_response_status=~"`+strings.Join(codes, "|")+`"`)
+		}
+		for _, m := range extra {
+			more, err := query(`sum` + by + `(istio_requests_total{` + sel + `,` + m + `})`)
+			if err != nil {
 				return nil, err
 			}
-			if bad, err = query(`sum` + by + `(istio_requests_total{` + sel + `,response_code=~"5.."})`); err != nil {
-				return nil, err
-			}
-			var noResponse map[[2]string]float64
-			if noResponse, err = query(`sum` + by + `(istio_requests_total{` + sel + `,response_code="0",response_flags!~".*DC.*"})`); err != nil {
-				return nil, err
-			}
-			for k, v := range noResponse {
+			for k, v := range more {
 				bad[k] += v
 			}
-			if len(spec.GRPCErrorCodes) > 0 {
-				codes := make([]string, len(spec.GRPCErrorCodes))
-				for i, c := range spec.GRPCErrorCodes {
-					codes[i] = strconv.Itoa(int(c))
-				}
-				// gRPC failures arrive as HTTP 200; 5xx are counted already.
-				var grpc map[[2]string]float64
-				if grpc, err = query(`sum` + by + `(istio_requests_total{` + sel + `,response_code!~"5..",grpc_response_status=~"` + strings.Join(codes, "|") + `"})`); err != nil {
-					return nil, err
-				}
-				for k, v := range grpc {
-					bad[k] += v
-				}
-			}
-		} else {
-			if total, err = query(`sum` + by + `(istio_request_duration_milliseconds_count{` + sel + `})`); err != nil {
-				return nil, err
-			}
-			le := regexp.QuoteMeta(strconv.FormatFloat(spec.ThresholdMs, 'f', -1, 64))
-			var fast map[[2]string]float64
-			if fast, err = query(`sum` + by + `(istio_request_duration_milliseconds_bucket{` + sel + `,le=~"` + escapeLiteral(le) + `(\\.0+)?"})`); err != nil {
-				return nil, err
-			}
-			bad = map[[2]string]float64{}
-			for k, n := range total {
-				bad[k] = n - fast[k]
-			}
 		}
+	} else {
+		if total, err = query(`sum` + by + `(istio_request_duration_milliseconds_count{` + sel + `})`); err != nil {
+			return nil, err
+		}
+		le := regexp.QuoteMeta(strconv.FormatFloat(spec.ThresholdMs, 'f', -1, 64))
+		var fast map[CounterKey]float64
+		if fast, err = query(`sum` + by + `(istio_request_duration_milliseconds_bucket{` + sel + `,le=~"` + escapeLiteral(le) + `(\\.0+)?"})`); err != nil {
+			return nil, err
+		}
+		bad = map[CounterKey]float64{}
 		for k, n := range total {
-			c, ok := byName[k[0]]
+			bad[k] = n - fast[k]
+		}
+	}
+	out := make(map[CounterKey]CounterReading, len(total))
+	for k, n := range total {
+		out[k] = CounterReading{Requests: n, Bad: math.Max(0, bad[k])}
+	}
+	return out, nil
+}
+
+// Snapshots picks one workload's colors out of readings.
+func Snapshots(slo string, readings map[CounterKey]CounterReading, namespace string, workloads map[splitterv1.Color]string) []splitterv1.CountSnapshot {
+	var out []splitterv1.CountSnapshot
+	for c, w := range workloads {
+		for _, reporter := range []string{"destination", "source"} {
+			r, ok := readings[CounterKey{namespace, w, reporter}]
 			if !ok {
 				continue
 			}
-			out = append(out, splitterv1.CountSnapshot{Color: c, SLO: spec.SLO, Reporter: k[1],
-				Requests: int64(math.Round(n)), Bad: int64(math.Round(math.Max(0, bad[k])))})
+			out = append(out, splitterv1.CountSnapshot{Color: c, SLO: slo, Reporter: reporter,
+				Requests: int64(math.Round(r.Requests)), Bad: int64(math.Round(r.Bad))})
 		}
 	}
 	sort.Slice(out, func(i, j int) bool {
 		a, b := out[i], out[j]
-		return a.SLO+string(a.Color)+a.Reporter < b.SLO+string(b.Color)+b.Reporter
+		return string(a.Color)+a.Reporter < string(b.Color)+b.Reporter
 	})
-	return out, nil
+	return out
 }

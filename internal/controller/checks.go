@@ -2,6 +2,7 @@ package controller
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"time"
 
@@ -22,9 +23,13 @@ type CheckRunner interface {
 type PrometheusChecks struct {
 	Default string
 	Timeout time.Duration
+	// CounterTTL is how long one reading of the counters serves every
+	// Split; keep it under the scrape interval.
+	CounterTTL time.Duration
 
-	mu      sync.Mutex
-	clients map[string]promv1.API
+	mu       sync.Mutex
+	clients  map[string]promv1.API
+	counters map[counterCacheKey]*counterCacheEntry
 }
 
 func (p *PrometheusChecks) api(address string) (promv1.API, error) {
@@ -79,7 +84,20 @@ type CounterReader interface {
 	Counters(ctx context.Context, address, namespace string, workloads map[splitterv1.Color]string, specs []analysis.CounterSpec, now time.Time) ([]splitterv1.CountSnapshot, error)
 }
 
-// Counters reads the colors' counters from Prometheus.
+type counterCacheKey struct {
+	address string
+	spec    string
+}
+
+type counterCacheEntry struct {
+	at       time.Time
+	readings map[analysis.CounterKey]analysis.CounterReading
+	mu       sync.Mutex
+}
+
+// Counters reads the colors' counters from Prometheus. Readings of every
+// color in the cluster are shared for CounterTTL: a hundred releases
+// looked at every second cost a few queries, not hundreds.
 func (p *PrometheusChecks) Counters(ctx context.Context, address, namespace string, workloads map[splitterv1.Color]string, specs []analysis.CounterSpec, now time.Time) ([]splitterv1.CountSnapshot, error) {
 	if address == "" {
 		address = p.Default
@@ -88,5 +106,32 @@ func (p *PrometheusChecks) Counters(ctx context.Context, address, namespace stri
 	if err != nil {
 		return nil, err
 	}
-	return analysis.Evaluator{API: api, Timeout: p.Timeout}.Counters(ctx, namespace, workloads, specs, now)
+	var out []splitterv1.CountSnapshot
+	for _, spec := range specs {
+		key := counterCacheKey{address, fmt.Sprintf("%s/%g/%v", spec.SLO, spec.ThresholdMs, spec.GRPCErrorCodes)}
+		p.mu.Lock()
+		if p.counters == nil {
+			p.counters = map[counterCacheKey]*counterCacheEntry{}
+		}
+		entry := p.counters[key]
+		if entry == nil {
+			entry = &counterCacheEntry{}
+			p.counters[key] = entry
+		}
+		p.mu.Unlock()
+
+		entry.mu.Lock()
+		if entry.readings == nil || time.Since(entry.at) > p.CounterTTL {
+			readings, err := analysis.Evaluator{API: api, Timeout: p.Timeout}.ColorCounters(ctx, spec, now)
+			if err != nil {
+				entry.mu.Unlock()
+				return nil, err
+			}
+			entry.readings, entry.at = readings, time.Now()
+		}
+		readings := entry.readings
+		entry.mu.Unlock()
+		out = append(out, analysis.Snapshots(spec.SLO, readings, namespace, workloads)...)
+	}
+	return out, nil
 }
