@@ -86,7 +86,12 @@ bench: tools prometheus build ## Report (not assert) figures: tool build times, 
 	$(GO) test -run '^$$' -bench FalseRollback -benchtime 1x -count 1 ./internal/rollout
 	$(GO) test -run '^$$' -bench NextWithWatchdog -count 1 ./internal/rollout
 	$(GO) test -run '^$$' -bench . -benchtime 5x -count 1 -timeout 30m ./test/testbed
-	SPLITTER_BIN=$(BIN)/splitter $(GO) test -run '^$$' -bench . -benchtime 1x -count 1 -timeout 60m ./test/e2e
+	$(MAKE) -s bench-e2e
+
+BENCH_E2E ?= .
+.PHONY: bench-e2e
+bench-e2e: tools prometheus build ## Only the end-to-end benchmarks (BENCH_E2E=regexp selects some).
+	SPLITTER_BIN=$(BIN)/splitter $(GO) test -run '^$$' -bench '$(BENCH_E2E)' -benchtime 1x -count 1 -timeout 60m ./test/e2e
 
 ##@ Test bed
 
