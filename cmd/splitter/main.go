@@ -113,7 +113,7 @@ func run(args []string) int {
 	kubeconfig := fs.String("kubeconfig", "", "kubeconfig path; empty uses in-cluster config or $KUBECONFIG")
 	promURL := fs.String("prometheus-url", "http://prometheus.istio-system:9090", "default Prometheus for checks (a policy's prometheus.address overrides it)")
 	queryTimeout := fs.Duration("query-timeout", 10*time.Second, "timeout of one Prometheus query; a timeout is an Error verdict")
-	watchdogInterval := fs.Duration("watchdog-interval", 5*time.Second, "how often a release with SLOs is looked at (the watchdog runs each time); match Prometheus' scrape interval")
+	watchdogInterval := fs.Duration("watchdog-interval", 5*time.Second, "how often the watchdog looks at every release with SLOs (one sweep for all); match Prometheus' scrape interval")
 	namespaces := fs.String("namespaces", "", "comma-separated namespaces to watch; empty watches all")
 	metricsAddr := fs.String("metrics-bind-address", ":8080", "address of /metrics; 0 disables it")
 	probeAddr := fs.String("health-probe-bind-address", ":8081", "address of /healthz and /readyz")

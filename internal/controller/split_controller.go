@@ -30,6 +30,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	splitterv1 "splitter.dev/splitter/api/v1alpha1"
 	"splitter.dev/splitter/internal/analysis"
@@ -237,9 +238,11 @@ func (r *SplitReconciler) release(ctx context.Context, split *splitterv1.Split, 
 			return ctrl.Result{}, err
 		}
 	}
+	// The watchdog sweep wakes this Split when it trips; a release is
+	// still looked at every checkpoint interval so its evidence is saved.
 	requeue := d.Requeue
-	if watching && plan.WatchdogOn && (requeue == 0 || requeue > r.WatchdogInterval) {
-		requeue = r.WatchdogInterval
+	if watching && plan.WatchdogOn && (requeue == 0 || requeue > rollout.CheckpointEvery) {
+		requeue = rollout.CheckpointEvery
 	}
 	return ctrl.Result{RequeueAfter: requeue}, nil
 }
@@ -251,10 +254,7 @@ func (r *SplitReconciler) readCounters(ctx context.Context, plan *policy.Plan, s
 		obs.CountersErr = "the controller has no counter reader"
 		return
 	}
-	specs := make([]analysis.CounterSpec, 0, len(plan.SLOs))
-	for _, s := range plan.SLOs {
-		specs = append(specs, analysis.CounterSpec{SLO: s.Name, ThresholdMs: s.ThresholdMs, GRPCErrorCodes: s.GRPCErrorCodes})
-	}
+	specs := counterSpecs(plan)
 	workloads := map[splitterv1.Color]string{
 		splitterv1.Blue: ColorName(user.Name, splitterv1.Blue), splitterv1.Green: ColorName(user.Name, splitterv1.Green),
 	}
@@ -268,6 +268,14 @@ func (r *SplitReconciler) readCounters(ctx context.Context, plan *policy.Plan, s
 		counters = rollout.Counters{}
 	}
 	obs.Counters = counters
+}
+
+func counterSpecs(plan *policy.Plan) []analysis.CounterSpec {
+	specs := make([]analysis.CounterSpec, 0, len(plan.SLOs))
+	for _, s := range plan.SLOs {
+		specs = append(specs, analysis.CounterSpec{SLO: s.Name, ThresholdMs: s.ThresholdMs, GRPCErrorCodes: s.GRPCErrorCodes})
+	}
+	return specs
 }
 
 // plan compiles the Split's policy; errors carry field paths.
@@ -580,8 +588,13 @@ func (r *SplitReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	if r.WatchdogInterval == 0 {
 		r.WatchdogInterval = 5 * time.Second
 	}
+	sweep := &watchdogSweep{r: r, interval: r.WatchdogInterval, wake: make(chan event.GenericEvent, 1024)}
+	if err := mgr.Add(sweep); err != nil {
+		return err
+	}
 	return ctrl.NewControllerManagedBy(mgr).
 		For(&splitterv1.Split{}).
+		WatchesRawSource(source.Channel(sweep.wake, &handler.EnqueueRequestForObject{})).
 		Watches(&appsv1.Deployment{}, handler.EnqueueRequestsFromMapFunc(mapDeployment),
 			builder.WithPredicates(deploymentPredicate)).
 		Watches(&splitterv1.SplitPolicy{}, handler.EnqueueRequestsFromMapFunc(r.splitsInNamespace(func(s *splitterv1.Split, name string) bool { return s.Spec.Policy == name }))).

@@ -248,3 +248,17 @@ func encodeWatchdog(slo string, st analysis.WatchdogState) splitterv1.WatchdogSt
 	}
 	return w
 }
+
+// WatchdogTrip runs the watchdog alone on fresh counters: a cheap look for
+// a periodic sweep over every release, which wakes the full reconcile only
+// when it trips (the reconcile then decides with the same evidence).
+func WatchdogTrip(p *policy.Plan, s splitterv1.SplitStatus, counters Counters, now time.Time) (analysis.Trip, bool) {
+	switch s.Phase {
+	case splitterv1.PhaseShifting, splitterv1.PhaseAwaitingApproval, splitterv1.PhasePromoting:
+	default:
+		return analysis.Trip{}, false
+	}
+	e := &engine{p: p, s: s, o: Observations{Now: now, Counters: counters}}
+	_, trip, ok := e.watchdogStep()
+	return trip, ok && trip.Tripped
+}

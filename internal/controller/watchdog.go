@@ -1,0 +1,110 @@
+package controller
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/event"
+	"sigs.k8s.io/controller-runtime/pkg/log"
+
+	splitterv1 "splitter.dev/splitter/api/v1alpha1"
+	"splitter.dev/splitter/internal/policy"
+	"splitter.dev/splitter/internal/rollout"
+)
+
+// watchdogSweep looks at every active release once per interval with the
+// watchdog alone (counters read once for all, the engine's pure check), and
+// wakes a release's full reconcile only when its watchdog trips. A hundred
+// releases cost a hundred cheap looks a second, not a hundred reconciles.
+type watchdogSweep struct {
+	r        *SplitReconciler
+	interval time.Duration
+	wake     chan event.GenericEvent
+
+	mu    sync.Mutex
+	plans map[string]cachedPlan // namespace/name -> compiled policy
+}
+
+type cachedPlan struct {
+	resourceVersion string
+	plan            *policy.Plan
+}
+
+// NeedLeaderElection: only the leader acts.
+func (w *watchdogSweep) NeedLeaderElection() bool { return true }
+
+// Start runs the sweep until ctx ends.
+func (w *watchdogSweep) Start(ctx context.Context) error {
+	tick := time.NewTicker(w.interval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-tick.C:
+			w.sweep(ctx)
+		}
+	}
+}
+
+func (w *watchdogSweep) sweep(ctx context.Context) {
+	var list splitterv1.SplitList
+	if err := w.r.Client.List(ctx, &list, client.UnsafeDisableDeepCopy); err != nil {
+		log.FromContext(ctx).Info("Watchdog sweep cannot list Splits", "error", err.Error())
+		return
+	}
+	now := w.r.Now()
+	for i := range list.Items {
+		s := &list.Items[i]
+		switch s.Status.Phase {
+		case splitterv1.PhaseShifting, splitterv1.PhaseAwaitingApproval, splitterv1.PhasePromoting:
+		default:
+			continue
+		}
+		plan := w.plan(ctx, s)
+		if plan == nil || !plan.WatchdogOn || w.r.Counters == nil {
+			continue
+		}
+		green, blue := s.Status.Candidate, s.Status.Live
+		if s.Status.Phase == splitterv1.PhasePromoting {
+			green, blue = s.Status.Live, s.Status.Standby
+		}
+		counters, err := w.r.Counters.Counters(ctx, plan.PrometheusAddress, s.Namespace, map[splitterv1.Color]string{
+			green: ColorName(s.Spec.Workload, green), blue: ColorName(s.Spec.Workload, blue),
+		}, counterSpecs(plan), now)
+		if err != nil {
+			continue // the reconcile reports it
+		}
+		if _, tripped := rollout.WatchdogTrip(plan, s.Status, counters, now); tripped {
+			select {
+			case w.wake <- event.GenericEvent{Object: s.DeepCopy()}:
+			default: // already queued
+			}
+		}
+	}
+}
+
+// plan compiles a Split's policy, once per policy version.
+func (w *watchdogSweep) plan(ctx context.Context, s *splitterv1.Split) *policy.Plan {
+	var pol splitterv1.SplitPolicy
+	if err := w.r.Client.Get(ctx, client.ObjectKey{Namespace: s.Namespace, Name: s.Spec.Policy}, &pol); err != nil {
+		return nil
+	}
+	key := s.Namespace + "/" + s.Spec.Policy
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if c, ok := w.plans[key]; ok && c.resourceVersion == pol.ResourceVersion {
+		return c.plan
+	}
+	plan, errs := policy.Compile(pol.Spec)
+	if len(errs) > 0 {
+		plan = nil
+	}
+	if w.plans == nil {
+		w.plans = map[string]cachedPlan{}
+	}
+	w.plans[key] = cachedPlan{resourceVersion: pol.ResourceVersion, plan: plan}
+	return plan
+}
