@@ -392,3 +392,37 @@ func TestSplitPolicyValidation(t *testing.T) {
 		})
 	}
 }
+
+// The install manifests apply cleanly, and the controller's pods pass the
+// restricted Pod Security Standard (non-root, read-only root filesystem).
+func TestDeployManifestsApply(t *testing.T) {
+	t.Parallel()
+	tb := testbed.Shared(t)
+	files := []string{"../../deploy/namespace.yaml"}
+	rbac, _ := filepath.Glob("../../deploy/rbac/*.yaml")
+	files = append(append(files, rbac...), "../../deploy/controller.yaml")
+	ctx := context.Background()
+	if err := testbed.ApplyFiles(ctx, tb.Client, "", files...); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = tb.Client.Delete(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "splitter-system"}})
+	})
+	d := &appsv1.Deployment{}
+	if err := tb.Client.Get(ctx, client.ObjectKey{Namespace: "splitter-system", Name: "splitter-controller"}, d); err != nil {
+		t.Fatal(err)
+	}
+	pod, c := d.Spec.Template.Spec, d.Spec.Template.Spec.Containers[0]
+	if pod.SecurityContext == nil || pod.SecurityContext.RunAsNonRoot == nil || !*pod.SecurityContext.RunAsNonRoot ||
+		c.SecurityContext == nil || c.SecurityContext.ReadOnlyRootFilesystem == nil || !*c.SecurityContext.ReadOnlyRootFilesystem ||
+		c.SecurityContext.AllowPrivilegeEscalation == nil || *c.SecurityContext.AllowPrivilegeEscalation {
+		t.Errorf("the controller's security settings are not the restricted ones: pod %+v, container %+v", pod.SecurityContext, c.SecurityContext)
+	}
+	// The namespace enforces the "restricted" Pod Security Standard: pods
+	// that break it are refused, and the Deployment would never be Ready.
+	readyCtx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	if err := testbed.WaitDeploymentsReady(readyCtx, tb.Client, "splitter-system", "splitter-controller"); err != nil {
+		t.Error(err)
+	}
+}
