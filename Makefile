@@ -85,6 +85,7 @@ bench: tools prometheus build ## Report (not assert) figures: tool build times, 
 	hack/bench-build.sh
 	$(GO) test -run '^$$' -bench FalseRollback -benchtime 1x -count 1 ./internal/rollout
 	$(GO) test -run '^$$' -bench NextWithWatchdog -count 1 ./internal/rollout
+	$(GO) test -run '^$$' -bench WatchdogDetection -benchtime 1x -count 1 ./internal/analysis
 	$(GO) test -run '^$$' -bench . -benchtime 5x -count 1 -timeout 30m ./test/testbed
 	$(MAKE) -s bench-e2e
 
