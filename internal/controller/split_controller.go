@@ -193,8 +193,8 @@ func (r *SplitReconciler) release(ctx context.Context, split *splitterv1.Split, 
 		}
 	}
 
-	watching := len(plan.SLOs) > 0 && (split.Status.Phase == splitterv1.PhaseShifting ||
-		split.Status.Phase == splitterv1.PhaseAwaitingApproval || split.Status.Phase == splitterv1.PhasePromoting)
+	_, _, watched := rollout.Watched(split.Status)
+	watching := len(plan.SLOs) > 0 && watched
 	if watching {
 		r.readCounters(ctx, plan, split, user, &obs)
 	}
@@ -343,17 +343,7 @@ func (r *SplitReconciler) observe(ctx context.Context, split *splitterv1.Split, 
 		Colors:   map[splitterv1.Color]rollout.ColorState{},
 		Approve:  split.Annotations[splitterv1.ApproveAnnotation],
 		Abort:    split.Annotations[splitterv1.AbortAnnotation],
-	}
-	// The user's replica count: what their Deployment asks for while it is
-	// not scaled down (at opt-in, or after `kubectl scale`), else what we
-	// remembered.
-	switch {
-	case user.Spec.Replicas != nil && *user.Spec.Replicas > 0:
-		o.Replicas = *user.Spec.Replicas
-	case split.Status.Replicas != nil:
-		o.Replicas = *split.Status.Replicas
-	default:
-		o.Replicas = 1
+		Replicas: rollout.WorkloadReplicas(user.Spec.Replicas, split.Status.Replicas),
 	}
 	colors := map[splitterv1.Color]*appsv1.Deployment{}
 	for _, c := range []splitterv1.Color{splitterv1.Blue, splitterv1.Green} {
@@ -563,12 +553,8 @@ func (r *SplitReconciler) userRouteStillOnColors(ctx context.Context, split *spl
 	if err := r.Client.Get(ctx, client.ObjectKey{Namespace: split.Namespace, Name: split.Spec.VirtualService}, vs); err != nil {
 		return ""
 	}
-	for _, route := range vs.Spec.Http {
-		for _, d := range route.GetRoute() {
-			if sub := d.GetDestination().GetSubset(); sub == string(splitterv1.Blue) || sub == string(splitterv1.Green) {
-				return fmt.Sprintf("VirtualService %s still routes to the subset %q: point it at the workload without the blue/green subsets; the color Deployments stay until then", vs.Name, sub)
-			}
-		}
+	if sub := mesh.ColorSubsetRouted(vs); sub != "" {
+		return fmt.Sprintf("VirtualService %s still routes to the subset %q: point it at the workload without the blue/green subsets; the color Deployments stay until then", vs.Name, sub)
 	}
 	return ""
 }

@@ -58,18 +58,13 @@ func (w *watchdogSweep) sweep(ctx context.Context) {
 	now := w.r.Now()
 	for i := range list.Items {
 		s := &list.Items[i]
-		switch s.Status.Phase {
-		case splitterv1.PhaseShifting, splitterv1.PhaseAwaitingApproval, splitterv1.PhasePromoting:
-		default:
+		green, blue, watched := rollout.Watched(s.Status)
+		if !watched {
 			continue
 		}
 		plan := w.plan(ctx, s)
 		if plan == nil || !plan.WatchdogOn || w.r.Counters == nil {
 			continue
-		}
-		green, blue := s.Status.Candidate, s.Status.Live
-		if s.Status.Phase == splitterv1.PhasePromoting {
-			green, blue = s.Status.Live, s.Status.Standby
 		}
 		counters, err := w.r.Counters.Counters(ctx, plan.PrometheusAddress, s.Namespace, map[splitterv1.Color]string{
 			green: ColorName(s.Spec.Workload, green), blue: ColorName(s.Spec.Workload, blue),

@@ -273,23 +273,36 @@ func (r Istio) Release(ctx context.Context, t Target) error {
 	if t.VirtualService != "" {
 		return nil
 	}
-	{
-		vs := &networkingv1.VirtualService{}
-		if err := r.Client.Get(ctx, client.ObjectKey{Namespace: t.Namespace, Name: t.Service}, vs); err == nil && isOwnedBy(vs, t.Owner) {
-			if err := r.Client.Delete(ctx, vs, client.Preconditions{UID: &vs.UID}); client.IgnoreNotFound(err) != nil {
-				return err
-			}
-		} else if client.IgnoreNotFound(err) != nil {
-			return err
-		}
-	}
-	dr := &networkingv1.DestinationRule{}
-	if err := r.Client.Get(ctx, client.ObjectKey{Namespace: t.Namespace, Name: t.Service}, dr); err == nil && isOwnedBy(dr, t.Owner) {
-		if err := r.Client.Delete(ctx, dr, client.Preconditions{UID: &dr.UID}); client.IgnoreNotFound(err) != nil {
-			return err
-		}
-	} else if client.IgnoreNotFound(err) != nil {
+	key := client.ObjectKey{Namespace: t.Namespace, Name: t.Service}
+	if err := r.deleteIfOwned(ctx, key, &networkingv1.VirtualService{}, t.Owner); err != nil {
 		return err
 	}
-	return nil
+	return r.deleteIfOwned(ctx, key, &networkingv1.DestinationRule{}, t.Owner)
+}
+
+// deleteIfOwned deletes the object at key only if owner owns it, with a
+// UID precondition so a re-created object of the same name is left alone.
+func (r Istio) deleteIfOwned(ctx context.Context, key client.ObjectKey, obj client.Object, owner metav1.Object) error {
+	if err := r.Client.Get(ctx, key, obj); err != nil {
+		return client.IgnoreNotFound(err)
+	}
+	if !isOwnedBy(obj, owner) {
+		return nil
+	}
+	uid := obj.GetUID()
+	return client.IgnoreNotFound(r.Client.Delete(ctx, obj, client.Preconditions{UID: &uid}))
+}
+
+// ColorSubsetRouted returns a color subset that the VirtualService still
+// routes to, or "" when none: while one is, opting out would leave that
+// route pointing at pods that are about to go.
+func ColorSubsetRouted(vs *networkingv1.VirtualService) string {
+	for _, route := range vs.Spec.Http {
+		for _, d := range route.GetRoute() {
+			if sub := d.GetDestination().GetSubset(); sub == string(splitterv1.Blue) || sub == string(splitterv1.Green) {
+				return sub
+			}
+		}
+	}
+	return ""
 }

@@ -613,3 +613,17 @@ func TestTargetVSName(t *testing.T) {
 		}
 	}
 }
+
+func TestColorSubsetRouted(t *testing.T) {
+	vs := &networkingv1.VirtualService{Spec: networkingapi.VirtualService{Http: []*networkingapi.HTTPRoute{
+		{Route: []*networkingapi.HTTPRouteDestination{{Destination: &networkingapi.Destination{Host: "other"}}}},
+		{Route: []*networkingapi.HTTPRouteDestination{{Destination: &networkingapi.Destination{Host: "checkout", Subset: "green"}}}},
+	}}}
+	if got := ColorSubsetRouted(vs); got != "green" {
+		t.Errorf("ColorSubsetRouted = %q, want green", got)
+	}
+	vs.Spec.Http[1].Route[0].Destination.Subset = ""
+	if got := ColorSubsetRouted(vs); got != "" {
+		t.Errorf("a route without color subsets: %q, want none", got)
+	}
+}

@@ -181,6 +181,20 @@ func (e *engine) startAnalysis() {
 	e.s.Analysis = a
 }
 
+// Watched says whether a release's counters are read in its phase, and
+// which color the watchdog judges (green) against which (blue): the
+// candidate against the live color during steps and pauses, the new live
+// color against the standby after promotion.
+func Watched(s splitterv1.SplitStatus) (green, blue splitterv1.Color, ok bool) {
+	switch s.Phase {
+	case splitterv1.PhaseShifting, splitterv1.PhaseAwaitingApproval:
+		return s.Candidate, s.Live, true
+	case splitterv1.PhasePromoting:
+		return s.Live, s.Standby, true
+	}
+	return "", "", false
+}
+
 // watchdogStep folds the counters' growth since the checkpoint into the
 // evidence, for the candidate (or the new live color during standby)
 // against the other color. ok is false when there is nothing to judge.
@@ -189,10 +203,7 @@ func (e *engine) watchdogStep() (states []splitterv1.WatchdogStatus, trip analys
 	if !e.p.WatchdogOn || e.o.Counters == nil || a == nil || a.CheckpointAt == nil {
 		return nil, analysis.Trip{}, false
 	}
-	green, blue := e.s.Candidate, e.s.Live
-	if e.s.Phase == splitterv1.PhasePromoting {
-		green, blue = e.s.Live, e.s.Standby
-	}
+	green, blue, _ := Watched(e.s)
 	d := growth(e.o.Counters, a.Checkpoint)
 	for _, slo := range e.p.SLOs {
 		cfg := e.p.Watchdog
@@ -253,9 +264,7 @@ func encodeWatchdog(slo string, st analysis.WatchdogState) splitterv1.WatchdogSt
 // a periodic sweep over every release, which wakes the full reconcile only
 // when it trips (the reconcile then decides with the same evidence).
 func WatchdogTrip(p *policy.Plan, s splitterv1.SplitStatus, counters Counters, now time.Time) (analysis.Trip, bool) {
-	switch s.Phase {
-	case splitterv1.PhaseShifting, splitterv1.PhaseAwaitingApproval, splitterv1.PhasePromoting:
-	default:
+	if _, _, ok := Watched(s); !ok {
 		return analysis.Trip{}, false
 	}
 	e := &engine{p: p, s: s, o: Observations{Now: now, Counters: counters}}

@@ -115,3 +115,16 @@ type Decision struct {
 	// Transition is set when the phase or step changed.
 	Transition *Transition
 }
+
+// WorkloadReplicas is how many replicas the workload should run: what the
+// user's Deployment asks for while it is not scaled down (at opt-in, or
+// after a `kubectl scale`), else the count remembered in status, else 1.
+func WorkloadReplicas(userSpec, remembered *int32) int32 {
+	switch {
+	case userSpec != nil && *userSpec > 0:
+		return *userSpec
+	case remembered != nil:
+		return *remembered
+	}
+	return 1
+}

@@ -250,7 +250,7 @@ func Start(ctx context.Context, cfg Config) (_ *TestBed, err error) {
 	// The rest starts in parallel: controllers, scheduler, kwok, CRDs, mesh, Prometheus.
 	var (
 		wg   sync.WaitGroup
-		errs = make([]error, 5)
+		errs = make([]error, 4)
 	)
 	run := func(i int, f func() error) {
 		wg.Add(1)
