@@ -292,9 +292,14 @@ func TestControllerKilledMidRelease(t *testing.T) {
 	optedIn(t, tb, ns, "fast")
 	waitPhase(t, tb, ns, splitterv1.PhaseIdle, 90*time.Second, readyCondition)
 
-	// Record every weight the VirtualService shows, all along.
+	// Record every weight the VirtualService shows, all along, starting
+	// with a reading taken before the release.
 	var mu sync.Mutex
-	var seen []int32
+	w0, err := routedWeights(context.Background(), tb, ns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := []int32{w0.Green}
 	stop := make(chan struct{})
 	done := make(chan struct{})
 	go func() {
