@@ -141,12 +141,23 @@ type Release struct {
 	Step int32 `json:"step,omitempty"`
 }
 
-// CountSnapshot is one cumulative counter reading: requests and bad
-// requests of one color for one SLO, as one reporter counts them.
-type CountSnapshot struct {
+// SeriesReading is one counter series' cumulative reading: the requests
+// and bad requests one proxy counted under one label set, for one color
+// and one SLO. Growth is taken per series (a restarted proxy's counters
+// start again at zero) and then summed.
+type SeriesReading struct {
+	Color Color  `json:"color"`
+	SLO   string `json:"slo"`
+	// Series identifies the label set (a hash of it).
+	Series   string `json:"series"`
+	Requests int64  `json:"requests"`
+	Bad      int64  `json:"bad"`
+}
+
+// CountTotal is evidence: requests and bad requests of one color for one SLO.
+type CountTotal struct {
 	Color    Color  `json:"color"`
 	SLO      string `json:"slo"`
-	Reporter string `json:"reporter"`
 	Requests int64  `json:"requests"`
 	Bad      int64  `json:"bad"`
 }
@@ -158,27 +169,43 @@ type WatchdogStatus struct {
 	// LogLR is the relative test's log likelihood ratio per alternative ratio.
 	// +optional
 	LogLR []string `json:"logLR,omitempty"`
-	// Burn is the fast-burn test's log likelihood ratio.
+	// AbsLogLR is the absolute test's (candidate alone at 100%, against the
+	// live color's rate earlier in the release) log likelihood ratio per
+	// alternative rate.
 	// +optional
-	Burn string `json:"burn,omitempty"`
+	AbsLogLR []string `json:"absLogLR,omitempty"`
 }
 
-// AnalysisStatus is the state of the count-based checks.
+// AnalysisStatus is the state of the count-based checks: what the evidence
+// covers and the evidence itself, so both survive a restart.
 type AnalysisStatus struct {
-	// StepBaseline are the counters when the current step's hold began
-	// (empty when nothing had been counted yet).
+	// Checkpoint are the counter readings the evidence covers up to.
 	// +optional
-	StepBaseline []CountSnapshot `json:"stepBaseline,omitempty"`
-	// StepBaselineAt is when StepBaseline was read; unset when the counters
-	// could not be read as the step began.
-	// +optional
-	StepBaselineAt *metav1.Time `json:"stepBaselineAt,omitempty"`
-	// Checkpoint are the counters the watchdog's evidence covers up to.
-	// +optional
-	Checkpoint []CountSnapshot `json:"checkpoint,omitempty"`
+	Checkpoint []SeriesReading `json:"checkpoint,omitempty"`
 	// CheckpointAt is when Checkpoint was read.
 	// +optional
 	CheckpointAt *metav1.Time `json:"checkpointAt,omitempty"`
+	// MixedWeight is the highest weight the candidate may have had since
+	// the checkpoint while the weights were changing (the evidence then
+	// mixes two weights and the watchdog judges it conservatively).
+	// +optional
+	MixedWeight int32 `json:"mixedWeight,omitempty"`
+	// SettleAt is when the current step's weights have surely reached the
+	// counters (weights confirmed plus two scrape intervals): its evidence
+	// starts at the first reading at or after it.
+	// +optional
+	SettleAt *metav1.Time `json:"settleAt,omitempty"`
+	// BaselineAt is when the current step's evidence began; unset while
+	// the weights settle.
+	// +optional
+	BaselineAt *metav1.Time `json:"baselineAt,omitempty"`
+	// Step is the current step's evidence since BaselineAt, up to Checkpoint.
+	// +optional
+	Step []CountTotal `json:"step,omitempty"`
+	// Reference is the live color's evidence during this release while it
+	// carried traffic: what the candidate is held to once it has all of it.
+	// +optional
+	Reference []CountTotal `json:"reference,omitempty"`
 	// Watchdog is the evidence per SLO up to Checkpoint.
 	// +optional
 	Watchdog []WatchdogStatus `json:"watchdog,omitempty"`
@@ -260,6 +287,17 @@ type SplitStatus struct {
 	// watchdog's evidence, so both survive a restart.
 	// +optional
 	Analysis *AnalysisStatus `json:"analysis,omitempty"`
+
+	// Policy is the last SplitPolicy spec that compiled: while any traffic
+	// is on the candidate, the watchdog keeps judging with it even if the
+	// policy becomes invalid or is deleted.
+	// +optional
+	Policy *SplitPolicySpec `json:"policy,omitempty"`
+
+	// Service is the Service last resolved for the workload, kept so a
+	// snap-back can still be written while its resolution is stalled.
+	// +optional
+	Service string `json:"service,omitempty"`
 
 	// History is the audit trail of the last releases, newest first.
 	// +optional

@@ -90,10 +90,10 @@ type SplitPolicySpec struct {
 	// +optional
 	Prometheus *PrometheusSource `json:"prometheus,omitempty"`
 
-	// SLOs are judged on counts of good and bad requests per color, at
-	// each step's end (absolute against the objective, relative against
-	// the live color, and the traffic share against the weight) and by
-	// the watchdog at every scrape.
+	// SLOs are judged on counts of good and bad requests per color: at
+	// each step's end (against the live color, the objective and the
+	// traffic share) and by the watchdog at every scrape, from the first
+	// second of every step through standby.
 	// +optional
 	// +listType=map
 	// +listMapKey=name
@@ -108,7 +108,10 @@ type SplitPolicySpec struct {
 	// +optional
 	Watchdog *Watchdog `json:"watchdog,omitempty"`
 
-	// Alpha is the step gates' one-sided significance level. Default "0.05".
+	// Alpha is the release's false-rollback budget: the chance that a
+	// release whose candidate is no worse than the live color (within
+	// compare.maxRatio) is rolled back, over everything that can roll it
+	// back, for the whole release including standby. Default "0.01".
 	// +optional
 	// +kubebuilder:validation:Pattern=`^0?\.[0-9]+$`
 	Alpha string `json:"alpha,omitempty"`
@@ -172,13 +175,22 @@ type Compare struct {
 	// +optional
 	// +kubebuilder:validation:Pattern=`^[0-9]+(\.[0-9]+)?$`
 	FailRatio string `json:"failRatio,omitempty"`
+	// Margin, a share of the error budget (1 - objective): a step also
+	// passes when the candidate surely spends at most this share of the
+	// budget more than the live color (green's bad rate minus blue's is
+	// at most margin x budget). Rare errors cannot show a ratio; they can
+	// show a difference. Default "0.5".
+	// +optional
+	// +kubebuilder:validation:Pattern=`^0?\.[0-9]+$|^1(\.0+)?$`
+	Margin string `json:"margin,omitempty"`
 }
 
 // Watchdog tunes the check that runs at every scrape during a release and
 // its standby, and snaps back without waiting for the step's end.
 type Watchdog struct {
-	// Alpha bounds the probability of a false snap-back over a whole
-	// release, however often the watchdog looks. Default "0.01".
+	// Alpha is no longer used: spec.alpha is the whole release's
+	// false-rollback budget, and the watchdog takes a fixed share of it.
+	// Setting it is an error that says so.
 	// +optional
 	// +kubebuilder:validation:Pattern=`^0?\.[0-9]+$`
 	Alpha string `json:"alpha,omitempty"`

@@ -61,7 +61,7 @@ func main() {
 func usage() {
 	fmt.Fprintln(os.Stderr, `usage:
   splitter run [flags]           run the controller (splitter run -h lists the flags)
-  splitter policy lint [--rps N] FILE...
+  splitter policy lint [--rps N [--scrape-interval D] [--bad-rate P]] FILE...
                                  check SplitPolicy YAML without a cluster; exits 1 on any error;
                                  with --rps, explain how long each step needs at that request rate
   splitter version`)
@@ -71,6 +71,8 @@ func usage() {
 func lint(args []string) int {
 	fs := flag.NewFlagSet("policy lint", flag.ExitOnError)
 	rps := fs.Float64("rps", 0, "the workload's request rate: explain how long each step needs to reach a verdict")
+	scrape := fs.Duration("scrape-interval", 15*time.Second, "Prometheus' scrape interval (with --rps)")
+	badRate := fs.Float64("bad-rate", 0, "both colors' bad-request rate today, e.g. 0.001 (with --rps; default a fifth of each SLO's budget)")
 	_ = fs.Parse(args)
 	files := fs.Args()
 	if len(files) == 0 {
@@ -93,7 +95,7 @@ func lint(args []string) int {
 		if *rps > 0 {
 			for _, np := range plans {
 				fmt.Printf("%s: SplitPolicy %s:\n", f, np.Name)
-				for _, line := range policy.Explain(np.Plan, *rps) {
+				for _, line := range policy.Explain(np.Plan, policy.Traffic{RPS: *rps, Scrape: *scrape, BadRate: *badRate}) {
 					fmt.Println("  " + line)
 				}
 			}
@@ -113,7 +115,8 @@ func run(args []string) int {
 	kubeconfig := fs.String("kubeconfig", "", "kubeconfig path; empty uses in-cluster config or $KUBECONFIG")
 	promURL := fs.String("prometheus-url", "http://prometheus.istio-system:9090", "default Prometheus for checks (a policy's prometheus.address overrides it)")
 	queryTimeout := fs.Duration("query-timeout", 10*time.Second, "timeout of one Prometheus query; a timeout is an Error verdict")
-	watchdogInterval := fs.Duration("watchdog-interval", 5*time.Second, "how often the watchdog looks at every release with SLOs (one sweep for all); match Prometheus' scrape interval")
+	scrapeInterval := fs.Duration("scrape-interval", 15*time.Second, "Prometheus' scrape interval for the Istio metrics: each step's evidence starts two scrapes after its weights are applied, and the watchdog looks once per scrape")
+	watchdogInterval := fs.Duration("watchdog-interval", 0, "how often the watchdog looks at every release with SLOs (one sweep for all); default: the scrape interval")
 	namespaces := fs.String("namespaces", "", "comma-separated namespaces to watch; empty watches all")
 	metricsAddr := fs.String("metrics-bind-address", ":8080", "address of /metrics; 0 disables it")
 	probeAddr := fs.String("health-probe-bind-address", ":8081", "address of /healthz and /readyz")
@@ -167,6 +170,9 @@ func run(args []string) int {
 		logger.Error(err, "Cannot create the manager")
 		return 1
 	}
+	if *watchdogInterval <= 0 {
+		*watchdogInterval = *scrapeInterval
+	}
 	prom := &controller.PrometheusChecks{Default: *promURL, Timeout: *queryTimeout, CounterTTL: *watchdogInterval / 2}
 	r := &controller.SplitReconciler{
 		Client:           mgr.GetClient(),
@@ -174,6 +180,7 @@ func run(args []string) int {
 		Checks:           prom,
 		Counters:         prom,
 		WatchdogInterval: *watchdogInterval,
+		ScrapeInterval:   *scrapeInterval,
 		Metrics:          controller.NewMetrics(),
 	}
 	if err := r.SetupWithManager(mgr); err != nil {

@@ -94,22 +94,3 @@ func TestJudge(t *testing.T) {
 		})
 	}
 }
-
-func TestSnapshotsPickOneWorkload(t *testing.T) {
-	readings := map[CounterKey]CounterReading{
-		{"shop", "checkout-green", "destination"}:  {Requests: 100, Bad: 3},
-		{"shop", "checkout-green", "source"}:       {Requests: 101, Bad: 5},
-		{"shop", "checkout-blue", "destination"}:   {Requests: 900, Bad: 1},
-		{"shop", "cart-green", "destination"}:      {Requests: 7},
-		{"other", "checkout-green", "destination"}: {Requests: 9},
-	}
-	got := Snapshots("availability", readings, "shop", map[splitterv1.Color]string{splitterv1.Blue: "checkout-blue", splitterv1.Green: "checkout-green"})
-	if len(got) != 3 {
-		t.Fatalf("%d snapshots, want 3 (blue destination, green both reporters): %+v", len(got), got)
-	}
-	for _, s := range got {
-		if s.SLO != "availability" || (s.Color == splitterv1.Green && s.Reporter == "source" && (s.Requests != 101 || s.Bad != 5)) {
-			t.Errorf("snapshot %+v", s)
-		}
-	}
-}

@@ -5,8 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"regexp"
-	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -102,19 +100,20 @@ func (e Evaluator) Evaluate(ctx context.Context, c Check, vars Vars, now time.Ti
 	if err != nil {
 		return Result{Name: c.Name, Bound: c.Bound(), Verdict: splitterv1.VerdictError, Message: "rendering the query: " + err.Error()}
 	}
-	timeout := e.Timeout
-	if timeout == 0 {
-		timeout = 10 * time.Second
-	}
+	timeout := e.timeout()
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	val, _, _, err := e.API.Query(ctx, q, now, promv1.WithTimeout(timeout))
+	val, warnings, _, err := e.API.Query(ctx, q, now, promv1.WithTimeout(timeout))
 	if err != nil {
 		msg := err.Error()
 		if errors.Is(err, context.DeadlineExceeded) {
 			msg = fmt.Sprintf("query timed out after %s", timeout)
 		}
 		return Result{Name: c.Name, Bound: c.Bound(), Verdict: splitterv1.VerdictError, Message: "querying Prometheus: " + msg, Query: q}
+	}
+	if len(warnings) > 0 {
+		return Result{Name: c.Name, Bound: c.Bound(), Verdict: splitterv1.VerdictError, Query: q,
+			Message: "Prometheus returned partial data: " + strings.Join(warnings, "; ")}
 	}
 	var r Result
 	switch v := val.(type) {
@@ -127,123 +126,4 @@ func (e Evaluator) Evaluate(ctx context.Context, c Check, vars Vars, now time.Ti
 	}
 	r.Query = q
 	return r
-}
-
-// CounterSpec names what ColorCounters reads for one SLO.
-type CounterSpec struct {
-	SLO string
-	// ThresholdMs, for a latency SLO: requests slower than this bucket
-	// boundary are bad. Zero means an availability SLO (bad = 5xx, or no
-	// response at all unless the client disconnected, or a gRPC error).
-	ThresholdMs float64
-	// GRPCErrorCodes, for availability: grpc-status codes that are errors.
-	GRPCErrorCodes []int32
-}
-
-// CounterKey names one workload's counter as one reporter counts it.
-type CounterKey struct {
-	Namespace, Workload, Reporter string
-}
-
-// CounterReading is a cumulative reading: requests and bad requests.
-type CounterReading struct {
-	Requests, Bad float64
-}
-
-// ColorCounters reads the raw cumulative counters of every color
-// Deployment (a workload named *-blue or *-green) in every namespace, from
-// both reporters, as Prometheus last scraped them: a handful of queries
-// serve every release at once. Raw counters, not rate(): the engine takes
-// differences against readings it keeps in status, so a check covers
-// exactly the requests since its baseline.
-func (e Evaluator) ColorCounters(ctx context.Context, spec CounterSpec, now time.Time) (map[CounterKey]CounterReading, error) {
-	sel := `reporter=~"source|destination",destination_workload=~".+-(blue|green)"`
-	by := " by (destination_workload_namespace, destination_workload, reporter) "
-	timeout := e.Timeout
-	if timeout == 0 {
-		timeout = 10 * time.Second
-	}
-	query := func(q string) (map[CounterKey]float64, error) {
-		ctx, cancel := context.WithTimeout(ctx, timeout)
-		defer cancel()
-		v, _, _, err := e.API.Query(ctx, q, now, promv1.WithTimeout(timeout))
-		if err != nil {
-			return nil, err
-		}
-		vec, ok := v.(model.Vector)
-		if !ok {
-			return nil, fmt.Errorf("query %s returned a %s", q, v.Type())
-		}
-		out := map[CounterKey]float64{}
-		for _, s := range vec {
-			out[CounterKey{string(s.Metric["destination_workload_namespace"]), string(s.Metric["destination_workload"]), string(s.Metric["reporter"])}] = float64(s.Value)
-		}
-		return out, nil
-	}
-	var total, bad map[CounterKey]float64
-	var err error
-	if spec.ThresholdMs == 0 {
-		if total, err = query(`sum` + by + `(istio_requests_total{` + sel + `})`); err != nil {
-			return nil, err
-		}
-		if bad, err = query(`sum` + by + `(istio_requests_total{` + sel + `,response_code=~"5.."})`); err != nil {
-			return nil, err
-		}
-		extra := []string{`response_code="0",response_flags!~".*DC.*"`}
-		if len(spec.GRPCErrorCodes) > 0 {
-			codes := make([]string, len(spec.GRPCErrorCodes))
-			for i, c := range spec.GRPCErrorCodes {
-				codes[i] = strconv.Itoa(int(c))
-			}
-			// gRPC failures arrive as HTTP 200; 5xx are counted already.
-			extra = append(extra, `response_code!~"5..",grpc_response_status=~"`+strings.Join(codes, "|")+`"`)
-		}
-		for _, m := range extra {
-			more, err := query(`sum` + by + `(istio_requests_total{` + sel + `,` + m + `})`)
-			if err != nil {
-				return nil, err
-			}
-			for k, v := range more {
-				bad[k] += v
-			}
-		}
-	} else {
-		if total, err = query(`sum` + by + `(istio_request_duration_milliseconds_count{` + sel + `})`); err != nil {
-			return nil, err
-		}
-		le := regexp.QuoteMeta(strconv.FormatFloat(spec.ThresholdMs, 'f', -1, 64))
-		var fast map[CounterKey]float64
-		if fast, err = query(`sum` + by + `(istio_request_duration_milliseconds_bucket{` + sel + `,le=~"` + escapeLiteral(le) + `(\\.0+)?"})`); err != nil {
-			return nil, err
-		}
-		bad = map[CounterKey]float64{}
-		for k, n := range total {
-			bad[k] = n - fast[k]
-		}
-	}
-	out := make(map[CounterKey]CounterReading, len(total))
-	for k, n := range total {
-		out[k] = CounterReading{Requests: n, Bad: math.Max(0, bad[k])}
-	}
-	return out, nil
-}
-
-// Snapshots picks one workload's colors out of readings.
-func Snapshots(slo string, readings map[CounterKey]CounterReading, namespace string, workloads map[splitterv1.Color]string) []splitterv1.CountSnapshot {
-	var out []splitterv1.CountSnapshot
-	for c, w := range workloads {
-		for _, reporter := range []string{"destination", "source"} {
-			r, ok := readings[CounterKey{namespace, w, reporter}]
-			if !ok {
-				continue
-			}
-			out = append(out, splitterv1.CountSnapshot{Color: c, SLO: slo, Reporter: reporter,
-				Requests: int64(math.Round(r.Requests)), Bad: int64(math.Round(r.Bad))})
-		}
-	}
-	sort.Slice(out, func(i, j int) bool {
-		a, b := out[i], out[j]
-		return string(a.Color)+a.Reporter < string(b.Color)+b.Reporter
-	})
-	return out
 }

@@ -5,8 +5,6 @@ import (
 	"math"
 
 	"gonum.org/v1/gonum/stat/distuv"
-
-	splitterv1 "splitter.dev/splitter/api/v1alpha1"
 )
 
 // Count is good/bad events of one color over a window: n requests, x of
@@ -22,6 +20,9 @@ func (c Count) Rate() float64 {
 	}
 	return c.X / c.N
 }
+
+// Add sums two counts.
+func (c Count) Add(d Count) Count { return Count{N: c.N + d.N, X: c.X + d.X} }
 
 func (c Count) String() string { return fmt.Sprintf("%.0f/%.0f", c.X, c.N) }
 
@@ -42,124 +43,104 @@ func ClopperPearson(x, n, alpha float64) (lower, upper float64) {
 	return lower, upper
 }
 
-// Judgement is a verdict with the numbers behind it, for status and Events.
-type Judgement struct {
-	Verdict splitterv1.Verdict
-	// Estimate and its bounds, in the check's unit (a rate, or a ratio).
-	Estimate, Lower, Upper float64
-	Message                string
+// z is the standard normal quantile.
+func z(p float64) float64 { return math.Sqrt2 * math.Erfinv(2*p-1) }
+
+// Wilson is the one-sided Wilson score bounds on a proportion at level
+// alpha each side.
+func Wilson(x, n, alpha float64) (lower, upper float64) {
+	if n <= 0 {
+		return 0, 1
+	}
+	k := z(1 - alpha)
+	p := x / n
+	den := 1 + k*k/n
+	mid := (p + k*k/(2*n)) / den
+	half := k / den * math.Sqrt(p*(1-p)/n+k*k/(4*n*n))
+	return math.Max(0, mid-half), math.Min(1, mid+half)
 }
 
-// Absolute judges green alone against a limit L on its bad-event rate:
-// Pass when the upper bound is at most L, Fail when the lower bound is
-// above L, Inconclusive otherwise. With no errors, a Pass needs
-// n >= ln(alpha)/ln(1-L) requests: 2,995 for L = 0.1% at alpha = 0.05.
-func Absolute(g Count, limit, alpha float64) Judgement {
-	if g.N <= 0 {
-		return Judgement{Verdict: splitterv1.VerdictInconclusive, Estimate: math.NaN(), Lower: 0, Upper: 1, Message: "no requests to the candidate"}
-	}
-	lo, hi := ClopperPearson(g.X, g.N, alpha)
-	j := Judgement{Estimate: g.Rate(), Lower: lo, Upper: hi}
-	switch {
-	case hi <= limit:
-		j.Verdict = splitterv1.VerdictPass
-		j.Message = fmt.Sprintf("%s bad: rate below %.4g%% with %.0f%% confidence (limit %.4g%%)", g, 100*hi, 100*(1-alpha), 100*limit)
-	case lo > limit:
-		j.Verdict = splitterv1.VerdictFail
-		j.Message = fmt.Sprintf("%s bad: rate above %.4g%% with %.0f%% confidence (limit %.4g%%)", g, 100*lo, 100*(1-alpha), 100*limit)
-	default:
-		j.Verdict = splitterv1.VerdictInconclusive
-		j.Message = fmt.Sprintf("%s bad: rate between %.4g%% and %.4g%%, limit %.4g%%: %.0f more requests needed at least",
-			g, 100*lo, 100*hi, 100*limit, math.Max(0, RequestsForPass(limit, alpha)-g.N))
-	}
-	return j
-}
-
-// RequestsForPass is the fewest requests with no errors that pass the
-// absolute check at limit L: ceil(ln(alpha)/ln(1-L)).
-func RequestsForPass(limit, alpha float64) float64 {
-	if limit <= 0 || limit >= 1 {
+// DiffUpper is Newcombe's hybrid score upper bound (his method 10) on
+// p_g - p_b at one-sided level alpha: near nominal coverage even with a
+// handful of errors, where the Wald bound is far too narrow and the
+// Clopper-Pearson difference far too wide. It decides passes only; a pass
+// that is wrong by bad luck is still watched by the watchdog.
+func DiffUpper(g, b Count, alpha float64) float64 {
+	if g.N <= 0 || b.N <= 0 {
 		return math.Inf(1)
 	}
-	return math.Ceil(math.Log(alpha) / math.Log1p(-limit))
+	_, ug := Wilson(g.X, g.N, alpha)
+	lb, _ := Wilson(b.X, b.N, alpha)
+	pg, pb := g.Rate(), b.Rate()
+	return pg - pb + math.Sqrt((ug-pg)*(ug-pg)+(pb-lb)*(pb-lb))
 }
 
 // thetaOf is green's share of errors if green's error rate is rho times
 // blue's, given green's share theta0 of the requests.
-func thetaOf(rho, theta0 float64) float64 { return rho * theta0 / (rho*theta0 + 1 - theta0) }
+func thetaOf(rho, share float64) float64 { return rho * share / (rho*share + 1 - share) }
 
 // rhoOf inverts thetaOf.
-func rhoOf(theta, theta0 float64) float64 {
+func rhoOf(theta, share float64) float64 {
 	if theta >= 1 {
 		return math.Inf(1)
 	}
-	return theta * (1 - theta0) / (theta0 * (1 - theta))
+	if theta <= 0 {
+		return 0
+	}
+	return theta * (1 - share) / (share * (1 - theta))
 }
 
-// Relative judges whether green is meaningfully worse than blue, by the
-// exact test conditional on the total errors: each error is green's with
-// probability theta(rho), so blue's own rate cancels out. Pass when the
-// upper bound on the ratio rho is at most maxRatio, or the upper bound on
-// green's rate minus blue's is at most slack (two near-zero rates); Fail
-// when the lower bound on rho is above failRatio.
-func Relative(g, b Count, maxRatio, failRatio, slack, alpha float64) Judgement {
+// RatioBounds bounds rho, green's bad rate over blue's, by the exact test
+// conditional on the total bad requests: each is green's with probability
+// theta(rho) = rho s / (rho s + 1 - s), s green's share of the requests,
+// so blue's own rate cancels out. Each bound holds at level alpha. With no
+// bad requests at all, nothing is known: (0, +Inf).
+func RatioBounds(g, b Count, alpha float64) (lower, upper float64) {
 	if g.N <= 0 || b.N <= 0 {
-		return Judgement{Verdict: splitterv1.VerdictInconclusive, Estimate: math.NaN(), Upper: math.Inf(1), Message: "no requests to one of the colors"}
+		return 0, math.Inf(1)
 	}
-	theta0 := g.N / (g.N + b.N)
-	x := g.X + b.X
-	lo, hi := ClopperPearson(g.X, x, alpha)
-	j := Judgement{Lower: rhoOf(lo, theta0), Upper: rhoOf(hi, theta0), Estimate: math.NaN()}
-	if b.X > 0 {
-		j.Estimate = g.Rate() / b.Rate()
-	}
-	// The absolute difference, each side at alpha/2 (Bonferroni).
-	_, gHi := ClopperPearson(g.X, g.N, alpha/2)
-	bLo, _ := ClopperPearson(b.X, b.N, alpha/2)
-	diffHi := gHi - bLo
-	switch {
-	case x > 0 && j.Lower > failRatio:
-		j.Verdict = splitterv1.VerdictFail
-		j.Message = fmt.Sprintf("green %s vs blue %s: error ratio at least %.3g (fail above %.3g)", g, b, j.Lower, failRatio)
-	case x > 0 && j.Upper <= maxRatio:
-		j.Verdict = splitterv1.VerdictPass
-		j.Message = fmt.Sprintf("green %s vs blue %s: error ratio at most %.3g (max %.3g)", g, b, j.Upper, maxRatio)
-	case diffHi <= slack:
-		j.Verdict = splitterv1.VerdictPass
-		j.Message = fmt.Sprintf("green %s vs blue %s: green at most %.3g%% worse (slack %.3g%%)", g, b, 100*diffHi, 100*slack)
-	default:
-		j.Verdict = splitterv1.VerdictInconclusive
-		j.Message = fmt.Sprintf("green %s vs blue %s: error ratio between %.3g and %.3g", g, b, j.Lower, j.Upper)
-	}
-	return j
+	share := g.N / (g.N + b.N)
+	lo, hi := ClopperPearson(g.X, g.X+b.X, alpha)
+	return rhoOf(lo, share), rhoOf(hi, share)
 }
 
-// SampleRatio checks that green's share of requests matches the weight set
-// (percent): a mismatch at the strict level alpha (two-sided) means the
-// data plane does not follow the weights, which is an Error.
-func SampleRatio(g, b Count, weight int32, alpha float64) Judgement {
+// Ratio is the estimate of rho: NaN when blue has no bad request.
+func Ratio(g, b Count) float64 {
+	if b.X <= 0 || g.N <= 0 || b.N <= 0 {
+		return math.NaN()
+	}
+	return g.Rate() / b.Rate()
+}
+
+// ShareSlack is how far, relative to the smaller of the two weights,
+// green's share may stray from its weight before the mesh is said not to
+// follow the weights. Counting loses a little at pod churn (a new pod's
+// series counts from its first scrape), so an exact share cannot be the
+// null; a mesh that ignores the weights is off by far more.
+const ShareSlack = 0.25
+
+// ShareTest is the traffic-share test: does green's share of the requests
+// lie within ShareSlack of the weight (percent)? mismatch when it surely
+// does not (one-sided z test at alpha against the nearer edge of the
+// band); tolerance is how far from the weight the share may be.
+func ShareTest(g, b Count, weight int32, alpha float64) (mismatch bool, share, tolerance float64) {
 	total := g.N + b.N
 	w := float64(weight) / 100
-	j := Judgement{Estimate: math.NaN()}
 	if total <= 0 {
-		j.Verdict, j.Message = splitterv1.VerdictInconclusive, "no requests yet"
-		return j
+		return false, math.NaN(), math.Inf(1)
 	}
-	j.Estimate = g.N / total
+	share = g.N / total
 	if w <= 0 || w >= 1 {
-		j.Verdict = splitterv1.VerdictPass
-		return j
+		return share != w, share, 0
 	}
-	z := (g.N - total*w) / math.Sqrt(total*w*(1-w))
-	crit := math.Sqrt2 * math.Erfinv(1-alpha)
-	j.Lower, j.Upper = w-crit*math.Sqrt(w*(1-w)/total), w+crit*math.Sqrt(w*(1-w)/total)
-	if math.Abs(z) > crit {
-		j.Verdict = splitterv1.VerdictError
-		j.Message = fmt.Sprintf("green got %.2f%% of %.0f requests with weight %d%%: the mesh does not follow the weights", 100*j.Estimate, total, weight)
-		return j
+	band := ShareSlack * math.Min(w, 1-w)
+	edge := w + band
+	if share < w {
+		edge = w - band
 	}
-	j.Verdict = splitterv1.VerdictPass
-	return j
+	sd := math.Sqrt(edge * (1 - edge) / total)
+	tolerance = band + z(1-alpha)*sd
+	return math.Abs(share-w) > tolerance, share, tolerance
 }
 
 // IstioBuckets are Istio's default request-duration bucket boundaries (ms).

@@ -1,13 +1,8 @@
 package analysis
 
 import (
-	"fmt"
 	"math"
-	"math/rand/v2"
-	"sort"
 	"testing"
-
-	"gonum.org/v1/gonum/stat/distuv"
 
 	splitterv1 "splitter.dev/splitter/api/v1alpha1"
 )
@@ -33,187 +28,123 @@ func TestClopperPearsonHandValues(t *testing.T) {
 	}
 }
 
-func TestAbsoluteNeedsEnoughRequests(t *testing.T) {
-	// Zero errors in 2,995 requests passes L = 0.1% at alpha 0.05; 2,994 does not.
-	if j := Absolute(Count{N: 2995}, 0.001, 0.05); j.Verdict != splitterv1.VerdictPass {
-		t.Errorf("0/2995: %s (%s), want Pass", j.Verdict, j.Message)
+func TestWilsonHandValues(t *testing.T) {
+	// 0 of n: the upper bound is z^2/(n + z^2).
+	_, hi := Wilson(0, 1000, 0.05)
+	k := 1.6448536269514722
+	if want := k * k / (1000 + k*k); math.Abs(hi-want) > 1e-12 {
+		t.Errorf("Wilson upper(0/1000) = %v, want %v", hi, want)
 	}
-	if j := Absolute(Count{N: 2994}, 0.001, 0.05); j.Verdict != splitterv1.VerdictInconclusive {
-		t.Errorf("0/2994: %s (%s), want Inconclusive", j.Verdict, j.Message)
-	}
-	if got := RequestsForPass(0.001, 0.05); got != 2995 {
-		t.Errorf("RequestsForPass(0.1%%, 0.05) = %v, want 2995", got)
-	}
-	for _, tc := range []struct {
-		c    Count
-		want splitterv1.Verdict
-	}{
-		{Count{N: 0}, splitterv1.VerdictInconclusive},
-		{Count{N: 100, X: 30}, splitterv1.VerdictFail},       // 30% errors, limit 0.1%
-		{Count{N: 20, X: 0}, splitterv1.VerdictInconclusive}, // passes by luck under thresholds; not here
-		{Count{N: 100000, X: 20}, splitterv1.VerdictPass},    // 0.02%
-	} {
-		if j := Absolute(tc.c, 0.001, 0.05); j.Verdict != tc.want {
-			t.Errorf("%v: %s (%s), want %s", tc.c, j.Verdict, j.Message, tc.want)
-		}
+	// 10 of 100, one-sided 95% (z = 1.645): centre (0.1 + z^2/200)/(1 +
+	// z^2/100) = 0.1105, half-width 0.0498 by hand: (0.0607, 0.1604).
+	lo, hi := Wilson(10, 100, 0.05)
+	if math.Abs(lo-0.0607) > 0.0005 || math.Abs(hi-0.1604) > 0.0005 {
+		t.Errorf("Wilson(10/100) = %.4f, %.4f", lo, hi)
 	}
 }
 
-func TestRelative(t *testing.T) {
-	for _, tc := range []struct {
-		name string
-		g, b Count
-		want splitterv1.Verdict
-	}{
-		{"equal rates, plenty of data", Count{N: 50000, X: 100}, Count{N: 450000, X: 900}, splitterv1.VerdictPass},
-		{"5x worse", Count{N: 5000, X: 50}, Count{N: 45000, X: 90}, splitterv1.VerdictFail},
-		{"too little data", Count{N: 100, X: 1}, Count{N: 900, X: 2}, splitterv1.VerdictInconclusive},
-		{"both near zero", Count{N: 200000, X: 0}, Count{N: 200000, X: 0}, splitterv1.VerdictPass},
-		{"no green traffic", Count{}, Count{N: 1000, X: 1}, splitterv1.VerdictInconclusive},
-	} {
-		j := Relative(tc.g, tc.b, 1.5, 2, 1e-4, 0.05)
-		if j.Verdict != tc.want {
-			t.Errorf("%s: %s (%s), want %s", tc.name, j.Verdict, j.Message, tc.want)
+func TestDiffUpper(t *testing.T) {
+	// Equal rates: the bound shrinks with n and stays above the true 0.
+	prev := math.Inf(1)
+	for _, n := range []float64{1000, 10000, 100000} {
+		u := DiffUpper(Count{N: n, X: n / 1000}, Count{N: 9 * n, X: 9 * n / 1000}, 0.05)
+		if u <= 0 || u >= prev {
+			t.Errorf("n=%v: DiffUpper %v (previous %v): want positive and shrinking", n, u, prev)
 		}
+		prev = u
 	}
+	if u := DiffUpper(Count{}, Count{N: 10}, 0.05); !math.IsInf(u, 1) {
+		t.Errorf("no green requests: %v, want +Inf", u)
+	}
+}
+
+// Finding 10: blue with no bad request and green with some used to give a
+// NaN ratio that passed. Now the ratio is unknown (upper bound +Inf) and
+// only the margin can pass the step.
+func TestRatioWithBlueClean(t *testing.T) {
+	g, b := Count{N: 1000, X: 5}, Count{N: 9000}
+	lo, hi := RatioBounds(g, b, 0.05)
+	if !math.IsInf(hi, 1) || !(lo > 0) {
+		t.Errorf("RatioBounds(5/1000, 0/9000) = %v, %v: want a positive lower bound and no upper bound", lo, hi)
+	}
+	if !math.IsNaN(Ratio(g, b)) {
+		t.Errorf("Ratio estimate with blue clean: %v, want NaN", Ratio(g, b))
+	}
+	p := Policy{SLOs: []SLO{{Name: "availability", Objective: 0.999}}, Alpha: 0.01, MaxRatio: 1.5, FailRatio: 2, Margin: 0.5, Looks: 6}
+	rs := p.Gate(map[string]Count{"availability": g}, map[string]Count{"availability": b}, nil, 10, "green", "blue")
+	if rs[0].Verdict == splitterv1.VerdictPass {
+		t.Errorf("green 5/1000 vs blue 0/9000 under a 99.9%% objective passed: %s", rs[0].Message)
+	}
+}
+
+func TestRatioBoundsCoverTheTruth(t *testing.T) {
 	// The bounds on rho map back to the binomial bounds on green's share of errors.
 	g, b := Count{N: 1000, X: 10}, Count{N: 9000, X: 30}
-	j := Relative(g, b, 1.5, 2, 0, 0.05)
-	theta0 := 0.1
-	lo, _ := ClopperPearson(10, 40, 0.05)
-	if want := lo * (1 - theta0) / (theta0 * (1 - lo)); math.Abs(j.Lower-want) > 1e-9 {
-		t.Errorf("lower bound on rho %v, want %v", j.Lower, want)
+	lo, hi := RatioBounds(g, b, 0.05)
+	if !(lo < 3 && hi > 3) {
+		t.Errorf("ratio 3 (10/1000 vs 30/9000) outside (%v, %v)", lo, hi)
+	}
+	thLo, _ := ClopperPearson(10, 40, 0.05)
+	if want := rhoOf(thLo, 0.1); math.Abs(lo-want) > 1e-12 {
+		t.Errorf("lower %v, want %v", lo, want)
 	}
 }
 
-func TestSampleRatio(t *testing.T) {
-	if j := SampleRatio(Count{N: 1000}, Count{N: 9000}, 10, 0.001); j.Verdict != splitterv1.VerdictPass {
-		t.Errorf("10%% of 10,000 at weight 10: %s", j.Verdict)
-	}
-	if j := SampleRatio(Count{N: 2000}, Count{N: 8000}, 10, 0.001); j.Verdict != splitterv1.VerdictError {
-		t.Errorf("20%% of 10,000 at weight 10: %s, want Error", j.Verdict)
-	}
-	if j := SampleRatio(Count{N: 0}, Count{N: 5000}, 25, 0.001); j.Verdict != splitterv1.VerdictError {
-		t.Errorf("no green traffic at weight 25: %s, want Error", j.Verdict)
-	}
-}
-
-// simRelease runs the watchdog over one simulated release: 1 s ticks, the
-// weights stepping through steps (each held stepSeconds), rps requests per
-// second split by weight, errors binomial. It returns the second at which
-// the watchdog tripped, or -1.
-func simRelease(rng *rand.Rand, cfg WatchdogConfig, rps, pBlue, pGreen float64, steps []int, stepSeconds int) int {
-	var s WatchdogState
-	second := 0
-	for _, w := range steps {
-		for range stepSeconds {
-			ng := float64(poisson(rng, rps*float64(w)/100))
-			nb := float64(poisson(rng, rps*float64(100-w)/100))
-			g := Count{N: ng, X: float64(binomial(rng, int(ng), pGreen))}
-			b := Count{N: nb, X: float64(binomial(rng, int(nb), pBlue))}
-			var trip Trip
-			s, trip = cfg.Update(s, g, b)
-			if trip.Tripped {
-				return second
-			}
-			second++
+func TestShareTest(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		g, b     float64
+		weight   int32
+		mismatch bool
+	}{
+		{"exact", 1000, 9000, 10, false},
+		{"within the slack (pod churn loses a few)", 1080, 8920, 10, false},
+		{"twice the weight", 2000, 8000, 10, true},
+		{"nothing to green", 0, 5000, 25, true},
+		{"few requests, far off but not surely", 3, 7, 10, false},
+		{"finding 9: 5->10% at 15 s scrapes, 1,000 req/s, pure chunks", 11900, 107000, 10, false},
+	} {
+		m, _, _ := ShareTest(Count{N: tc.g}, Count{N: tc.b}, tc.weight, 1e-4)
+		if m != tc.mismatch {
+			t.Errorf("%s: mismatch %v, want %v", tc.name, m, tc.mismatch)
 		}
 	}
-	return -1
 }
 
-func poisson(rng *rand.Rand, mean float64) int {
-	return int(distuv.Poisson{Lambda: mean, Src: rngSource{rng}}.Rand())
-}
-
-func binomial(rng *rand.Rand, n int, p float64) int {
-	if n == 0 || p == 0 {
-		return 0
+// Finding 5: the gates' Bonferroni split counts every Fail test of every
+// look, and the shares add up to the whole budget.
+func TestBudgetSplit(t *testing.T) {
+	sum := 0.0
+	for _, r := range BudgetTable {
+		sum += r.Share
 	}
-	return int(distuv.Binomial{N: float64(n), P: p, Src: rngSource{rng}}.Rand())
-}
-
-// rngSource adapts math/rand/v2 to gonum's rand.Source.
-type rngSource struct{ r *rand.Rand }
-
-func (s rngSource) Uint64() uint64 { return s.r.Uint64() }
-
-var testWatchdog = WatchdogConfig{Alpha: 0.01, BurnAlpha: 0.001, Budget: 0.005, GrossMin: 20}
-
-// Green equal to blue (0.2% errors, 100 req/s, weights 5 to 100): the
-// watchdog's false rollbacks stay under its alpha (1%).
-func TestWatchdogFalseRollbackRate(t *testing.T) {
-	rng := rand.New(rand.NewPCG(1, 2))
-	const releases = 2000
-	false_ := 0
-	for range releases {
-		if simRelease(rng, testWatchdog, 100, 0.002, 0.002, []int{5, 10, 25, 50, 100}, 60) >= 0 {
-			false_++
-		}
+	if math.Abs(sum-1) > 1e-12 {
+		t.Errorf("budget shares sum to %v, want 1", sum)
 	}
-	rate := float64(false_) / releases
-	t.Logf("false rollbacks: %d of %d (%.2f%%)", false_, releases, 100*rate)
-	if rate > testWatchdog.Alpha {
-		t.Errorf("false rollback rate %.2f%% above alpha %.0f%%", 100*rate, 100*testWatchdog.Alpha)
+	p := Policy{SLOs: []SLO{{Name: "availability"}, {Name: "latency"}}, Alpha: 0.01, Looks: 9}
+	if got, want := p.GateFailAlpha(), ShareGates*0.01/(9*2); math.Abs(got-want) > 1e-15 {
+		t.Errorf("GateFailAlpha = %v, want %v (gates' share over looks x SLOs)", got, want)
+	}
+	if got, want := p.TrafficAlpha(), ShareTraffic*0.01/9; math.Abs(got-want) > 1e-15 {
+		t.Errorf("TrafficAlpha = %v, want %v", got, want)
+	}
+	// Worst case over a release: every test at its level, the watchdog and
+	// the reference at theirs: the union bound is alpha.
+	total := p.WatchdogAlpha() + p.AbsoluteAlpha() + p.ReferenceAlpha()*2 + p.GateFailAlpha()*9*2 + p.TrafficAlpha()*9
+	if math.Abs(total-0.01) > 1e-12 {
+		t.Errorf("union bound %v, want the budget 0.01", total)
 	}
 }
 
-// A 5x regression (0.2% -> 1%) at 10% weight and 100 req/s is caught with
-// a median under 90 s.
-func TestWatchdogCatchesRegression(t *testing.T) {
-	rng := rand.New(rand.NewPCG(3, 4))
-	var times []int
-	for range 400 {
-		at := simRelease(rng, testWatchdog, 100, 0.002, 0.01, []int{10}, 600)
-		if at < 0 {
-			at = 600
-		}
-		times = append(times, at)
+func TestRequestsToPassGrowsWithRareErrors(t *testing.T) {
+	p := Policy{Margin: 0.5}
+	s := SLO{Objective: 0.995}
+	at10 := p.RequestsToPass(s, 0.001, 10)
+	at50 := p.RequestsToPass(s, 0.001, 50)
+	if !(at10 > 1000 && at10 < at50) {
+		t.Errorf("RequestsToPass 10%%: %v, 50%%: %v; want over 1,000 and fewer at 10%% (more blue to compare with)", at10, at50)
 	}
-	sort.Ints(times)
-	median := times[len(times)/2]
-	t.Logf("5x regression caught after %d s median, %d s at the 90th percentile", median, times[len(times)*9/10])
-	if median >= 90 {
-		t.Errorf("median detection %d s, want under 90 s", median)
-	}
-	// A gross fault (30% errors) trips within seconds.
-	at := simRelease(rng, testWatchdog, 100, 0.002, 0.3, []int{10}, 60)
-	if at < 0 || at > 10 {
-		t.Errorf("30%% errors caught after %d s, want within 10 s", at)
-	}
-}
-
-func TestWatchdogAllErrorsGuard(t *testing.T) {
-	_, trip := testWatchdog.Update(WatchdogState{}, Count{N: 25, X: 25}, Count{N: 100})
-	if !trip.Tripped || trip.Reason != "AllErrors" {
-		t.Errorf("25/25 errors: %+v, want AllErrors", trip)
-	}
-	// Blue failing as badly keeps the relative test quiet, and no budget
-	// turns the fast burn off: only the guard could trip, and 5 is too few.
-	guardOnly := WatchdogConfig{Alpha: 0.01, GrossMin: 20}
-	_, trip = guardOnly.Update(WatchdogState{}, Count{N: 5, X: 5}, Count{N: 100, X: 100})
-	if trip.Tripped {
-		t.Errorf("5/5 errors tripped %+v; the guard needs 20 requests", trip)
-	}
-}
-
-// BenchmarkWatchdogDetection reports the simulated time to catch a 5x
-// regression (0.2% -> 1%) at 100 req/s, by weight: 1,000 runs each,
-// 1 s ticks, fixed seed. The test bed benchmark measures the same on real
-// Prometheus with 5 runs, too few for a stable median.
-func BenchmarkWatchdogDetection(b *testing.B) {
-	rng := rand.New(rand.NewPCG(5, 6))
-	for _, w := range []int{10, 20, 50} {
-		var times []int
-		for range 1000 {
-			at := simRelease(rng, testWatchdog, 100, 0.002, 0.01, []int{w}, 600)
-			if at < 0 {
-				at = 600
-			}
-			times = append(times, at)
-		}
-		sort.Ints(times)
-		b.ReportMetric(float64(times[500]), fmt.Sprintf("5x-at-%d%%-median-s", w))
-		b.ReportMetric(float64(times[900]), fmt.Sprintf("5x-at-%d%%-p90-s", w))
+	if zero := p.RequestsToPass(s, 0, 10); zero < 1000 {
+		t.Errorf("a clean run still needs z^2/d requests: got %v", zero)
 	}
 }

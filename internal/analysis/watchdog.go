@@ -5,90 +5,57 @@ import (
 	"math"
 )
 
-// WatchdogRatios are the alternatives of the relative watchdog's mixture:
-// green's error rate 1.5, 2, 3, 5 or 10 times blue's, equally weighted.
-var WatchdogRatios = []float64{1.5, 2, 3, 5, 10}
+// RatioAlternatives are the relative watchdog's alternatives, as multiples
+// of maxRatio (3 to 45 times blue's rate at the default 1.5), equally
+// weighted. The spread costs ln(6) of evidence and covers everything from
+// a 3x regression to a total failure; simulated (make bench), this set
+// detected a 5x regression at 10% weight sooner than {1.5..30}, {2..100}
+// or {2.5..30}.
+var RatioAlternatives = []float64{2, 3, 4, 6, 10, 30}
 
-// WatchdogState is everything the watchdog remembers: a few numbers that
-// live in the Split's status and survive restarts.
-type WatchdogState struct {
-	// LogLR is the relative test's log likelihood ratio per ratio in
-	// WatchdogRatios, accumulated tick by tick.
-	LogLR []float64
-	// Burn is the fast-burn SPRT's log likelihood ratio.
-	Burn float64
-}
+// RateAlternatives are the absolute watchdog's alternatives, as multiples
+// of its null rate p0 (capped below 1).
+var RateAlternatives = []float64{2, 4, 8, 16, 64}
 
-// WatchdogConfig is the watchdog's policy.
-type WatchdogConfig struct {
-	// Alpha bounds the relative test's false-rollback probability over the
-	// whole release, however often it is evaluated (Ville's inequality).
-	Alpha float64
-	// BurnAlpha is the fast-burn SPRT's level.
-	BurnAlpha float64
-	// Budget is the SLO's error budget 1 - objective; the fast burn tests
-	// a rate of 1x budget against 14.4x budget (a page-level burn).
-	Budget float64
-	// GrossMin is how many requests with nothing but errors in one tick
-	// snap back without any statistics.
-	GrossMin float64
-}
-
-// BurnFactor is the SRE Workbook's page-level burn rate: 2% of a 30-day
-// budget in an hour.
-const BurnFactor = 14.4
-
-// Trip is the watchdog's decision after a tick.
-type Trip struct {
-	Tripped bool
-	Reason  string // RelativeRegression, FastBurn or AllErrors
-	Message string
-}
-
-// Update folds one tick's counts (increments since the last tick) into the
-// state and says whether to snap back. It is pure: the caller persists the
-// returned state.
-func (cfg WatchdogConfig) Update(s WatchdogState, g, b Count) (WatchdogState, Trip) {
-	if len(s.LogLR) != len(WatchdogRatios) {
-		s.LogLR = make([]float64, len(WatchdogRatios))
-	} else {
-		s.LogLR = append([]float64(nil), s.LogLR...)
+// relativeStep adds one chunk's evidence to an SLO's relative test.
+// share is green's share of the requests in the chunk: its realized share
+// while the weights held still (conditional on the requests, each bad
+// request is green's with probability theta(rho, share)), or an upper
+// bound on it while they changed. The null is rho = maxRatio: the
+// likelihood ratio of a Bernoulli step, theta t1/t0 + (1-theta)(1-t1)/(1-t0),
+// is linear and increasing in theta, so it is at most 1 for every ratio up
+// to maxRatio and the product is a test supermartingale under the whole
+// null (reference, corrections 1).
+func relativeStep(logLR []float64, g, b Count, share, maxRatio float64) {
+	if share <= 0 || share >= 1 || g.X+b.X <= 0 {
+		return
 	}
-	// W3: no statistics needed for a green that only fails.
-	if g.N >= cfg.GrossMin && g.X >= g.N {
-		return s, Trip{Tripped: true, Reason: "AllErrors", Message: fmt.Sprintf("all %.0f requests to green failed in one tick", g.N)}
+	t0 := thetaOf(maxRatio, share)
+	for i, m := range RatioAlternatives {
+		t1 := thetaOf(m*maxRatio, share)
+		logLR[i] += g.X*math.Log(t1/t0) + b.X*math.Log((1-t1)/(1-t0))
 	}
-	// W1: relative, conditional on this tick's errors.
-	if g.N > 0 && b.N > 0 && g.X+b.X > 0 {
-		theta0 := g.N / (g.N + b.N)
-		for i, rho := range WatchdogRatios {
-			th := thetaOf(rho, theta0)
-			s.LogLR[i] += g.X*math.Log(th/theta0) + b.X*math.Log((1-th)/(1-theta0))
+}
+
+// absoluteStep adds one chunk of green's requests to an SLO's absolute
+// test against the null rate p0: x ln(p1/p0) + (n - x) ln((1-p1)/(1-p0))
+// per alternative p1 > p0, a likelihood ratio whose expectation is at most
+// 1 for every rate up to p0 (same monotonicity argument).
+func absoluteStep(logLR []float64, g Count, p0 float64) {
+	if g.N <= 0 || p0 <= 0 || p0 >= 1 {
+		return
+	}
+	for i, m := range RateAlternatives {
+		p1 := math.Min(m*p0, 0.999)
+		if p1 <= p0 {
+			continue
 		}
+		logLR[i] += g.X*math.Log(p1/p0) + (g.N-g.X)*math.Log((1-p1)/(1-p0))
 	}
-	if m := mixture(s.LogLR); m >= math.Log(1/cfg.Alpha) {
-		return s, Trip{Tripped: true, Reason: "RelativeRegression", Message: fmt.Sprintf(
-			"green's errors are a multiple of blue's: likelihood ratio %.3g reached %.3g (alpha %.3g)", math.Exp(m), 1/cfg.Alpha, cfg.Alpha)}
-	}
-	// W2: absolute fast burn on green alone. The statistic is floored at
-	// ln(BurnAlpha) so a long healthy stretch cannot hide a later burn.
-	if cfg.Budget > 0 && g.N > 0 {
-		p0, p1 := cfg.Budget, math.Min(BurnFactor*cfg.Budget, 0.999)
-		s.Burn += g.X*math.Log(p1/p0) + (g.N-g.X)*math.Log((1-p1)/(1-p0))
-		s.Burn = math.Max(s.Burn, math.Log(cfg.BurnAlpha))
-		if s.Burn >= math.Log(1/cfg.BurnAlpha) {
-			return s, Trip{Tripped: true, Reason: "FastBurn", Message: fmt.Sprintf(
-				"green burns its error budget at %.3gx or more (SPRT at alpha %.3g)", BurnFactor, cfg.BurnAlpha)}
-		}
-	}
-	return s, Trip{}
 }
 
-// Mixture is the relative test's evidence: the mean likelihood ratio over
-// WatchdogRatios, as a log.
-func (s WatchdogState) Mixture() float64 { return mixture(s.LogLR) }
-
-func mixture(logLR []float64) float64 {
+// meanLR is the log of the mean likelihood ratio of a mixture.
+func meanLR(logLR []float64) float64 {
 	if len(logLR) == 0 {
 		return 0
 	}
@@ -101,4 +68,63 @@ func mixture(logLR []float64) float64 {
 		sum += math.Exp(l - m)
 	}
 	return m + math.Log(sum/float64(len(logLR)))
+}
+
+// averageOfMixtures is the log of the mean, over SLOs, of each SLO's mean
+// likelihood ratio: one test martingale for all SLOs.
+func averageOfMixtures(perSLO [][]float64) float64 {
+	logs := make([]float64, len(perSLO))
+	for i, l := range perSLO {
+		logs[i] = meanLR(l)
+	}
+	return meanLR(logs)
+}
+
+// ReferenceRate is the null rate the absolute watchdog holds the candidate
+// to for one SLO once it has all the traffic: maxRatio times the upper
+// bound on the live color's rate during the release, or that bound plus
+// the margin, whichever is higher (the margin keeps a near-zero reference
+// from rolling back a candidate well within its SLO).
+func (p Policy) ReferenceRate(s SLO, ref Count) (p0 float64, ok bool) {
+	if ref.N <= 0 {
+		return 1, false
+	}
+	_, up := ClopperPearson(ref.X, ref.N, p.ReferenceAlpha())
+	p0 = math.Max(p.MaxRatio*up, up+p.Margin*s.Budget())
+	return p0, p0 < 1
+}
+
+// Trip is the watchdog's decision.
+type Trip struct {
+	Tripped bool
+	Reason  string // RelativeRegression or AbsoluteRegression
+	Message string
+}
+
+// watchdogTrip compares the evidence with the thresholds.
+func (p Policy) watchdogTrip(rel, abs [][]float64, names []string, green, blue string) Trip {
+	if m := averageOfMixtures(rel); m >= math.Log(1/p.WatchdogAlpha()) {
+		return Trip{Tripped: true, Reason: "RelativeRegression", Message: fmt.Sprintf(
+			"%s's bad requests are more than %g times %s's (%s): likelihood ratio %.3g reached %.3g (alpha %.2g)",
+			green, p.MaxRatio, blue, worstSLO(rel, names), math.Exp(m), 1/p.WatchdogAlpha(), p.WatchdogAlpha())}
+	}
+	if m := averageOfMixtures(abs); m >= math.Log(1/p.AbsoluteAlpha()) {
+		return Trip{Tripped: true, Reason: "AbsoluteRegression", Message: fmt.Sprintf(
+			"%s, with all the traffic, is worse than %s was during the release (%s): likelihood ratio %.3g reached %.3g (alpha %.2g)",
+			green, blue, worstSLO(abs, names), math.Exp(m), 1/p.AbsoluteAlpha(), p.AbsoluteAlpha())}
+	}
+	return Trip{}
+}
+
+func worstSLO(perSLO [][]float64, names []string) string {
+	best, at := math.Inf(-1), 0
+	for i, l := range perSLO {
+		if m := meanLR(l); m > best {
+			best, at = m, i
+		}
+	}
+	if at < len(names) {
+		return names[at]
+	}
+	return ""
 }

@@ -79,9 +79,10 @@ func (p *PrometheusChecks) Run(ctx context.Context, address string, checks []ana
 	return out
 }
 
-// CounterReader reads the cumulative request counters of the colors.
+// CounterReader reads the colors' counter series. A failed, timed-out or
+// partial read is an error: the engine counts it as Error for that look.
 type CounterReader interface {
-	Counters(ctx context.Context, address, namespace string, workloads map[splitterv1.Color]string, specs []analysis.CounterSpec, now time.Time) ([]splitterv1.CountSnapshot, error)
+	Counters(ctx context.Context, address, namespace string, workloads map[splitterv1.Color]string, specs []analysis.CounterSpec, now time.Time) ([]splitterv1.SeriesReading, error)
 }
 
 type counterCacheKey struct {
@@ -90,15 +91,15 @@ type counterCacheKey struct {
 }
 
 type counterCacheEntry struct {
-	at       time.Time
-	readings map[analysis.CounterKey]analysis.CounterReading
-	mu       sync.Mutex
+	at      time.Time
+	reading analysis.Reading
+	mu      sync.Mutex
 }
 
-// Counters reads the colors' counters from Prometheus. Readings of every
-// color in the cluster are shared for CounterTTL: a hundred releases
-// looked at every second cost a few queries, not hundreds.
-func (p *PrometheusChecks) Counters(ctx context.Context, address, namespace string, workloads map[splitterv1.Color]string, specs []analysis.CounterSpec, now time.Time) ([]splitterv1.CountSnapshot, error) {
+// Counters reads the colors' counter series from Prometheus. Readings of
+// every color in the cluster are shared for CounterTTL: a hundred releases
+// looked at every scrape cost a few queries, not hundreds.
+func (p *PrometheusChecks) Counters(ctx context.Context, address, namespace string, workloads map[splitterv1.Color]string, specs []analysis.CounterSpec, now time.Time) ([]splitterv1.SeriesReading, error) {
 	if address == "" {
 		address = p.Default
 	}
@@ -106,7 +107,7 @@ func (p *PrometheusChecks) Counters(ctx context.Context, address, namespace stri
 	if err != nil {
 		return nil, err
 	}
-	var out []splitterv1.CountSnapshot
+	out := []splitterv1.SeriesReading{}
 	for _, spec := range specs {
 		key := counterCacheKey{address, fmt.Sprintf("%s/%g/%v", spec.SLO, spec.ThresholdMs, spec.GRPCErrorCodes)}
 		p.mu.Lock()
@@ -121,17 +122,17 @@ func (p *PrometheusChecks) Counters(ctx context.Context, address, namespace stri
 		p.mu.Unlock()
 
 		entry.mu.Lock()
-		if entry.readings == nil || time.Since(entry.at) > p.CounterTTL {
-			readings, err := analysis.Evaluator{API: api, Timeout: p.Timeout}.ColorCounters(ctx, spec, now)
+		if entry.reading == nil || time.Since(entry.at) > p.CounterTTL {
+			reading, err := analysis.Evaluator{API: api, Timeout: p.Timeout}.ReadCounters(ctx, spec, now)
 			if err != nil {
 				entry.mu.Unlock()
-				return nil, err
+				return nil, fmt.Errorf("%s counters: %w", spec.SLO, err)
 			}
-			entry.readings, entry.at = readings, time.Now()
+			entry.reading, entry.at = reading, time.Now()
 		}
-		readings := entry.readings
+		reading := entry.reading
 		entry.mu.Unlock()
-		out = append(out, analysis.Snapshots(spec.SLO, readings, namespace, workloads)...)
+		out = append(out, reading.For(spec.SLO, namespace, workloads)...)
 	}
 	return out, nil
 }

@@ -52,9 +52,12 @@ type SplitReconciler struct {
 	// Counters reads request counters for SLOs; nil turns them off.
 	Counters CounterReader
 	// WatchdogInterval is how often an active release with SLOs is looked
-	// at (the watchdog runs at every look). Default 5s; match the scrape.
+	// at (the watchdog runs at every look). Default: ScrapeInterval.
 	WatchdogInterval time.Duration
-	Metrics          *Metrics
+	// ScrapeInterval is Prometheus' scrape interval: a step's evidence
+	// starts two scrapes after its weights are confirmed. Default 15s.
+	ScrapeInterval time.Duration
+	Metrics        *Metrics
 	// Now is the clock; tests may replace it.
 	Now func() time.Time
 }
@@ -156,13 +159,13 @@ func (r *SplitReconciler) release(ctx context.Context, split *splitterv1.Split, 
 	logger := log.FromContext(ctx)
 	now := r.Now()
 
-	plan, err := r.plan(ctx, split)
+	plan, spec, err := r.plan(ctx, split)
 	if err != nil {
-		return r.stalled(ctx, split, err)
+		return r.stalled(ctx, split, user, nil, err)
 	}
 	svc, err := r.service(ctx, split, user, plan.SubsetLabel)
 	if err != nil {
-		return r.stalled(ctx, split, err)
+		return r.stalled(ctx, split, user, plan, err)
 	}
 	router := r.router(plan)
 	target := mesh.Target{Namespace: split.Namespace, Service: svc, VirtualService: split.Spec.VirtualService, SubsetLabel: plan.SubsetLabel, Owner: split}
@@ -170,13 +173,13 @@ func (r *SplitReconciler) release(ctx context.Context, split *splitterv1.Split, 
 	if err := router.Ensure(ctx, target); err != nil {
 		var cerr *mesh.ConfigError
 		if errors.As(err, &cerr) {
-			return r.stalled(ctx, split, err)
+			return r.stalled(ctx, split, user, plan, err)
 		}
 		return ctrl.Result{}, fmt.Errorf("ensuring routing objects: %w", err)
 	}
 	obs, colors, err := r.observe(ctx, split, user, router, target, now)
 	if err != nil {
-		return r.stalled(ctx, split, err)
+		return r.stalled(ctx, split, user, plan, err)
 	}
 	if rollout.ChecksDue(plan, split.Status, now) && len(plan.Checks) > 0 {
 		vars := analysis.Vars{
@@ -201,6 +204,9 @@ func (r *SplitReconciler) release(ctx context.Context, split *splitterv1.Split, 
 
 	d := rollout.Next(plan, split.Status, obs)
 	d.Status.ObservedGeneration = split.Generation
+	// Kept for a stall: the watchdog judges with the last valid plan and
+	// snaps back through the last resolved Service.
+	d.Status.Policy, d.Status.Service = spec, svc
 
 	// Commit the decision, then act on it.
 	if err := r.patchStatus(ctx, split, d.Status); err != nil {
@@ -223,7 +229,7 @@ func (r *SplitReconciler) release(ctx context.Context, split *splitterv1.Split, 
 		if err := router.SetWeights(ctx, target, *w); err != nil {
 			var cerr *mesh.ConfigError
 			if errors.As(err, &cerr) {
-				return r.stalled(ctx, split, err)
+				return r.stalled(ctx, split, user, plan, err)
 			}
 			return ctrl.Result{}, fmt.Errorf("setting weights %s: %w", w, err)
 		}
@@ -241,8 +247,8 @@ func (r *SplitReconciler) release(ctx context.Context, split *splitterv1.Split, 
 	// The watchdog sweep wakes this Split when it trips; a release is
 	// still looked at every checkpoint interval so its evidence is saved.
 	requeue := d.Requeue
-	if watching && plan.WatchdogOn && (requeue == 0 || requeue > rollout.CheckpointEvery) {
-		requeue = rollout.CheckpointEvery
+	if watching && (requeue == 0 || requeue > analysis.CheckpointEvery) {
+		requeue = analysis.CheckpointEvery
 	}
 	return ctrl.Result{RequeueAfter: requeue}, nil
 }
@@ -254,7 +260,7 @@ func (r *SplitReconciler) readCounters(ctx context.Context, plan *policy.Plan, s
 		obs.CountersErr = "the controller has no counter reader"
 		return
 	}
-	specs := counterSpecs(plan)
+	specs := analysis.Specs(plan.SLOs)
 	workloads := map[splitterv1.Color]string{
 		splitterv1.Blue: ColorName(user.Name, splitterv1.Blue), splitterv1.Green: ColorName(user.Name, splitterv1.Green),
 	}
@@ -270,28 +276,35 @@ func (r *SplitReconciler) readCounters(ctx context.Context, plan *policy.Plan, s
 	obs.Counters = counters
 }
 
-func counterSpecs(plan *policy.Plan) []analysis.CounterSpec {
-	specs := make([]analysis.CounterSpec, 0, len(plan.SLOs))
-	for _, s := range plan.SLOs {
-		specs = append(specs, analysis.CounterSpec{SLO: s.Name, ThresholdMs: s.ThresholdMs, GRPCErrorCodes: s.GRPCErrorCodes})
-	}
-	return specs
-}
-
-// plan compiles the Split's policy; errors carry field paths.
-func (r *SplitReconciler) plan(ctx context.Context, split *splitterv1.Split) (*policy.Plan, error) {
+// plan compiles the Split's policy; errors carry field paths. It returns
+// the spec that compiled too, to be kept in status.
+func (r *SplitReconciler) plan(ctx context.Context, split *splitterv1.Split) (*policy.Plan, *splitterv1.SplitPolicySpec, error) {
 	pol := &splitterv1.SplitPolicy{}
 	if err := r.Client.Get(ctx, client.ObjectKey{Namespace: split.Namespace, Name: split.Spec.Policy}, pol); err != nil {
 		if apierrors.IsNotFound(err) {
-			return nil, &stallError{reason: "PolicyNotFound", msg: fmt.Sprintf("SplitPolicy %q not found in namespace %s", split.Spec.Policy, split.Namespace)}
+			return nil, nil, &stallError{reason: "PolicyNotFound", msg: fmt.Sprintf("SplitPolicy %q not found in namespace %s", split.Spec.Policy, split.Namespace)}
 		}
-		return nil, err
+		return nil, nil, err
 	}
 	plan, errs := policy.Compile(pol.Spec)
 	if len(errs) > 0 {
-		return nil, &stallError{reason: "PolicyInvalid", msg: fmt.Sprintf("SplitPolicy %s: %s", pol.Name, errs.ToAggregate().Error())}
+		return nil, nil, &stallError{reason: "PolicyInvalid", msg: fmt.Sprintf("SplitPolicy %s: %s", pol.Name, errs.ToAggregate().Error())}
 	}
-	return plan, nil
+	plan.Timing = analysis.Timing{Scrape: r.ScrapeInterval}
+	return plan, pol.Spec.DeepCopy(), nil
+}
+
+// lastPlan is the plan kept in status: the last one that compiled.
+func (r *SplitReconciler) lastPlan(split *splitterv1.Split) *policy.Plan {
+	if split.Status.Policy == nil {
+		return nil
+	}
+	plan, errs := policy.Compile(*split.Status.Policy)
+	if len(errs) > 0 {
+		return nil
+	}
+	plan.Timing = analysis.Timing{Scrape: r.ScrapeInterval}
+	return plan
 }
 
 // service finds the workload's Service: named by annotation, or the one
@@ -444,20 +457,89 @@ func (e *stallError) Error() string { return e.msg }
 
 // stalled reports a configuration problem: Stalled with the message (field
 // paths included), an Event when it is new, no traffic change. Transient
-// errors are returned for a retry with backoff instead.
-func (r *SplitReconciler) stalled(ctx context.Context, split *splitterv1.Split, err error) (ctrl.Result, error) {
-	reason := "RoutingConflict"
+// errors are returned for a retry with backoff instead. While any traffic
+// is on a candidate, the watchdog still judges first (with plan, or the
+// last valid plan kept in status) and a trip still snaps back.
+func (r *SplitReconciler) stalled(ctx context.Context, split *splitterv1.Split, user *appsv1.Deployment, plan *policy.Plan, err error) (ctrl.Result, error) {
 	var serr *stallError
 	var cerr *mesh.ConfigError
-	switch {
-	case errors.As(err, &serr):
-		reason = serr.reason
-	case errors.As(err, &cerr):
-	default:
+	if !errors.As(err, &serr) && !errors.As(err, &cerr) {
 		return ctrl.Result{}, err
 	}
+	if res, done, gerr := r.guard(ctx, split, user, plan, err); done || gerr != nil {
+		return res, gerr
+	}
+	return r.markStalled(ctx, split, split.Status, err)
+}
+
+// guard runs the engine's safety part for a stalled release: the
+// watchdog, and the snap-back it decides, written through the last
+// resolved Service. done says it acted.
+func (r *SplitReconciler) guard(ctx context.Context, split *splitterv1.Split, user *appsv1.Deployment, plan *policy.Plan, cause error) (ctrl.Result, bool, error) {
+	st := split.Status
+	if !rollout.OnCandidate(st) && st.Phase != splitterv1.PhaseRollingBack {
+		return ctrl.Result{}, false, nil
+	}
+	if plan == nil {
+		if plan = r.lastPlan(split); plan == nil {
+			return ctrl.Result{}, false, nil
+		}
+	}
+	logger := log.FromContext(ctx)
+	svc := st.Service
+	if svc == "" || user == nil {
+		return ctrl.Result{}, false, nil
+	}
+	router := r.router(plan)
+	target := mesh.Target{Namespace: split.Namespace, Service: svc, VirtualService: split.Spec.VirtualService, SubsetLabel: plan.SubsetLabel, Owner: split}
+	obs, _, err := r.observe(ctx, split, user, router, target, r.Now())
+	if err != nil {
+		// Not even the colors or the routing can be read: judge on the
+		// counters alone (a lost pod is not seen).
+		obs = rollout.Observations{Now: r.Now(), Replicas: rollout.WorkloadReplicas(user.Spec.Replicas, st.Replicas)}
+	}
+	if len(plan.SLOs) > 0 {
+		r.readCounters(ctx, plan, split, user, &obs)
+	}
+	d, act := rollout.Guard(plan, st, obs)
+	if !act {
+		return ctrl.Result{}, false, nil
+	}
+	if d.Transition != nil {
+		d.Status.ObservedGeneration = split.Generation
+		res, err := r.markStalled(ctx, split, d.Status, cause)
+		if err != nil {
+			return res, true, err
+		}
+		r.event(split, corev1.EventTypeWarning, d.Transition.Reason, "%s (while stalled: %s)", d.Transition.Message, cause.Error())
+		logger.Info("Transition while stalled", "phase", d.Status.Phase, "reason", d.Transition.Reason, "message", d.Transition.Message)
+		if r.Metrics != nil {
+			r.Metrics.SnapBacks.WithLabelValues(split.Namespace, split.Name, d.Transition.Reason).Inc()
+		}
+	}
+	if w := d.Desired.Weights; w != nil && (obs.Routed == nil || *obs.Routed != *w) {
+		if err := router.SetWeights(ctx, target, *w); err != nil {
+			logger.Info("Snap-back while stalled could not be written; retrying", "error", err.Error())
+			return ctrl.Result{RequeueAfter: time.Second}, true, nil
+		}
+		r.Metrics.wrote("Routing")
+		logger.Info("Weights set while stalled", "weight", w.String(), "phase", d.Status.Phase)
+	}
+	if d.Transition == nil {
+		return ctrl.Result{}, false, nil // only the snap-back's write was due: report the stall too
+	}
+	return ctrl.Result{RequeueAfter: time.Second}, true, nil
+}
+
+// markStalled writes status with Stalled set.
+func (r *SplitReconciler) markStalled(ctx context.Context, split *splitterv1.Split, base splitterv1.SplitStatus, err error) (ctrl.Result, error) {
+	reason := "RoutingConflict"
+	var serr *stallError
+	if errors.As(err, &serr) {
+		reason = serr.reason
+	}
 	msg := err.Error()
-	status := *split.Status.DeepCopy()
+	status := *base.DeepCopy()
 	prev := meta.FindStatusCondition(status.Conditions, rollout.ConditionStalled)
 	now := metav1.NewTime(r.Now())
 	for _, c := range []metav1.Condition{
@@ -503,7 +585,7 @@ func (r *SplitReconciler) finalize(ctx context.Context, split *splitterv1.Split,
 		}
 	}
 	subsetLabel, routerKind := policy.DefaultSubsetLabel, splitterv1.RouterIstio
-	if plan, err := r.plan(ctx, split); err == nil {
+	if plan, _, err := r.plan(ctx, split); err == nil {
 		subsetLabel, routerKind = plan.SubsetLabel, plan.Router
 	}
 	if user != nil {
@@ -571,8 +653,11 @@ func (r *SplitReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	if r.Now == nil {
 		r.Now = time.Now
 	}
+	if r.ScrapeInterval == 0 {
+		r.ScrapeInterval = 15 * time.Second
+	}
 	if r.WatchdogInterval == 0 {
-		r.WatchdogInterval = 5 * time.Second
+		r.WatchdogInterval = r.ScrapeInterval
 	}
 	sweep := &watchdogSweep{r: r, interval: r.WatchdogInterval, wake: make(chan event.GenericEvent, 1024)}
 	if err := mgr.Add(sweep); err != nil {

@@ -10,6 +10,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log"
 
 	splitterv1 "splitter.dev/splitter/api/v1alpha1"
+	"splitter.dev/splitter/internal/analysis"
 	"splitter.dev/splitter/internal/policy"
 	"splitter.dev/splitter/internal/rollout"
 )
@@ -63,16 +64,21 @@ func (w *watchdogSweep) sweep(ctx context.Context) {
 			continue
 		}
 		plan := w.plan(ctx, s)
-		if plan == nil || !plan.WatchdogOn || w.r.Counters == nil {
+		if plan == nil {
+			// An invalid or deleted policy stops nothing while traffic is
+			// on a candidate: judge with the last valid plan.
+			plan = w.r.lastPlan(s)
+		}
+		if plan == nil || len(plan.SLOs) == 0 || w.r.Counters == nil {
 			continue
 		}
 		counters, err := w.r.Counters.Counters(ctx, plan.PrometheusAddress, s.Namespace, map[splitterv1.Color]string{
 			green: ColorName(s.Spec.Workload, green), blue: ColorName(s.Spec.Workload, blue),
-		}, counterSpecs(plan), now)
+		}, analysis.Specs(plan.SLOs), now)
 		if err != nil {
 			continue // the reconcile reports it
 		}
-		if _, tripped := rollout.WatchdogTrip(plan, s.Status, counters, now); tripped {
+		if _, wake := rollout.SweepLook(plan, s.Status, counters, now); wake {
 			select {
 			case w.wake <- event.GenericEvent{Object: s.DeepCopy()}:
 			default: // already queued
@@ -96,6 +102,8 @@ func (w *watchdogSweep) plan(ctx context.Context, s *splitterv1.Split) *policy.P
 	plan, errs := policy.Compile(pol.Spec)
 	if len(errs) > 0 {
 		plan = nil
+	} else {
+		plan.Timing = analysis.Timing{Scrape: w.r.ScrapeInterval}
 	}
 	if w.plans == nil {
 		w.plans = map[string]cachedPlan{}

@@ -93,37 +93,73 @@ func LintPlans(data []byte) (int, []Finding, []NamedPlan) {
 	}
 }
 
-// Explain says, for a request rate, how long each step needs before its
-// count-based gate can pass: with no bad request at all, the absolute
-// check needs ln(alpha)/ln(1-budget) candidate requests, and the
-// candidate gets only its step's weight of the traffic.
-func Explain(p *Plan, rps float64) []string {
+// Traffic is what Explain assumes of a workload.
+type Traffic struct {
+	RPS float64
+	// Scrape is Prometheus' scrape interval.
+	Scrape time.Duration
+	// BadRate is both colors' current bad-request rate per SLO; zero
+	// assumes a fifth of the SLO's budget.
+	BadRate float64
+}
+
+// Explain says, for a request rate, how long each step takes to reach a
+// Pass with probability 0.9 when the candidate is as good as the live
+// color, and recommends a stepDuration. Each step first waits for its
+// weights to settle (two scrapes), then holds stepDuration; the counts
+// it judges cover that hold give or take one scrape (both readings lag
+// their scrapes), so the estimate takes one scrape off each hold.
+func Explain(p *Plan, t Traffic) []string {
 	if len(p.SLOs) == 0 {
 		return []string{"no slos: nothing is judged on counts (threshold checks only)"}
 	}
-	hold := p.StepDuration * time.Duration(1+p.MaxExtensions)
+	timing := analysis.Timing{Scrape: t.Scrape}
+	scrape := timing.Settle() / 2
 	var out []string
+	recommend := time.Duration(0)
 	for _, s := range p.SLOs {
-		need := analysis.RequestsForPass(s.Budget(), p.Alpha)
-		line := fmt.Sprintf("%s %.4g%%: a step passes after at least %.0f candidate requests with none bad (alpha %g); at %g req/s:",
-			s.Name, 100*s.Objective, need, p.Alpha, rps)
+		rate := t.BadRate
+		if rate <= 0 {
+			rate = s.Budget() / 5
+		}
+		line := fmt.Sprintf("%s %.4g%% (both colors at %.3g%% bad, margin %.3g%% of requests): candidate requests a step needs, and the hold that gathers them at %g req/s:",
+			s.Name, 100*s.Objective, 100*rate, 100*p.Margin*s.Budget(), t.RPS)
 		var short []string
 		for _, w := range p.Steps {
-			secs := need / (rps * float64(w) / 100)
-			d := time.Duration(secs * float64(time.Second)).Round(time.Second)
-			line += fmt.Sprintf(" %d%% %s,", w, d)
-			if d > hold {
+			need := p.RequestsToPass(s, rate, w)
+			hold := time.Duration((need/(t.RPS*float64(w)/100))*float64(time.Second)) + scrape
+			hold = hold.Round(time.Second)
+			line += fmt.Sprintf(" %d%% %.0f in %s,", w, need, hold)
+			recommend = max(recommend, hold)
+			if hold > p.StepDuration*time.Duration(1+p.MaxExtensions) {
 				short = append(short, fmt.Sprintf("%d%%", w))
 			}
 		}
 		out = append(out, strings.TrimSuffix(line, ","))
 		if len(short) > 0 {
 			out = append(out, fmt.Sprintf("  steps %s need longer than stepDuration x (1 + maxExtensions) = %s: they will end Inconclusive and %s",
-				strings.Join(short, ", "), hold, p.OnInconclusive))
+				strings.Join(short, ", "), p.StepDuration*time.Duration(1+p.MaxExtensions), p.OnInconclusive))
 		}
 	}
+	recommend = recommend.Round(10 * time.Second)
+	switch {
+	case recommend > p.StepDuration:
+		out = append(out, fmt.Sprintf("recommended stepDuration: %s or more (today %s: steps will be extended, and may pause)", recommend, p.StepDuration))
+	default:
+		out = append(out, fmt.Sprintf("stepDuration %s suffices (%s would do); each step also waits %s for its weights to settle", p.StepDuration, max(recommend, MinStepDuration), timing.Settle()))
+	}
+	total := time.Duration(len(p.Steps)) * (p.StepDuration + timing.Settle())
+	out = append(out, fmt.Sprintf("a healthy release takes about %s plus standby %s", total, p.Standby))
 	if p.WatchdogOn {
-		out = append(out, fmt.Sprintf("watchdog: every scrape; false snap-backs at most %g per release; 30%% errors are caught within seconds", p.Watchdog.Alpha))
+		out = append(out, fmt.Sprintf("false rollbacks: at most %g per release, split %s", p.Alpha, budgetSplit(p)))
 	}
 	return out
+}
+
+func budgetSplit(p *Plan) string {
+	parts := make([]string, 0, len(analysis.BudgetTable))
+	for _, r := range analysis.BudgetTable {
+		parts = append(parts, fmt.Sprintf("%s %.2g", r.Component, r.Share*p.Alpha))
+	}
+	return strings.Join(parts, ", ")
 }

@@ -57,52 +57,32 @@ type Plan struct {
 	PrometheusAddress string
 	Checks            []analysis.Check
 
-	// SLOs are judged on counts; the rest of this block only matters with some.
-	SLOs           []SLO
-	Alpha          float64 // step gates, one-sided
-	MaxRatio       float64 // relative check: pass at or below
-	FailRatio      float64 // relative check: fail above
-	Watchdog       analysis.WatchdogConfig
-	WatchdogOn     bool
+	// The count-based checks: SLOs, the false-rollback budget and its
+	// split, the comparison with the live color (internal/analysis).
+	analysis.Policy
+	// Timing is the controller's, not the policy's: the controller sets it
+	// from its --scrape-interval.
+	Timing         analysis.Timing
 	OnInconclusive string // pause or rollback
 	OnError        string // pause or rollback
-	// SampleRatioAlpha is the traffic-share check's two-sided level: strict,
-	// as a mismatch means broken routing, not bad luck.
-	SampleRatioAlpha float64
 }
 
 // SLO is a compiled objective.
-type SLO struct {
-	Name      string  // availability or latency
-	Objective float64 // e.g. 0.999
-	// ThresholdMs is the latency bucket boundary above which a request is bad.
-	ThresholdMs float64
-	// GRPCErrorCodes make a request bad for availability.
-	GRPCErrorCodes []int32
-}
+type SLO = analysis.SLO
 
 // DefaultGRPCErrorCodes are the grpc-status codes counted as errors: the
 // server's failures, not the client's (InvalidArgument, NotFound... are 4xx-like).
 var DefaultGRPCErrorCodes = []int32{2, 4, 8, 13, 14, 15}
 
-// Budget is the share of bad requests the objective allows.
-func (s SLO) Budget() float64 { return 1 - s.Objective }
-
-// Slack is the absolute difference from blue that passes the relative
-// check even when the ratio is unknown (two near-zero rates).
-func (s SLO) Slack() float64 { return math.Max(0.1*s.Budget(), 1e-4) }
-
 // Defaults of the count-based checks.
 const (
-	DefaultAlpha            = 0.05
-	DefaultMaxRatio         = 1.5
-	DefaultFailRatio        = 2.0
-	DefaultWatchdogAlpha    = 0.01
-	DefaultBurnAlpha        = 0.001
-	DefaultGrossMin         = 20
-	DefaultOnInconclusive   = "pause"
-	DefaultOnError          = "rollback"
-	DefaultSampleRatioAlpha = 0.001
+	// DefaultAlpha is the release's false-rollback budget.
+	DefaultAlpha          = 0.01
+	DefaultMaxRatio       = 1.5
+	DefaultFailRatio      = 2.0
+	DefaultMargin         = 0.5
+	DefaultOnInconclusive = "pause"
+	DefaultOnError        = "rollback"
 )
 
 // Window is the range each check's query covers: one step.
@@ -121,13 +101,9 @@ func Compile(spec splitterv1.SplitPolicySpec) (*Plan, field.ErrorList) {
 		SubsetLabel:             DefaultSubsetLabel,
 		MaxExtensions:           DefaultMaxExtensions,
 		KeepCandidateOnRollback: spec.KeepCandidateOnRollback,
-		Alpha:                   DefaultAlpha,
-		MaxRatio:                DefaultMaxRatio,
-		FailRatio:               DefaultFailRatio,
-		Watchdog:                analysis.WatchdogConfig{Alpha: DefaultWatchdogAlpha, BurnAlpha: DefaultBurnAlpha, GrossMin: DefaultGrossMin},
+		Policy:                  analysis.Policy{Alpha: DefaultAlpha, MaxRatio: DefaultMaxRatio, FailRatio: DefaultFailRatio, Margin: DefaultMargin},
 		OnInconclusive:          DefaultOnInconclusive,
 		OnError:                 DefaultOnError,
-		SampleRatioAlpha:        DefaultSampleRatioAlpha,
 	}
 	errs = append(errs, compileSLOs(root, spec, p)...)
 
@@ -200,6 +176,7 @@ func Compile(spec splitterv1.SplitPolicySpec) (*Plan, field.ErrorList) {
 			p.Checks = append(p.Checks, check)
 		}
 	}
+	p.Looks = len(p.Steps) * (1 + p.MaxExtensions)
 	if len(errs) > 0 {
 		return nil, errs
 	}
@@ -271,11 +248,11 @@ func compileCheck(path *field.Path, c splitterv1.Check) (analysis.Check, field.E
 	return out, errs
 }
 
-// probability parses a level such as "0.05" that must lie in (0, 0.5].
+// probability parses a level such as "0.01" that must lie in (0, 0.5].
 func probability(path *field.Path, s string, errs *field.ErrorList) float64 {
 	f, err := strconv.ParseFloat(s, 64)
 	if err != nil || !(f > 0 && f <= 0.5) {
-		*errs = append(*errs, field.Invalid(path, s, "must be a probability in (0, 0.5], such as \"0.05\""))
+		*errs = append(*errs, field.Invalid(path, s, "must be a probability in (0, 0.5], such as \"0.01\""))
 		return 0
 	}
 	return f
@@ -306,9 +283,18 @@ func compileSLOs(root *field.Path, spec splitterv1.SplitPolicySpec, p *Plan) fie
 		if p.FailRatio < p.MaxRatio {
 			errs = append(errs, field.Invalid(root.Child("compare", "failRatio"), c.FailRatio, fmt.Sprintf("must not be below maxRatio (%g)", p.MaxRatio)))
 		}
+		if c.Margin != "" {
+			f, err := strconv.ParseFloat(c.Margin, 64)
+			if err != nil || f <= 0 || f > 1 {
+				errs = append(errs, field.Invalid(root.Child("compare", "margin"), c.Margin, "must be a share of the error budget in (0, 1], such as \"0.5\""))
+			} else {
+				p.Margin = f
+			}
+		}
 	}
 	if w := spec.Watchdog; w != nil && w.Alpha != "" {
-		p.Watchdog.Alpha = probability(root.Child("watchdog", "alpha"), w.Alpha, &errs)
+		errs = append(errs, field.Invalid(root.Child("watchdog", "alpha"), w.Alpha,
+			"no longer used: spec.alpha is the whole release's false-rollback budget (default 0.01) and the watchdog takes a fixed share of it; remove this field"))
 	}
 	if spec.OnInconclusive != "" {
 		p.OnInconclusive = spec.OnInconclusive
@@ -366,11 +352,6 @@ func compileSLOs(root *field.Path, spec splitterv1.SplitPolicySpec, p *Plan) fie
 		p.SLOs = append(p.SLOs, slo)
 	}
 	p.WatchdogOn = len(p.SLOs) > 0 && (spec.Watchdog == nil || !spec.Watchdog.Disabled)
-	for _, s := range p.SLOs {
-		if s.Name == "availability" {
-			p.Watchdog.Budget = s.Budget()
-		}
-	}
 	return errs
 }
 

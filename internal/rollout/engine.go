@@ -141,6 +141,9 @@ func (e *engine) startRelease() {
 	e.s.Standby, e.s.StandbyRevision = "", ""
 	e.s.Step, e.s.Weight, e.s.Extensions, e.s.Gate = 0, 0, 0, ""
 	e.s.StepStartedAt, e.s.Checks, e.s.Analysis = nil, nil, nil
+	if len(e.p.SLOs) > 0 {
+		e.s.Analysis = analysis.Begin(e.o.Now)
+	}
 	e.s.ReleaseStartedAt = e.now()
 	e.transit(splitterv1.PhasePreparing, ReasonReleaseStarted,
 		fmt.Sprintf("revision %s is deploying to %s (live: %s, revision %s)", e.s.CandidateRevision, e.s.Candidate, e.s.Live, e.s.LiveRevision), false)
@@ -182,6 +185,9 @@ func (e *engine) preparing() {
 		e.startRelease()
 		return
 	}
+	// The live color's counts while the candidate gets ready are the
+	// first of its reference.
+	e.watch()
 	if e.candidateReady() {
 		if e.p.ApproveBeforeFirstStep {
 			e.awaitGate(GateFirstStep)
@@ -210,6 +216,7 @@ func (e *engine) awaitGate(gate string) {
 // enterStep moves to step i (1-based): the weights are set, and the hold
 // starts once the router reports them applied.
 func (e *engine) enterStep(i int32) {
+	e.unsettle(e.s.Weight, e.p.Steps[i-1])
 	e.s.Step, e.s.Weight = i, e.p.Steps[i-1]
 	e.s.StepStartedAt, e.s.Extensions, e.s.Gate = nil, 0, ""
 	e.transit(splitterv1.PhaseShifting, ReasonStepAdvanced,
@@ -218,16 +225,17 @@ func (e *engine) enterStep(i int32) {
 }
 
 // ChecksDue reports whether the current step's checks should be evaluated
-// now: the step's weights were confirmed and it has been held long enough.
+// now: the step's weights were confirmed (and, with SLOs, have settled)
+// and it has been held long enough.
 func ChecksDue(p *policy.Plan, s splitterv1.SplitStatus, now time.Time) bool {
-	if s.Phase != splitterv1.PhaseShifting || s.StepStartedAt == nil {
+	if s.Phase != splitterv1.PhaseShifting || holdStart(p, s) == nil {
 		return false
 	}
 	return !now.Before(stepEnd(p, s))
 }
 
 func stepEnd(p *policy.Plan, s splitterv1.SplitStatus) time.Time {
-	return s.StepStartedAt.Add(p.StepDuration * time.Duration(1+s.Extensions))
+	return holdStart(p, s).Add(p.StepDuration * time.Duration(1+s.Extensions))
 }
 
 func (e *engine) shifting() {
@@ -238,30 +246,56 @@ func (e *engine) shifting() {
 		e.startRollback(ReasonCandidateUnavailable, fmt.Sprintf("%s has no Ready pod", e.s.Candidate), splitterv1.OutcomeRolledBack)
 		return
 	}
+	// The watchdog runs from the first second of the step, before its
+	// weights are confirmed: it judges a chunk that mixes two weights
+	// conservatively.
+	if e.watchdogTripped() {
+		return
+	}
 	want := split(e.s.Candidate, e.s.Weight)
 	if !e.routedIs(want) {
 		// Not applied yet, or changed behind our back: evidence gathered
 		// under other weights is not evidence for this step.
+		if e.o.Routed != nil {
+			if e.s.StepStartedAt != nil {
+				e.unsettle(e.o.Routed.Of(e.s.Candidate), e.s.Weight)
+			} else if a := e.s.Analysis; a != nil && a.MixedWeight < e.o.Routed.Of(e.s.Candidate) {
+				a.MixedWeight = e.o.Routed.Of(e.s.Candidate)
+			}
+		}
 		e.s.StepStartedAt = nil
 		e.wake(pollInterval)
 		return
 	}
 	if e.s.StepStartedAt == nil {
 		e.s.StepStartedAt = e.now()
-		e.startAnalysis()
+		e.confirmed()
 	}
-	if e.watchdogTripped() {
+	if holdStart(e.p, e.s) == nil {
+		// Waiting for the weights to reach the counters.
+		wait := pollInterval
+		if a := e.s.Analysis; a != nil && a.SettleAt != nil && a.SettleAt.Sub(e.o.Now) > 0 {
+			wait = a.SettleAt.Sub(e.o.Now)
+		}
+		e.wake(wait)
 		return
 	}
 	if !ChecksDue(e.p, e.s, e.o.Now) {
 		e.wake(stepEnd(e.p, e.s).Sub(e.o.Now))
 		return
 	}
+	if len(e.p.SLOs) > 0 && e.o.CountersErr != "" && e.o.Now.Sub(stepEnd(e.p, e.s)) < e.p.StepDuration {
+		// A failed read is Error for this look only: look again soon
+		// rather than extend the step; a read failing for a whole
+		// stepDuration past the step's end is judged (Error).
+		e.wake(pollInterval)
+		return
+	}
 	if len(e.p.Checks) > 0 && len(e.o.Verdicts) == 0 {
 		e.wake(time.Millisecond) // the controller evaluates the checks and calls again
 		return
 	}
-	verdicts := append(append([]analysis.Result(nil), e.o.Verdicts...), gateResults(e.p, e.s, e.o)...)
+	verdicts := append(append([]analysis.Result(nil), e.o.Verdicts...), e.gateResults()...)
 	e.recordVerdicts(verdicts)
 	var failed, unsure, errored []analysis.Result
 	for _, v := range verdicts {
@@ -309,11 +343,19 @@ func (e *engine) exhausted(action, reason, msg string) {
 	e.startRollback(reason, msg, splitterv1.OutcomeRolledBack)
 }
 
-// watchdogTripped runs the watchdog; a trip snaps back at once.
+// watchdogTripped takes this call's look; a trip snaps back at once (to
+// the standby color, still running, after promotion).
 func (e *engine) watchdogTripped() bool {
-	trip, tripped := e.runWatchdog()
+	trip, tripped := e.watch()
 	if !tripped {
 		return false
+	}
+	if e.s.Phase == splitterv1.PhasePromoting {
+		e.s.Candidate, e.s.CandidateRevision = e.s.Live, e.s.LiveRevision
+		e.s.Live, e.s.LiveRevision = e.s.Standby, e.s.StandbyRevision
+		e.s.Standby, e.s.StandbyRevision = "", ""
+		e.startRollback(ReasonWatchdog, fmt.Sprintf("during standby, watchdog (%s): %s", trip.Reason, trip.Message), splitterv1.OutcomeRolledBack)
+		return true
 	}
 	e.startRollback(ReasonWatchdog, fmt.Sprintf("watchdog (%s): %s", trip.Reason, trip.Message), splitterv1.OutcomeRolledBack)
 	return true
@@ -348,7 +390,7 @@ func (e *engine) awaitingApproval() {
 	if e.interrupted() {
 		return
 	}
-	if e.s.Step > 0 && e.s.StepStartedAt != nil && e.watchdogTripped() {
+	if e.watchdogTripped() {
 		return
 	}
 	if e.o.Approve == "" || e.o.Approve != e.s.Gate {
@@ -381,13 +423,8 @@ func (e *engine) promoting() {
 		e.startRelease()
 		return
 	}
-	if trip, tripped := e.runWatchdog(); tripped {
-		// Instant rollback: the standby color is still up.
-		e.s.Candidate, e.s.CandidateRevision = e.s.Live, e.s.LiveRevision
-		e.s.Live, e.s.LiveRevision = e.s.Standby, e.s.StandbyRevision
-		e.s.Standby, e.s.StandbyRevision = "", ""
-		e.startRollback(ReasonWatchdog, fmt.Sprintf("during standby, watchdog (%s): %s", trip.Reason, trip.Message), splitterv1.OutcomeRolledBack)
-		return
+	if e.watchdogTripped() {
+		return // instant rollback: the standby color is still up
 	}
 	end := e.s.PhaseStartedAt.Add(e.p.Standby)
 	if !e.o.Now.Before(end) {

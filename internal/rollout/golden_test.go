@@ -40,10 +40,11 @@ func sloPlan() *policy.Plan {
 		p.Steps = []int32{10, 50, 100}
 		p.StepDuration = time.Minute
 		p.SLOs = []policy.SLO{{Name: "availability", Objective: 0.995}}
-		p.Alpha, p.MaxRatio, p.FailRatio = 0.05, 1.5, 2
+		p.Alpha, p.MaxRatio, p.FailRatio, p.Margin = 0.01, 1.5, 2, 0.5
+		p.Looks = len(p.Steps) * (1 + p.MaxExtensions)
 		p.WatchdogOn = true
-		p.Watchdog = analysis.WatchdogConfig{Alpha: 0.01, BurnAlpha: 0.001, GrossMin: 20, Budget: 0.005}
-		p.OnInconclusive, p.OnError, p.SampleRatioAlpha = "pause", "rollback", 0.001
+		p.Timing = analysis.Timing{Scrape: time.Second}
+		p.OnInconclusive, p.OnError = "pause", "rollback"
 	})
 }
 

@@ -39,7 +39,9 @@ type fakeWorld struct {
 	errRate map[string]float64
 	// random draws Poisson arrivals and binomial errors instead of
 	// expected values.
-	random   *rand.Rand
+	random *rand.Rand
+	// readErr, when set, makes a counter reading fail at some instants.
+	readErr  func(now time.Time) string
 	counted  time.Time
 	requests map[splitterv1.Color]float64
 	errors   map[splitterv1.Color]float64
@@ -77,7 +79,7 @@ func (w *fakeWorld) count() {
 func (w *fakeWorld) counters() Counters {
 	var out Counters
 	for _, c := range []splitterv1.Color{splitterv1.Blue, splitterv1.Green} {
-		out = append(out, splitterv1.CountSnapshot{Color: c, SLO: "availability", Reporter: "destination",
+		out = append(out, splitterv1.SeriesReading{Color: c, SLO: "availability", Series: "pod-0",
 			Requests: int64(w.requests[c]), Bad: int64(w.errors[c])})
 	}
 	return out
@@ -115,6 +117,11 @@ func (w *fakeWorld) observe() Observations {
 	if w.rps > 0 {
 		w.count()
 		o.Counters = w.counters()
+		if w.readErr != nil {
+			if msg := w.readErr(w.now); msg != "" {
+				o.Counters, o.CountersErr = nil, msg
+			}
+		}
 	}
 	return o
 }

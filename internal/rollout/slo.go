@@ -2,272 +2,170 @@ package rollout
 
 import (
 	"fmt"
-	"math"
-	"strconv"
 	"time"
-
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	splitterv1 "splitter.dev/splitter/api/v1alpha1"
 	"splitter.dev/splitter/internal/analysis"
 	"splitter.dev/splitter/internal/policy"
 )
 
-// CheckpointEvery bounds how often the watchdog's evidence is written to
-// status while nothing else changes. Between checkpoints the evidence is
-// recomputed from the counters' growth since the last one, which gives the
-// same likelihood ratio while the weights stay put; a restart loses nothing.
-const CheckpointEvery = 30 * time.Second
+// The engine asks internal/analysis for every count-based verdict: the
+// statistics, their bounds and the false-rollback budget live there. This
+// file only says when to look and what the release looks like.
 
-// TrafficShareCheck names the sample-ratio check in status.
-const TrafficShareCheck = "traffic-share"
-
-// Counters are cumulative counter readings, one per color, SLO and reporter.
-type Counters = []splitterv1.CountSnapshot
-
-type countKey struct {
-	color    splitterv1.Color
-	slo      string
-	reporter string
-}
-
-// growth is each SLO's count per color since base, taking for each color
-// the reporter that saw the worse rate (reporter=destination misses
-// requests that never reached the pod; reporter=source misses retries). A
-// counter that went down (a proxy restarted) gives no evidence.
-func growth(now, base Counters) map[string]map[splitterv1.Color]analysis.Count {
-	old := map[countKey]splitterv1.CountSnapshot{}
-	for _, c := range base {
-		old[countKey{c.Color, c.SLO, c.Reporter}] = c
-	}
-	type best struct {
-		count    analysis.Count
-		reporter string
-	}
-	worst := map[string]map[splitterv1.Color]best{}
-	for _, c := range now {
-		b := old[countKey{c.Color, c.SLO, c.Reporter}]
-		dn, dx := float64(c.Requests-b.Requests), float64(c.Bad-b.Bad)
-		if dn < 0 || dx < 0 || dx > dn {
-			continue
-		}
-		cur := analysis.Count{N: dn, X: dx}
-		if worst[c.SLO] == nil {
-			worst[c.SLO] = map[splitterv1.Color]best{}
-		}
-		prev, seen := worst[c.SLO][c.Color]
-		if !seen || worse(cur, prev.count) {
-			worst[c.SLO][c.Color] = best{cur, c.Reporter}
-		}
-	}
-	out := map[string]map[splitterv1.Color]analysis.Count{}
-	for slo, byColor := range worst {
-		out[slo] = map[splitterv1.Color]analysis.Count{}
-		for color, b := range byColor {
-			out[slo][color] = b.count
-		}
-	}
-	return out
-}
-
-func worse(a, b analysis.Count) bool {
-	if b.N == 0 {
-		return a.N > 0
-	}
-	if a.N == 0 {
-		return false
-	}
-	return a.X/a.N > b.X/b.N
-}
-
-// gateResults judges the step on counts since its hold began: per SLO the
-// absolute and the relative checks, and the traffic share against the weight.
-func gateResults(p *policy.Plan, s splitterv1.SplitStatus, o Observations) []analysis.Result {
-	if len(p.SLOs) == 0 {
-		return nil
-	}
-	var out []analysis.Result
-	errorAll := func(msg string) []analysis.Result {
-		for _, slo := range p.SLOs {
-			out = append(out, analysis.Result{Name: slo.Name, Verdict: splitterv1.VerdictError, Message: msg})
-		}
-		return out
-	}
-	if o.CountersErr != "" {
-		return errorAll("reading the counters: " + o.CountersErr)
-	}
-	if s.Analysis == nil || s.Analysis.StepBaselineAt == nil {
-		return errorAll("no counter baseline for this step (Prometheus was unreachable when it began)")
-	}
-	d := growth(o.Counters, s.Analysis.StepBaseline)
-	// A release looks at its counts up to steps x (1 + maxExtensions)
-	// times; a rollback decision (Fail, or Error for the traffic share)
-	// takes its level divided by that number (Bonferroni), so the gates'
-	// false rollbacks stay within alpha over the whole release. The
-	// watchdog covers fast regressions with its own anytime-valid bound.
-	looks := float64(len(p.Steps) * (1 + p.MaxExtensions))
-	failAlpha := p.Alpha / looks
-	for _, slo := range p.SLOs {
-		g, b := d[slo.Name][s.Candidate], d[slo.Name][s.Live]
-		abs := analysis.Absolute(g, slo.Budget(), p.Alpha)
-		if abs.Verdict == splitterv1.VerdictFail {
-			abs = analysis.Absolute(g, slo.Budget(), failAlpha)
-		}
-		rel := analysis.Relative(g, b, p.MaxRatio, p.FailRatio, slo.Slack(), p.Alpha)
-		if rel.Verdict == splitterv1.VerdictFail {
-			rel = analysis.Relative(g, b, p.MaxRatio, p.FailRatio, slo.Slack(), failAlpha)
-		}
-		r := analysis.Result{
-			Name:  slo.Name,
-			Bound: fmt.Sprintf("bad <= %.4g%%, ratio <= %g", 100*slo.Budget(), p.MaxRatio),
-		}
-		if g.N > 0 {
-			r.Value, r.HasValue = g.Rate(), true
-		}
-		// Proving "at most maxRatio times blue" takes far more requests than
-		// a step sees at low error rates (see the README's sample sizes), so
-		// the relative check blocks a step only when its estimate is above
-		// maxRatio and fails it when the ratio is surely above failRatio;
-		// the watchdog keeps comparing the colors at every scrape.
-		relOK := rel.Verdict == splitterv1.VerdictPass || math.IsNaN(rel.Estimate) || rel.Estimate <= p.MaxRatio
-		switch {
-		case abs.Verdict == splitterv1.VerdictFail || rel.Verdict == splitterv1.VerdictFail:
-			r.Verdict = splitterv1.VerdictFail
-		case abs.Verdict == splitterv1.VerdictPass && relOK:
-			r.Verdict = splitterv1.VerdictPass
-		default:
-			r.Verdict = splitterv1.VerdictInconclusive
-		}
-		r.Message = abs.Message + "; " + rel.Message
-		out = append(out, r)
-	}
-	// The traffic share, from the first SLO's requests (the same requests
-	// for every SLO).
-	g, b := d[p.SLOs[0].Name][s.Candidate], d[p.SLOs[0].Name][s.Live]
-	srm := analysis.SampleRatio(g, b, s.Weight, p.SampleRatioAlpha/looks)
-	r := analysis.Result{Name: TrafficShareCheck, Verdict: srm.Verdict, Message: srm.Message,
-		Bound: fmt.Sprintf("%d%% ± %.2g", s.Weight, 100*(srm.Upper-srm.Lower)/2)}
-	if !math.IsNaN(srm.Estimate) {
-		r.Value, r.HasValue = 100*srm.Estimate, true
-	}
-	if g.N == 0 && s.Weight > 0 {
-		r.Verdict, r.Message = splitterv1.VerdictError, fmt.Sprintf("%s got no requests over the step at weight %d%%", s.Candidate, s.Weight)
-	}
-	return append(out, r)
-}
-
-// startAnalysis sets the step's baseline when its hold begins, folding the
-// evidence gathered since the last checkpoint into the watchdog first.
-func (e *engine) startAnalysis() {
-	if len(e.p.SLOs) == 0 {
-		return
-	}
-	a := &splitterv1.AnalysisStatus{}
-	if e.s.Analysis != nil {
-		a = e.s.Analysis.DeepCopy()
-	}
-	if e.o.Counters == nil {
-		// No baseline: this step's gate reports Error rather than judge
-		// counts that span other weights.
-		a.StepBaseline, a.StepBaselineAt = nil, nil
-		e.s.Analysis = a
-		return
-	}
-	if states, _, ok := e.watchdogStep(); ok {
-		a.Watchdog = states
-	}
-	now := metav1.NewTime(e.o.Now)
-	a.StepBaseline, a.StepBaselineAt, a.Checkpoint, a.CheckpointAt = e.o.Counters, &now, e.o.Counters, &now
-	e.s.Analysis = a
-}
+// Counters are a release's counter series as Prometheus last scraped them.
+type Counters = []splitterv1.SeriesReading
 
 // Watched says whether a release's counters are read in its phase, and
-// which color the watchdog judges (green) against which (blue): the
-// candidate against the live color during steps and pauses, the new live
-// color against the standby after promotion.
+// which color the evidence judges (green) against which (blue): the
+// candidate against the live color while preparing, during steps and
+// pauses, the new live color against the standby after promotion.
 func Watched(s splitterv1.SplitStatus) (green, blue splitterv1.Color, ok bool) {
 	switch s.Phase {
-	case splitterv1.PhaseShifting, splitterv1.PhaseAwaitingApproval:
-		return s.Candidate, s.Live, true
+	case splitterv1.PhasePreparing, splitterv1.PhaseShifting, splitterv1.PhaseAwaitingApproval:
+		return s.Candidate, s.Live, s.Candidate != ""
 	case splitterv1.PhasePromoting:
-		return s.Live, s.Standby, true
+		return s.Live, s.Standby, s.Standby != ""
 	}
 	return "", "", false
 }
 
-// watchdogStep folds the counters' growth since the checkpoint into the
-// evidence, for the candidate (or the new live color during standby)
-// against the other color. ok is false when there is nothing to judge.
-func (e *engine) watchdogStep() (states []splitterv1.WatchdogStatus, trip analysis.Trip, ok bool) {
-	a := e.s.Analysis
-	if !e.p.WatchdogOn || e.o.Counters == nil || a == nil || a.CheckpointAt == nil {
-		return nil, analysis.Trip{}, false
+// stage is where the release stands for the evidence.
+func stage(s splitterv1.SplitStatus) analysis.Stage {
+	green, blue, _ := Watched(s)
+	w := s.Weight
+	if s.Phase == splitterv1.PhasePromoting {
+		w = 100
 	}
-	green, blue, _ := Watched(e.s)
-	d := growth(e.o.Counters, a.Checkpoint)
-	for _, slo := range e.p.SLOs {
-		cfg := e.p.Watchdog
-		cfg.Budget = slo.Budget()
-		next, t := cfg.Update(decodeWatchdog(a.Watchdog, slo.Name), d[slo.Name][green], d[slo.Name][blue])
-		if t.Tripped && !trip.Tripped {
-			trip = t
-			trip.Message = slo.Name + ": " + t.Message
-		}
-		states = append(states, encodeWatchdog(slo.Name, next))
-	}
-	return states, trip, true
+	return analysis.Stage{Green: green, Blue: blue, Weight: w}
 }
 
-// runWatchdog evaluates the watchdog and writes a checkpoint when due. It
-// reports a trip.
-func (e *engine) runWatchdog() (analysis.Trip, bool) {
-	states, trip, ok := e.watchdogStep()
+// evidence is the release's count-based checks over the engine's status.
+func (e *engine) evidence() (analysis.Evidence, bool) {
+	if len(e.p.SLOs) == 0 || e.s.Analysis == nil {
+		return analysis.Evidence{}, false
+	}
+	if _, _, ok := Watched(e.s); !ok {
+		return analysis.Evidence{}, false
+	}
+	return analysis.Evidence{Policy: e.p.Policy, Stage: stage(e.s), State: e.s.Analysis}, true
+}
+
+func (e *engine) look() analysis.Look {
+	return analysis.Look{At: e.o.Now, Readings: e.o.Counters, Err: e.o.CountersErr}
+}
+
+// watch takes this call's look: the watchdog judges everything up to it
+// and the evidence is checkpointed when due. It reports a trip.
+func (e *engine) watch() (analysis.Trip, bool) {
+	ev, ok := e.evidence()
 	if !ok {
-		return trip, false
+		return analysis.Trip{}, false
 	}
-	if trip.Tripped {
-		return trip, true
-	}
-	if e.o.Now.Sub(e.s.Analysis.CheckpointAt.Time) >= CheckpointEvery {
-		a := e.s.Analysis.DeepCopy()
-		now := metav1.NewTime(e.o.Now)
-		a.Watchdog, a.Checkpoint, a.CheckpointAt = states, e.o.Counters, &now
-		e.s.Analysis = a
-	}
-	return trip, false
+	trip, _ := ev.Observe(e.look())
+	return trip, trip.Tripped
 }
 
-func decodeWatchdog(all []splitterv1.WatchdogStatus, slo string) analysis.WatchdogState {
-	var st analysis.WatchdogState
-	for _, w := range all {
-		if w.SLO != slo {
-			continue
+// unsettle folds the evidence up to now and marks the weights as moving,
+// from the candidate's weight before to the weights given.
+func (e *engine) unsettle(weights ...int32) {
+	ev, ok := e.evidence()
+	if !ok {
+		return
+	}
+	ev.Fold(e.look())
+	ev.Unsettle(weights...)
+}
+
+// confirmed records that the router reports the step's weights.
+func (e *engine) confirmed() {
+	if ev, ok := e.evidence(); ok {
+		ev.Confirmed(e.o.Now, e.p.Timing.Settle())
+	}
+}
+
+// holdStart is when the current step's hold began: with SLOs, when its
+// evidence began (the weights confirmed and settled); without, when the
+// weights were confirmed.
+func holdStart(p *policy.Plan, s splitterv1.SplitStatus) *time.Time {
+	if s.StepStartedAt == nil {
+		return nil
+	}
+	if len(p.SLOs) > 0 {
+		if s.Analysis == nil || s.Analysis.BaselineAt == nil {
+			return nil
 		}
-		for _, s := range w.LogLR {
-			f, _ := strconv.ParseFloat(s, 64)
-			st.LogLR = append(st.LogLR, f)
+		return &s.Analysis.BaselineAt.Time
+	}
+	return &s.StepStartedAt.Time
+}
+
+// gateResults judges the step on its evidence since the baseline.
+func (e *engine) gateResults() []analysis.Result {
+	ev, ok := e.evidence()
+	if !ok {
+		return nil
+	}
+	green, blue, ok := ev.StepCounts(e.look())
+	if !ok {
+		msg := "reading the counters: " + e.o.CountersErr
+		if e.o.CountersErr == "" {
+			msg = "no counter reading for this step yet"
 		}
-		st.Burn, _ = strconv.ParseFloat(w.Burn, 64)
+		var out []analysis.Result
+		for _, s := range e.p.SLOs {
+			out = append(out, analysis.Result{Name: s.Name, Verdict: splitterv1.VerdictError, Message: msg})
+		}
+		return out
 	}
-	return st
+	return e.p.Gate(green, blue, ev.Reference(), e.s.Weight, string(e.s.Candidate), string(e.s.Live))
 }
 
-func encodeWatchdog(slo string, st analysis.WatchdogState) splitterv1.WatchdogStatus {
-	w := splitterv1.WatchdogStatus{SLO: slo, Burn: strconv.FormatFloat(st.Burn, 'g', -1, 64)}
-	for _, l := range st.LogLR {
-		w.LogLR = append(w.LogLR, strconv.FormatFloat(l, 'g', -1, 64))
+// SweepLook runs the watchdog alone on fresh counters: a cheap look for a
+// periodic sweep over every release, which wakes the full reconcile only
+// when it trips (the reconcile then decides with the same evidence) or
+// when new series appeared (so they count from their first reading).
+func SweepLook(p *policy.Plan, s splitterv1.SplitStatus, counters Counters, now time.Time) (trip analysis.Trip, wake bool) {
+	if len(p.SLOs) == 0 || s.Analysis == nil {
+		return analysis.Trip{}, false
 	}
-	return w
-}
-
-// WatchdogTrip runs the watchdog alone on fresh counters: a cheap look for
-// a periodic sweep over every release, which wakes the full reconcile only
-// when it trips (the reconcile then decides with the same evidence).
-func WatchdogTrip(p *policy.Plan, s splitterv1.SplitStatus, counters Counters, now time.Time) (analysis.Trip, bool) {
 	if _, _, ok := Watched(s); !ok {
 		return analysis.Trip{}, false
 	}
-	e := &engine{p: p, s: s, o: Observations{Now: now, Counters: counters}}
-	_, trip, ok := e.watchdogStep()
-	return trip, ok && trip.Tripped
+	ev := analysis.Evidence{Policy: p.Policy, Stage: stage(s), State: s.Analysis.DeepCopy()}
+	trip, fresh := ev.Sweep(analysis.Look{At: now, Readings: counters})
+	return trip, trip.Tripped || fresh
+}
+
+// OnCandidate says whether any traffic is (or may be) on the release's
+// candidate: then nothing may stop the watchdog.
+func OnCandidate(s splitterv1.SplitStatus) bool {
+	switch s.Phase {
+	case splitterv1.PhaseShifting, splitterv1.PhaseAwaitingApproval:
+		return s.Weight > 0 || s.Step > 0
+	case splitterv1.PhasePromoting:
+		return true
+	}
+	return false
+}
+
+// Guard is the engine reduced to its safety part, for a release whose
+// reconcile is stalled (an invalid or deleted policy, an ambiguous
+// Service, a conflicting VirtualService): with the last valid plan, the
+// watchdog still judges, and a trip still snaps back. ok is false when
+// there is nothing to do; otherwise the decision is the snap-back.
+func Guard(p *policy.Plan, current splitterv1.SplitStatus, o Observations) (Decision, bool) {
+	if !OnCandidate(current) {
+		return Decision{}, false
+	}
+	e := &engine{p: p, o: o, s: *current.DeepCopy()}
+	e.s.Replicas = &o.Replicas
+	if c := o.Colors[e.s.Candidate]; e.s.Phase != splitterv1.PhasePromoting && c.Ready == 0 && o.Colors != nil {
+		e.startRollback(ReasonCandidateUnavailable, fmt.Sprintf("%s has no Ready pod", e.s.Candidate), splitterv1.OutcomeRolledBack)
+	} else if !e.watchdogTripped() {
+		return Decision{}, false
+	}
+	want := desired(p, e.s, o)
+	setConditions(&e.s, want, o)
+	return Decision{Status: e.s, Desired: want, Requeue: e.requeue, Transition: e.transition}, true
 }

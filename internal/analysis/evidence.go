@@ -1,0 +1,280 @@
+package analysis
+
+import (
+	"math"
+	"strconv"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	splitterv1 "splitter.dev/splitter/api/v1alpha1"
+)
+
+// CheckpointEvery bounds how often the evidence is written to status while
+// nothing else changes. Between checkpoints each look judges the evidence
+// folded so far plus the counters' growth since the checkpoint; a restart
+// loses nothing but that look.
+const CheckpointEvery = 30 * time.Second
+
+// Look is one reading of a release's counters.
+type Look struct {
+	At       time.Time
+	Readings []splitterv1.SeriesReading
+	// Err says why the reading failed (an error, a timeout, partial data,
+	// a missing series): Error for this look only, the evidence is kept.
+	Err string
+}
+
+// OK says whether the look can be counted.
+func (l Look) OK() bool { return l.Err == "" && l.Readings != nil }
+
+// Stage is where the release stands, as far as the evidence is concerned.
+type Stage struct {
+	// Green is judged against Blue: the candidate against the live color
+	// during a release, the new live color against the standby after it.
+	Green, Blue splitterv1.Color
+	// Weight is green's intended weight (percent).
+	Weight int32
+}
+
+// Evidence is the count-based checks of one release: the policy, where
+// the release stands, and its state, which Evidence updates in place.
+type Evidence struct {
+	Policy
+	Stage
+	State *splitterv1.AnalysisStatus
+}
+
+// Begin starts a release's evidence: the weights have been still (the live
+// color at 100%), so the first chunk is pure.
+func Begin(at time.Time) *splitterv1.AnalysisStatus {
+	t := metav1.NewTime(at)
+	return &splitterv1.AnalysisStatus{BaselineAt: &t}
+}
+
+// Unsettle marks a weight change: from here until the new weights have
+// settled, chunks may mix the candidate's old and new weights (or any
+// weight the router was seen at), and the step's evidence starts again.
+func (e Evidence) Unsettle(weights ...int32) {
+	a := e.State
+	for _, w := range weights {
+		a.MixedWeight = max(a.MixedWeight, w)
+	}
+	a.BaselineAt, a.SettleAt, a.Step = nil, nil, nil
+}
+
+// Confirmed records when the router reported the new weights: the step's
+// evidence starts at the first reading at or after settle later.
+func (e Evidence) Confirmed(at time.Time, settle time.Duration) {
+	if e.State.SettleAt == nil && e.State.BaselineAt == nil {
+		t := metav1.NewTime(at.Add(settle))
+		e.State.SettleAt = &t
+	}
+}
+
+// Settled says whether the current chunk is pure (the weights held still
+// since it began).
+func (e Evidence) Settled() bool { return e.State.BaselineAt != nil }
+
+// Observe takes one look: it starts the checkpoint if there is none, runs
+// the watchdog on everything up to the look, and folds the look into the
+// state when a checkpoint is due (every CheckpointEvery, when new series
+// appeared, or when the weights have settled). It returns the watchdog's
+// verdict and whether the state changed.
+func (e Evidence) Observe(l Look) (trip Trip, changed bool) {
+	if !l.OK() {
+		return Trip{}, false
+	}
+	a := e.State
+	if a.CheckpointAt == nil {
+		e.fold(l)
+		return Trip{}, true
+	}
+	chunk, fresh := Growth(a.Checkpoint, l.Readings)
+	trial := *a.DeepCopy()
+	Evidence{e.Policy, e.Stage, &trial}.add(chunk)
+	if e.WatchdogOn {
+		if trip = e.trip(&trial); trip.Tripped {
+			return trip, false
+		}
+	}
+	settle := a.BaselineAt == nil && a.SettleAt != nil && !l.At.Before(a.SettleAt.Time)
+	if settle || fresh || l.At.Sub(a.CheckpointAt.Time) >= CheckpointEvery {
+		*a = trial
+		e.moveCheckpoint(l)
+		if settle {
+			t := metav1.NewTime(l.At)
+			a.BaselineAt, a.SettleAt, a.MixedWeight, a.Step = &t, nil, 0, nil
+		}
+		return Trip{}, true
+	}
+	return Trip{}, false
+}
+
+// Fold folds the look into the state now (before a transition that
+// changes what the next chunk means).
+func (e Evidence) Fold(l Look) {
+	if !l.OK() {
+		return
+	}
+	e.fold(l)
+}
+
+func (e Evidence) fold(l Look) {
+	if e.State.CheckpointAt != nil {
+		chunk, _ := Growth(e.State.Checkpoint, l.Readings)
+		e.add(chunk)
+	}
+	e.moveCheckpoint(l)
+}
+
+func (e Evidence) moveCheckpoint(l Look) {
+	t := metav1.NewTime(l.At)
+	e.State.Checkpoint, e.State.CheckpointAt = l.Readings, &t
+}
+
+// add adds a chunk's evidence to the state: the watchdog's tests always;
+// the step's counts and the reference only when the chunk is pure.
+func (e Evidence) add(chunk Chunk) {
+	a := e.State
+	pure := a.BaselineAt != nil
+	for _, s := range e.SLOs {
+		g, b := chunk.Of(s.Name, e.Green), chunk.Of(s.Name, e.Blue)
+		w := e.watchdog(s.Name)
+		rel, abs := decode(w.LogLR, len(RatioAlternatives)), decode(w.AbsLogLR, len(RateAlternatives))
+		share := math.NaN()
+		if g.N+b.N > 0 {
+			share = g.N / (g.N + b.N)
+		}
+		if !pure {
+			share = math.Max(share, float64(a.MixedWeight)/100)
+			if math.IsNaN(share) {
+				share = float64(a.MixedWeight) / 100
+			}
+		}
+		relativeStep(rel, g, b, share, e.MaxRatio)
+		if pure && e.Weight == 100 {
+			if p0, ok := e.ReferenceRate(s, total(a.Reference, s.Name, e.Blue)); ok {
+				absoluteStep(abs, g, p0)
+			}
+		}
+		w.LogLR, w.AbsLogLR = encode(rel), encode(abs)
+		if pure {
+			a.Step = addTotal(a.Step, s.Name, e.Green, g)
+			a.Step = addTotal(a.Step, s.Name, e.Blue, b)
+			if e.Weight < 100 {
+				a.Reference = addTotal(a.Reference, s.Name, e.Blue, b)
+			}
+		}
+	}
+}
+
+func (e Evidence) trip(a *splitterv1.AnalysisStatus) Trip {
+	var rel, abs [][]float64
+	var names []string
+	for _, s := range e.SLOs {
+		w := watchdogOf(a, s.Name)
+		rel = append(rel, decode(w.LogLR, len(RatioAlternatives)))
+		abs = append(abs, decode(w.AbsLogLR, len(RateAlternatives)))
+		names = append(names, s.Name)
+	}
+	return e.watchdogTrip(rel, abs, names, string(e.Green), string(e.Blue))
+}
+
+// Sweep judges the watchdog on the state plus the look, without changing
+// anything: the periodic sweep's cheap look. fresh says the look has
+// series the checkpoint lacks (a new pod): the reconcile should fold them
+// in soon, since a new series counts only from its first folded reading.
+func (e Evidence) Sweep(l Look) (trip Trip, fresh bool) {
+	if !l.OK() || e.State.CheckpointAt == nil {
+		return Trip{}, false
+	}
+	chunk, fresh := Growth(e.State.Checkpoint, l.Readings)
+	if !e.WatchdogOn {
+		return Trip{}, fresh
+	}
+	trial := *e.State.DeepCopy()
+	Evidence{e.Policy, e.Stage, &trial}.add(chunk)
+	return e.trip(&trial), fresh
+}
+
+// StepCounts is the current step's evidence up to the look, per SLO:
+// green's and blue's counts since the baseline.
+func (e Evidence) StepCounts(l Look) (green, blue map[string]Count, ok bool) {
+	a := e.State
+	if a.BaselineAt == nil || a.CheckpointAt == nil || !l.OK() {
+		return nil, nil, false
+	}
+	chunk, _ := Growth(a.Checkpoint, l.Readings)
+	green, blue = map[string]Count{}, map[string]Count{}
+	for _, s := range e.SLOs {
+		green[s.Name] = total(a.Step, s.Name, e.Green).Add(chunk.Of(s.Name, e.Green))
+		blue[s.Name] = total(a.Step, s.Name, e.Blue).Add(chunk.Of(s.Name, e.Blue))
+	}
+	return green, blue, true
+}
+
+// Reference is the live color's evidence during the release, per SLO.
+func (e Evidence) Reference() map[string]Count {
+	out := map[string]Count{}
+	for _, s := range e.SLOs {
+		out[s.Name] = total(e.State.Reference, s.Name, e.Blue)
+	}
+	return out
+}
+
+func (e Evidence) watchdog(slo string) *splitterv1.WatchdogStatus {
+	a := e.State
+	for i := range a.Watchdog {
+		if a.Watchdog[i].SLO == slo {
+			return &a.Watchdog[i]
+		}
+	}
+	a.Watchdog = append(a.Watchdog, splitterv1.WatchdogStatus{SLO: slo})
+	return &a.Watchdog[len(a.Watchdog)-1]
+}
+
+func watchdogOf(a *splitterv1.AnalysisStatus, slo string) splitterv1.WatchdogStatus {
+	for _, w := range a.Watchdog {
+		if w.SLO == slo {
+			return w
+		}
+	}
+	return splitterv1.WatchdogStatus{SLO: slo}
+}
+
+func total(ts []splitterv1.CountTotal, slo string, c splitterv1.Color) Count {
+	for _, t := range ts {
+		if t.SLO == slo && t.Color == c {
+			return Count{N: float64(t.Requests), X: float64(t.Bad)}
+		}
+	}
+	return Count{}
+}
+
+func addTotal(ts []splitterv1.CountTotal, slo string, c splitterv1.Color, n Count) []splitterv1.CountTotal {
+	for i := range ts {
+		if ts[i].SLO == slo && ts[i].Color == c {
+			ts[i].Requests += int64(n.N)
+			ts[i].Bad += int64(n.X)
+			return ts
+		}
+	}
+	return append(ts, splitterv1.CountTotal{SLO: slo, Color: c, Requests: int64(n.N), Bad: int64(n.X)})
+}
+
+func decode(ss []string, n int) []float64 {
+	out := make([]float64, n)
+	for i := 0; i < n && i < len(ss); i++ {
+		out[i], _ = strconv.ParseFloat(ss[i], 64)
+	}
+	return out
+}
+
+func encode(fs []float64) []string {
+	out := make([]string, len(fs))
+	for i, f := range fs {
+		out[i] = strconv.FormatFloat(f, 'g', 10, 64)
+	}
+	return out
+}

@@ -1,0 +1,122 @@
+package rollout
+
+import (
+	"math/rand/v2"
+	"strings"
+	"testing"
+	"time"
+
+	splitterv1 "splitter.dev/splitter/api/v1alpha1"
+	"splitter.dev/splitter/internal/analysis"
+)
+
+// Finding 4: a failed read when a step's evidence should begin (and at
+// every step entry) used to leave the step without a baseline and roll a
+// healthy release back. Now it is Error for that look only: the baseline
+// is the next good reading, and the release is promoted.
+func TestFailedReadsAtStepStartsDoNotRollBack(t *testing.T) {
+	p := sloPlan()
+	p.StepDuration = 2 * time.Minute
+	w := newFakeWorld("v1")
+	w.rps, w.errRate = 100, map[string]float64{"v1": 0.001, "v2": 0.001}
+	sc := scenario{plan: p, world: w, until: 20 * time.Minute,
+		events: map[time.Duration]func(*fakeWorld){20 * time.Second: release("v2")}}
+	// Every reading fails for the 5 s after each weight change and after
+	// each settle point.
+	w.readErr = func(now time.Time) string {
+		a := sc.status.Analysis
+		if a == nil {
+			return ""
+		}
+		if a.SettleAt != nil && !now.Before(a.SettleAt.Time) && now.Before(a.SettleAt.Add(5*time.Second)) {
+			return "Prometheus unreachable"
+		}
+		if sc.status.StepStartedAt == nil && sc.status.Phase == splitterv1.PhaseShifting {
+			return "Prometheus unreachable"
+		}
+		return ""
+	}
+	out := sc.run()
+	if len(sc.status.History) == 0 || sc.status.History[0].Outcome != splitterv1.OutcomePromoted {
+		t.Fatalf("healthy release not promoted:\n%s", out)
+	}
+}
+
+// Finding 4: the watchdog judges from the first second of step 1, even
+// while the step's baseline cannot be read.
+func TestWatchdogFromTheFirstSecond(t *testing.T) {
+	p := sloPlan()
+	w := newFakeWorld("v1")
+	w.rps, w.errRate = 100, map[string]float64{"v1": 0.001, "v2": 0.4}
+	sc := scenario{plan: p, world: w, until: 3 * time.Minute,
+		events: map[time.Duration]func(*fakeWorld){20 * time.Second: release("v2")}}
+	w.readErr = func(now time.Time) string {
+		if a := sc.status.Analysis; a != nil && a.SettleAt != nil && !now.Before(a.SettleAt.Time) {
+			return "no baseline for this step, ever"
+		}
+		return ""
+	}
+	out := sc.run()
+	if len(sc.status.History) == 0 || sc.status.History[0].Reason != ReasonWatchdog {
+		t.Fatalf("40%% errors not snapped back by the watchdog before the step's baseline:\n%s", out)
+	}
+	if !strings.Contains(out, "RollingBack") || sc.status.History[0].FinishedAt.Sub(w.start) > time.Minute {
+		t.Errorf("snapped back too late:\n%s", out)
+	}
+}
+
+// Finding 9: with 15 s scrapes and 1,000 req/s, a 5 -> 10% step used to
+// give a false traffic-share Error (the baseline lagged a scrape behind
+// the weights). The step's evidence now begins two scrapes after the
+// weights are confirmed.
+func TestTrafficShareAtRealScrapes(t *testing.T) {
+	spec := mcSpec(mcScenarios[0], 15*time.Second, 0)
+	spec.rps = 1000
+	spec.plan.Steps = []int32{5, 10, 25, 50, 100}
+	spec.plan.Looks = len(spec.plan.Steps) * (1 + spec.plan.MaxExtensions)
+	rng := rand.New(rand.NewPCG(41, 42))
+	for i := range 30 {
+		r := newPromSim(spec, rng).run()
+		if o := r.outcome(); o != "promoted" {
+			t.Fatalf("run %d: %s, want promoted:\n%s", i, o, strings.Join(r.lines, "\n"))
+		}
+		for _, l := range r.lines {
+			if strings.Contains(l, analysis.TrafficShareCheck+" Error") {
+				t.Fatalf("run %d: false traffic-share Error: %s", i, l)
+			}
+		}
+	}
+}
+
+// Finding 8: a stalled reconcile (invalid policy, ambiguous Service...)
+// still runs the watchdog with the last valid plan, and a trip snaps back.
+func TestGuardSnapsBackWhileStalled(t *testing.T) {
+	p := sloPlan()
+	w := newFakeWorld("v1")
+	w.rps, w.errRate = 100, map[string]float64{"v1": 0.001, "v2": 0.001}
+	sc := scenario{plan: p, world: w, until: 2 * time.Minute,
+		events: map[time.Duration]func(*fakeWorld){20 * time.Second: release("v2")}}
+	sc.run()
+	if sc.status.Phase != splitterv1.PhaseShifting || sc.status.Weight == 0 {
+		t.Fatalf("not mid-release: %s weight %d", sc.status.Phase, sc.status.Weight)
+	}
+	// Healthy: Guard does nothing.
+	w.now = w.now.Add(10 * time.Second)
+	if _, act := Guard(p, sc.status, w.observe()); act {
+		t.Errorf("Guard acted on a healthy candidate")
+	}
+	// The candidate goes bad while the reconcile is stalled.
+	w.errRate["v2"] = 0.5
+	for range 10 {
+		w.now = w.now.Add(time.Second)
+		d, act := Guard(p, sc.status, w.observe())
+		if !act {
+			continue
+		}
+		if d.Status.Phase != splitterv1.PhaseRollingBack || d.Desired.Weights == nil || d.Desired.Weights.Of(sc.status.Live) != 100 {
+			t.Fatalf("Guard decided %s with weights %v, want a snap-back", d.Status.Phase, d.Desired.Weights)
+		}
+		return
+	}
+	t.Errorf("Guard never snapped back a candidate with 50%% errors")
+}
