@@ -89,6 +89,9 @@ func (p Policy) gateSLO(s SLO, g, b, ref Count, weight int32, greenName, blueNam
 	default:
 		r.Verdict = splitterv1.VerdictInconclusive
 		r.Message = fmt.Sprintf("%s: up to %.3g%% worse (margin %.3g%%): not enough evidence yet", counts, 100*diffUp, 100*d)
+		if more := p.RequestsToPass(s, control.Rate(), weight) - g.N; more > 0 {
+			r.Message += fmt.Sprintf(", about %.0f more %s requests needed", more, greenName)
+		}
 	}
 	return r
 }

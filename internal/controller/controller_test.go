@@ -87,9 +87,62 @@ func (f *fakeChecks) Run(_ context.Context, _ string, checks []analysis.Check, v
 
 // env is the control plane and the controller shared by every test; each
 // test works in its own namespace.
+// fakeCounters stands in for Prometheus (pure counting, no cluster
+// concern): per namespace, each color's counters grow at a scripted rate
+// of requests and bad requests per second, from one series per color.
+type fakeCounters struct {
+	mu    sync.Mutex
+	rates map[string]map[splitterv1.Color][2]float64 // namespace -> color -> {req/s, bad/s}
+	cum   map[string]map[splitterv1.Color][2]float64
+	at    map[string]time.Time
+}
+
+func (f *fakeCounters) script(ns string, rates map[splitterv1.Color][2]float64) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.advance(ns)
+	if f.rates == nil {
+		f.rates = map[string]map[splitterv1.Color][2]float64{}
+	}
+	f.rates[ns] = rates
+}
+
+func (f *fakeCounters) advance(ns string) {
+	if f.cum == nil {
+		f.cum, f.at = map[string]map[splitterv1.Color][2]float64{}, map[string]time.Time{}
+	}
+	if f.cum[ns] == nil {
+		f.cum[ns] = map[splitterv1.Color][2]float64{}
+	}
+	now := time.Now()
+	if last, ok := f.at[ns]; ok {
+		dt := now.Sub(last).Seconds()
+		for c, r := range f.rates[ns] {
+			cur := f.cum[ns][c]
+			f.cum[ns][c] = [2]float64{cur[0] + r[0]*dt, cur[1] + r[1]*dt}
+		}
+	}
+	f.at[ns] = now
+}
+
+func (f *fakeCounters) Counters(_ context.Context, _, ns string, workloads map[splitterv1.Color]string, specs []analysis.CounterSpec, _ time.Time) ([]splitterv1.SeriesReading, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.advance(ns)
+	out := []splitterv1.SeriesReading{}
+	for c := range workloads {
+		v := f.cum[ns][c]
+		for _, s := range specs {
+			out = append(out, splitterv1.SeriesReading{Color: c, SLO: s.SLO, Series: "pod-1", Requests: int64(v[0]), Bad: int64(v[1])})
+		}
+	}
+	return out, nil
+}
+
 type env struct {
-	c      client.Client
-	checks *fakeChecks
+	c        client.Client
+	checks   *fakeChecks
+	counters *fakeCounters
 
 	testEnv *envtest.Environment
 	cancel  context.CancelFunc
@@ -158,7 +211,8 @@ func start() (*env, error) {
 	if err != nil {
 		return nil, err
 	}
-	e := &env{testEnv: te, checks: &fakeChecks{verdict: map[string]splitterv1.Verdict{}, calls: map[string][]analysis.Vars{}}, done: make(chan error, 1)}
+	e := &env{testEnv: te, checks: &fakeChecks{verdict: map[string]splitterv1.Verdict{}, calls: map[string][]analysis.Vars{}},
+		counters: &fakeCounters{}, done: make(chan error, 1)}
 	fail := func(err error) (*env, error) {
 		_ = te.Stop()
 		return nil, err
@@ -187,6 +241,10 @@ func start() (*env, error) {
 		Client:   mgr.GetClient(),
 		Recorder: mgr.GetEventRecorder("splitter"),
 		Checks:   e.checks,
+		Counters: e.counters,
+		// The fake counters "scrape" continuously.
+		ScrapeInterval:   time.Second,
+		WatchdogInterval: 300 * time.Millisecond,
 	}
 	if err := r.SetupWithManager(mgr); err != nil {
 		return fail(err)
@@ -1013,5 +1071,73 @@ func TestInvalidPolicy(t *testing.T) {
 				return get(e, ns, controller.ColorName(workload, splitterv1.Blue), &appsv1.Deployment{})
 			})
 		})
+	}
+}
+
+// Finding 8: a stall during a release (here the policy made invalid
+// mid-step) must not stop the watchdog: with the last valid plan kept in
+// status, a candidate that goes bad is still snapped back, and the Split
+// says both that it is stalled and why traffic moved.
+func TestStallKeepsTheWatchdog(t *testing.T) {
+	e := setup(t)
+	t.Parallel()
+	ctx := context.Background()
+	ns := newNamespace(t, e)
+	pol := &splitterv1.SplitPolicy{
+		ObjectMeta: metav1.ObjectMeta{Name: "standard", Namespace: ns},
+		Spec: splitterv1.SplitPolicySpec{
+			Steps:        []int32{20, 100},
+			StepDuration: &metav1.Duration{Duration: 10 * time.Minute},
+			SLOs:         []splitterv1.SLO{{Name: "availability", Objective: "99.5"}},
+		},
+	}
+	create(t, e, pol)
+	create(t, e, service(ns))
+	e.counters.script(ns, map[splitterv1.Color][2]float64{splitterv1.Blue: {80, 0.08}, splitterv1.Green: {20, 0.02}})
+	user := userDeployment(ns, map[string]string{splitterv1.PolicyAnnotation: "standard"})
+	create(t, e, user)
+	s := adopt(t, e, ns)
+
+	// Release v2: green becomes Ready and gets 20%.
+	waitFor(t, "a new image", func() error {
+		if err := get(e, ns, workload, user); err != nil {
+			return err
+		}
+		user.Spec.Template.Spec.Containers[0].Image = "example.com/web:v2"
+		return e.c.Update(ctx, user)
+	})
+	s = waitPhase(t, e, ns, splitterv1.PhasePreparing)
+	markReady(t, e, ns, s.Status.Candidate, userReplicas, s.Status.CandidateRevision)
+	waitPhase(t, e, ns, splitterv1.PhaseShifting)
+	waitWeights(t, e, ns, rollout.Weights{Blue: 80, Green: 20})
+
+	// The policy becomes invalid (a field the CRD admits, the controller
+	// refuses): the Split stalls, traffic stays.
+	waitFor(t, "an invalid policy", func() error {
+		if err := get(e, ns, "standard", pol); err != nil {
+			return err
+		}
+		pol.Spec.Watchdog = &splitterv1.Watchdog{Alpha: "0.01"}
+		return e.c.Update(ctx, pol)
+	})
+	waitFor(t, "Stalled", func() error {
+		sp := splitOf(t, e, ns)
+		if c := meta.FindStatusCondition(sp.Status.Conditions, rollout.ConditionStalled); c == nil || c.Status != metav1.ConditionTrue || c.Reason != "PolicyInvalid" {
+			return fmt.Errorf("Stalled = %+v", c)
+		}
+		return nil
+	})
+	waitWeights(t, e, ns, rollout.Weights{Blue: 80, Green: 20})
+
+	// Green goes bad: 40% errors. The watchdog still snaps back.
+	e.counters.script(ns, map[splitterv1.Color][2]float64{splitterv1.Blue: {80, 0.08}, splitterv1.Green: {20, 8}})
+	waitWeights(t, e, ns, rollout.Weights{Blue: 100, Green: 0})
+	sp := splitOf(t, e, ns)
+	t.Logf("history %+v conditions %+v", sp.Status.History, sp.Status.Conditions)
+	if len(sp.Status.History) == 0 || sp.Status.History[0].Reason != rollout.ReasonWatchdog {
+		t.Fatalf("history %+v, want a watchdog snap-back", sp.Status.History)
+	}
+	if c := meta.FindStatusCondition(sp.Status.Conditions, rollout.ConditionStalled); c == nil || c.Status != metav1.ConditionTrue {
+		t.Errorf("after the snap-back Stalled = %+v, want still True (the policy is still invalid)", c)
 	}
 }

@@ -2,6 +2,7 @@ package controller
 
 import (
 	"github.com/prometheus/client_golang/prometheus"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	splitterv1 "splitter.dev/splitter/api/v1alpha1"
@@ -34,8 +35,9 @@ func NewMetrics() *Metrics {
 			Name: "splitter_snapbacks_total", Help: "Releases snapped back to the live color, by reason.",
 		}, []string{"namespace", "split", "reason"}),
 		Writes: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "splitter_api_writes_total", Help: "Writes to the API server, by kind of object.",
-		}, []string{"kind"}),
+			Name: "splitter_api_writes_total",
+			Help: "Writes sent to the API server, by kind of object and result: ok, conflict (refused: a lost race, a failed resourceVersion precondition or an object that already exists) or error.",
+		}, []string{"kind", "result"}),
 		Verdicts: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "splitter_check_verdicts_total", Help: "Check verdicts, by check and verdict.",
 		}, []string{"namespace", "split", "check", "verdict"}),
@@ -70,8 +72,33 @@ func (m *Metrics) forget(namespace, name string) {
 	}
 }
 
-func (m *Metrics) wrote(kind string) {
+// The result label of splitter_api_writes_total.
+const (
+	writeOK       = "ok"
+	writeConflict = "conflict"
+	writeError    = "error"
+)
+
+// writeResult classifies a write's outcome. A conflict is a write the API
+// server refused because it lost a race: a stale resourceVersion (409
+// Conflict; the routers report a failed JSON-patch precondition as one too)
+// or a create of an object that already exists (409 AlreadyExists).
+func writeResult(err error) string {
+	switch {
+	case err == nil:
+		return writeOK
+	case apierrors.IsConflict(err), apierrors.IsAlreadyExists(err):
+		return writeConflict
+	}
+	return writeError
+}
+
+// wroteResult counts one write sent to the API server, by its outcome. Call
+// it after the write with the write's error (mesh routers take it as their
+// OnWrite).
+func (m *Metrics) wroteResult(kind string, err error) {
 	if m != nil {
-		m.Writes.WithLabelValues(kind).Inc()
+		m.Writes.WithLabelValues(kind, writeResult(err)).Inc()
 	}
 }
+

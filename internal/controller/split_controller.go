@@ -57,9 +57,14 @@ type SplitReconciler struct {
 	// ScrapeInterval is Prometheus' scrape interval: a step's evidence
 	// starts two scrapes after its weights are confirmed. Default 15s.
 	ScrapeInterval time.Duration
-	Metrics        *Metrics
+	Metrics          *Metrics
 	// Now is the clock; tests may replace it.
 	Now func() time.Time
+
+	// The routers remember their last writes, so a reconcile that reads
+	// a stale cache does not send the same write again.
+	istio    *mesh.Istio
+	selector *mesh.ServiceSelector
 }
 
 // +kubebuilder:rbac:groups=splitter.dev,resources=splits,verbs=get;list;watch;create;update;patch;delete
@@ -118,8 +123,9 @@ func (r *SplitReconciler) reconcile(ctx context.Context, req ctrl.Request) (ctrl
 	}
 	if want := specFor(user); split.Spec != want {
 		split.Spec = want
-		r.Metrics.wrote("Split")
-		return ctrl.Result{}, r.Client.Update(ctx, split)
+		err := r.Client.Update(ctx, split)
+		r.Metrics.wroteResult("Split", err)
+		return ctrl.Result{}, err
 	}
 	return r.release(ctx, split, user)
 }
@@ -146,8 +152,9 @@ func (r *SplitReconciler) createSplit(ctx context.Context, user *appsv1.Deployme
 		Spec: specFor(user),
 	}
 	log.FromContext(ctx).Info("Opting in", "policy", split.Spec.Policy)
-	r.Metrics.wrote("Split")
-	if err := r.Client.Create(ctx, split); err != nil && !apierrors.IsAlreadyExists(err) {
+	err := r.Client.Create(ctx, split)
+	r.Metrics.wroteResult("Split", err)
+	if err != nil && !apierrors.IsAlreadyExists(err) {
 		return err
 	}
 	r.event(split, corev1.EventTypeNormal, "OptedIn", "Deployment %s opted in with policy %s", user.Name, split.Spec.Policy)
@@ -233,7 +240,6 @@ func (r *SplitReconciler) release(ctx context.Context, split *splitterv1.Split, 
 			}
 			return ctrl.Result{}, fmt.Errorf("setting weights %s: %w", w, err)
 		}
-		r.Metrics.wrote("Routing")
 		logger.Info("Weights set", "weight", w.String(), "phase", d.Status.Phase, "step", d.Status.Step)
 	}
 	if err := r.applyColors(ctx, split, user, plan, obs.Revision, colors, d.Desired.Colors); err != nil {
@@ -343,7 +349,13 @@ func (r *SplitReconciler) service(ctx context.Context, split *splitterv1.Split, 
 
 func (r *SplitReconciler) router(p *policy.Plan) mesh.Router {
 	if p.Router == splitterv1.RouterServiceSelector {
+		if r.selector != nil {
+			return r.selector
+		}
 		return mesh.ServiceSelector{Client: r.Client}
+	}
+	if r.istio != nil {
+		return r.istio
 	}
 	return mesh.Istio{Client: r.Client}
 }
@@ -400,8 +412,9 @@ func (r *SplitReconciler) applyColors(ctx context.Context, split *splitterv1.Spl
 				// Deployment; the engine moves on (progress deadline).
 				continue
 			}
-			r.Metrics.wrote("Deployment")
-			if err := r.Client.Create(ctx, colorDeployment(split, user, c, plan.SubsetLabel, revision, spec.Replicas)); err != nil {
+			err := r.Client.Create(ctx, colorDeployment(split, user, c, plan.SubsetLabel, revision, spec.Replicas))
+			r.Metrics.wroteResult("Deployment", err)
+			if err != nil {
 				return fmt.Errorf("creating %s: %w", ColorName(user.Name, c), err)
 			}
 			continue
@@ -420,8 +433,9 @@ func (r *SplitReconciler) applyColors(ctx context.Context, split *splitterv1.Spl
 		if equality.Semantic.DeepEqual(cur.Spec, next.Spec) {
 			continue
 		}
-		r.Metrics.wrote("Deployment")
-		if err := r.Client.Update(ctx, next); err != nil {
+		err := r.Client.Update(ctx, next)
+		r.Metrics.wroteResult("Deployment", err)
+		if err != nil {
 			return fmt.Errorf("updating %s: %w", cur.Name, err)
 		}
 	}
@@ -430,8 +444,9 @@ func (r *SplitReconciler) applyColors(ctx context.Context, split *splitterv1.Spl
 
 func (r *SplitReconciler) scale(ctx context.Context, d *appsv1.Deployment, replicas int32) error {
 	patch := fmt.Sprintf(`{"metadata":{"resourceVersion":%q},"spec":{"replicas":%d}}`, d.ResourceVersion, replicas)
-	r.Metrics.wrote("Deployment")
-	if err := r.Client.Patch(ctx, d, client.RawPatch(types.MergePatchType, []byte(patch))); err != nil {
+	err := r.Client.Patch(ctx, d, client.RawPatch(types.MergePatchType, []byte(patch)))
+	r.Metrics.wroteResult("Deployment", err)
+	if err != nil {
 		return fmt.Errorf("scaling %s to %d: %w", d.Name, replicas, err)
 	}
 	log.FromContext(ctx).Info("Scaled the user's Deployment", "replicas", replicas)
@@ -446,8 +461,9 @@ func (r *SplitReconciler) patchStatus(ctx context.Context, split *splitterv1.Spl
 	}
 	base := split.DeepCopy()
 	split.Status = status
-	r.Metrics.wrote("SplitStatus")
-	return r.Client.Status().Patch(ctx, split, client.MergeFromWithOptions(base, client.MergeFromWithOptimisticLock{}))
+	err := r.Client.Status().Patch(ctx, split, client.MergeFromWithOptions(base, client.MergeFromWithOptimisticLock{}))
+	r.Metrics.wroteResult("SplitStatus", err)
+	return err
 }
 
 // stallError is a problem only the user can fix: no retry, no traffic change.
@@ -522,7 +538,6 @@ func (r *SplitReconciler) guard(ctx context.Context, split *splitterv1.Split, us
 			logger.Info("Snap-back while stalled could not be written; retrying", "error", err.Error())
 			return ctrl.Result{RequeueAfter: time.Second}, true, nil
 		}
-		r.Metrics.wrote("Routing")
 		logger.Info("Weights set while stalled", "weight", w.String(), "phase", d.Status.Phase)
 	}
 	if d.Transition == nil {
@@ -607,8 +622,9 @@ func (r *SplitReconciler) finalize(ctx context.Context, split *splitterv1.Split,
 		d := &appsv1.Deployment{}
 		err := r.Client.Get(ctx, client.ObjectKey{Namespace: split.Namespace, Name: ColorName(split.Spec.Workload, c)}, d)
 		if err == nil && metav1.IsControlledBy(d, split) {
-			r.Metrics.wrote("Deployment")
-			if err := r.Client.Delete(ctx, d, client.Preconditions{UID: &d.UID}); client.IgnoreNotFound(err) != nil {
+			err := r.Client.Delete(ctx, d, client.Preconditions{UID: &d.UID})
+			r.Metrics.wroteResult("Deployment", client.IgnoreNotFound(err))
+			if client.IgnoreNotFound(err) != nil {
 				return ctrl.Result{}, err
 			}
 		} else if client.IgnoreNotFound(err) != nil {
@@ -653,6 +669,11 @@ func (r *SplitReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	if r.Now == nil {
 		r.Now = time.Now
 	}
+	onWrite := func(kind string, err error) { r.Metrics.wroteResult(kind, err) }
+	r.istio = mesh.NewIstio(r.Client)
+	r.istio.OnWrite = onWrite
+	r.selector = mesh.NewServiceSelector(r.Client)
+	r.selector.OnWrite = onWrite
 	if r.ScrapeInterval == 0 {
 		r.ScrapeInterval = 15 * time.Second
 	}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"strings"
 
 	networkingapi "istio.io/api/networking/v1alpha3"
 	networkingv1 "istio.io/client-go/pkg/apis/networking/v1"
@@ -18,12 +17,36 @@ import (
 )
 
 // Istio routes with a VirtualService between the DestinationRule subsets
-// "blue" and "green".
+// "blue" and "green". Make it with NewIstio and keep it: it remembers its
+// last write per object, so a pass that reads from a cache that has not seen
+// that write yet neither reports the old weights nor sends the write again
+// (lastwrite.go). The zero value with a Client works, without that memory.
 type Istio struct {
 	Client client.Client
+	// OnWrite, when set, is told of every write the router sends (kind is
+	// KindVirtualService or KindDestinationRule) and its outcome: nil, a
+	// conflict (IsConflict or IsAlreadyExists: a lost race), or an error.
+	// Writes the router skips are not reported.
+	OnWrite func(kind string, err error)
+
+	last *lastWrites
 }
 
-var _ Router = Istio{}
+// NewIstio returns an Istio router that remembers its writes.
+func NewIstio(c client.Client) *Istio {
+	return &Istio{Client: c, last: newLastWrites()}
+}
+
+var (
+	_ Router = Istio{}
+	_ Router = (*Istio)(nil)
+)
+
+func (r Istio) wrote(kind string, err error) {
+	if r.OnWrite != nil {
+		r.OnWrite(kind, err)
+	}
+}
 
 // HostMatches says whether a VirtualService destination host (relative to
 // namespace) names the Service.
@@ -129,19 +152,21 @@ func (t Target) vsName() string {
 	return t.Service
 }
 
-// getVS reads the VirtualService and checks that splitter may use it.
+// getVS reads the VirtualService (our last write's result when the cache
+// has not caught up with it) and checks that splitter may use it.
 func (r Istio) getVS(ctx context.Context, t Target) (*networkingv1.VirtualService, error) {
-	vs := &networkingv1.VirtualService{}
-	err := r.Client.Get(ctx, client.ObjectKey{Namespace: t.Namespace, Name: t.vsName()}, vs)
-	if apierrors.IsNotFound(err) {
+	key := client.ObjectKey{Namespace: t.Namespace, Name: t.vsName()}
+	cur, err := r.read(ctx, KindVirtualService, key, &networkingv1.VirtualService{})
+	if err != nil {
+		return nil, err
+	}
+	if cur == nil {
 		if t.VirtualService != "" {
 			return nil, &ConfigError{Object: "VirtualService/" + t.VirtualService, Msg: "not found (named by the " + splitterv1.VirtualServiceAnnotation + " annotation)"}
 		}
 		return nil, nil
 	}
-	if err != nil {
-		return nil, err
-	}
+	vs := cur.(*networkingv1.VirtualService)
 	if t.VirtualService == "" && !isOwnedBy(vs, t.Owner) {
 		return nil, &ConfigError{Object: "VirtualService/" + vs.Name, Msg: fmt.Sprintf(
 			"exists and is not splitter's: annotate the Deployment with %s: %s to let splitter change only its weights",
@@ -183,23 +208,67 @@ func (r Istio) SetWeights(ctx context.Context, t Target, w rollout.Weights) erro
 		return err
 	}
 	if vs == nil {
-		return r.Client.Create(ctx, OwnedVirtualService(t, w))
+		return r.create(ctx, KindVirtualService, OwnedVirtualService(t, w))
 	}
 	refs, err := findWeights(vs, t.Service)
 	if err != nil {
 		return err
 	}
-	patch, err := weightPatch(vs.ResourceVersion, refs, w)
+	if routed, consistent := readWeights(vs, refs); consistent && routed == w {
+		// Already routed, typically by our own last write that the cache
+		// has not shown yet: writing it again could only be refused.
+		return nil
+	}
+	from := vs.ResourceVersion
+	patch, err := weightPatch(from, refs, w)
 	if err != nil {
 		return err
 	}
 	err = r.Client.Patch(ctx, vs, client.RawPatch(types.JSONPatchType, patch))
-	if apierrors.IsInvalid(err) && strings.Contains(err.Error(), "/metadata/resourceVersion") {
-		// The precondition failed: the object changed since it was read.
-		// That is a lost race, reported as the conflict it is.
-		return apierrors.NewConflict(networkingv1.Resource("virtualservices"), vs.Name, err)
+	if patchNotApplied(err) {
+		// The resourceVersion precondition failed: the object changed
+		// since it was read. That is a lost race, reported as the
+		// conflict it is (the reconciler retries quietly).
+		err = apierrors.NewConflict(networkingv1.Resource("virtualservices"), vs.Name,
+			fmt.Errorf("the VirtualService is no longer at resourceVersion %s: %w", from, err))
 	}
-	return err
+	r.wrote(KindVirtualService, err)
+	if err != nil {
+		return err
+	}
+	r.last.remember(KindVirtualService, client.ObjectKeyFromObject(vs), from, vs)
+	return nil
+}
+
+// read gets the object at key into obj and returns the object to act on:
+// obj, our last write's result when the cache shows a version that write
+// replaced, or nil when neither exists.
+func (r Istio) read(ctx context.Context, kind string, key client.ObjectKey, obj client.Object) (client.Object, error) {
+	return readThrough(ctx, r.Client, r.last, kind, key, obj)
+}
+
+func readThrough(ctx context.Context, c client.Reader, last *lastWrites, kind string, key client.ObjectKey, obj client.Object) (client.Object, error) {
+	var cached client.Object
+	switch err := c.Get(ctx, key, obj); {
+	case err == nil:
+		cached = obj
+	case !apierrors.IsNotFound(err):
+		return nil, err
+	}
+	return last.current(kind, key, cached), nil
+}
+
+// create creates one of splitter's own objects and remembers it. An
+// AlreadyExists is returned as it is: the cache had not seen the object yet,
+// a lost race the reconciler retries quietly.
+func (r Istio) create(ctx context.Context, kind string, obj client.Object) error {
+	err := r.Client.Create(ctx, obj)
+	r.wrote(kind, err)
+	if err != nil {
+		return err
+	}
+	r.last.remember(kind, client.ObjectKeyFromObject(obj), "", obj)
+	return nil
 }
 
 // OwnedVirtualService is the VirtualService splitter creates for a Service
@@ -244,14 +313,14 @@ func OwnedDestinationRule(t Target) *networkingv1.DestinationRule {
 // A user's DestinationRule of the same name is used as it is if it defines
 // both subsets by the subset label, and never changed.
 func (r Istio) ensureDestinationRule(ctx context.Context, t Target) error {
-	dr := &networkingv1.DestinationRule{}
-	err := r.Client.Get(ctx, client.ObjectKey{Namespace: t.Namespace, Name: t.Service}, dr)
-	if apierrors.IsNotFound(err) {
-		return r.Client.Create(ctx, OwnedDestinationRule(t))
-	}
+	cur, err := r.read(ctx, KindDestinationRule, client.ObjectKey{Namespace: t.Namespace, Name: t.Service}, &networkingv1.DestinationRule{})
 	if err != nil {
 		return err
 	}
+	if cur == nil {
+		return r.create(ctx, KindDestinationRule, OwnedDestinationRule(t))
+	}
+	dr := cur.(*networkingv1.DestinationRule)
 	for _, c := range []splitterv1.Color{splitterv1.Blue, splitterv1.Green} {
 		ok := false
 		for _, s := range dr.Spec.Subsets {
@@ -274,23 +343,31 @@ func (r Istio) Release(ctx context.Context, t Target) error {
 		return nil
 	}
 	key := client.ObjectKey{Namespace: t.Namespace, Name: t.Service}
-	if err := r.deleteIfOwned(ctx, key, &networkingv1.VirtualService{}, t.Owner); err != nil {
+	if err := r.deleteIfOwned(ctx, KindVirtualService, key, &networkingv1.VirtualService{}, t.Owner); err != nil {
 		return err
 	}
-	return r.deleteIfOwned(ctx, key, &networkingv1.DestinationRule{}, t.Owner)
+	return r.deleteIfOwned(ctx, KindDestinationRule, key, &networkingv1.DestinationRule{}, t.Owner)
 }
 
 // deleteIfOwned deletes the object at key only if owner owns it, with a
 // UID precondition so a re-created object of the same name is left alone.
-func (r Istio) deleteIfOwned(ctx context.Context, key client.ObjectKey, obj client.Object, owner metav1.Object) error {
-	if err := r.Client.Get(ctx, key, obj); err != nil {
-		return client.IgnoreNotFound(err)
+// An object we created that the cache does not show yet is deleted too, and
+// one we deleted that the cache still shows is not deleted again.
+func (r Istio) deleteIfOwned(ctx context.Context, kind string, key client.ObjectKey, obj client.Object, owner metav1.Object) error {
+	cur, err := r.read(ctx, kind, key, obj)
+	if err != nil || cur == nil {
+		return err
 	}
-	if !isOwnedBy(obj, owner) {
+	if !isOwnedBy(cur, owner) {
 		return nil
 	}
-	uid := obj.GetUID()
-	return client.IgnoreNotFound(r.Client.Delete(ctx, obj, client.Preconditions{UID: &uid}))
+	uid := cur.GetUID()
+	err = client.IgnoreNotFound(r.Client.Delete(ctx, cur, client.Preconditions{UID: &uid}))
+	r.wrote(kind, err)
+	if err == nil {
+		r.last.remember(kind, key, cur.GetResourceVersion(), nil)
+	}
+	return err
 }
 
 // ColorSubsetRouted returns a color subset that the VirtualService still

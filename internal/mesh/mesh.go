@@ -3,7 +3,11 @@
 // the service-selector router switches a Service's selector between the
 // colors in one patch. Neither ever rewrites an object it does not own: on a
 // user's VirtualService only the weights change, by JSON patch with a
-// resourceVersion precondition.
+// resourceVersion precondition. A router made by NewIstio or
+// NewServiceSelector remembers its last write per object, so a pass that
+// reads from a cache that has not seen that write yet neither reports the
+// old weights nor sends the write again (lastwrite.go); a write that loses a
+// race anyway is returned as a conflict (IsConflict or IsAlreadyExists).
 package mesh
 
 import (
@@ -38,7 +42,7 @@ type Router interface {
 	// the colors yet.
 	Observe(ctx context.Context, t Target) (*rollout.Weights, error)
 	// SetWeights routes w in one write, creating splitter's own objects when
-	// they are missing.
+	// they are missing; in none when w is already routed.
 	SetWeights(ctx context.Context, t Target, w rollout.Weights) error
 	// Release hands routing back before opt-out: splitter's own objects
 	// are deleted, a user's are left with the live color at 100%.

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"time"
 
+	"k8s.io/apimachinery/pkg/api/meta"
+
 	splitterv1 "splitter.dev/splitter/api/v1alpha1"
 	"splitter.dev/splitter/internal/analysis"
 	"splitter.dev/splitter/internal/policy"
@@ -167,5 +169,10 @@ func Guard(p *policy.Plan, current splitterv1.SplitStatus, o Observations) (Deci
 	}
 	want := desired(p, e.s, o)
 	setConditions(&e.s, want, o)
+	// The stall goes on: keep its condition as it was (the reconciler
+	// sets it), so its transition time still says when it began.
+	if c := meta.FindStatusCondition(current.Conditions, ConditionStalled); c != nil {
+		meta.SetStatusCondition(&e.s.Conditions, *c)
+	}
 	return Decision{Status: e.s, Desired: want, Requeue: e.requeue, Transition: e.transition}, true
 }

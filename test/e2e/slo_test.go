@@ -92,7 +92,7 @@ func TestLowTrafficPausesInsteadOfPromoting(t *testing.T) {
 			avail = &s.Status.Checks[i]
 		}
 	}
-	if avail == nil || avail.Verdict != splitterv1.VerdictInconclusive || !strings.Contains(avail.Message, "more requests needed") {
+	if avail == nil || avail.Verdict != splitterv1.VerdictInconclusive || !strings.Contains(avail.Message, "more green requests needed") {
 		t.Errorf("availability verdict %+v, want Inconclusive saying more requests are needed", avail)
 	}
 	if h := s.Status.History; len(h) > 0 && h[0].Outcome == splitterv1.OutcomePromoted {

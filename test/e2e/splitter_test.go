@@ -77,7 +77,7 @@ func startSplitter(t testing.TB, tb *testbed.TestBed, ns string) *controllerProc
 		"--metrics-bind-address="+metrics,
 		"--health-probe-bind-address=127.0.0.1:0",
 		"--query-timeout=5s",
-		"--watchdog-interval=1s", // the test bed scrapes every second
+		"--scrape-interval="+tb.ScrapeInterval().String(), // the watchdog looks once per scrape
 	)
 	if err != nil {
 		t.Fatal(err)
