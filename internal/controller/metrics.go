@@ -101,4 +101,3 @@ func (m *Metrics) wroteResult(kind string, err error) {
 		m.Writes.WithLabelValues(kind, writeResult(err)).Inc()
 	}
 }
-

@@ -57,7 +57,7 @@ type SplitReconciler struct {
 	// ScrapeInterval is Prometheus' scrape interval: a step's evidence
 	// starts two scrapes after its weights are confirmed. Default 15s.
 	ScrapeInterval time.Duration
-	Metrics          *Metrics
+	Metrics        *Metrics
 	// Now is the clock; tests may replace it.
 	Now func() time.Time
 
