@@ -44,6 +44,10 @@ export TESTBED_PROMETHEUS := $(PROMETHEUS)
 export TESTBED_ISTIO_CRDS = $(shell $(GO) list -m -f '{{.Dir}}' istio.io/api)/kubernetes/customresourcedefinitions.gen.yaml
 export TESTBED_CRDS := $(ROOT)/deploy/crds
 export TESTBED_STATE := $(ROOT)/.testbed
+# Prometheus' scrape interval on the test bed (a Go duration): 1s for fast
+# tests; `TESTBED_SCRAPE_INTERVAL=15s make demo` (or testbed-up, test) scrapes
+# as real clusters do.
+export TESTBED_SCRAPE_INTERVAL ?= 1s
 export CONTROLLER_GEN
 # controller-runtime's envtest starts the same etcd and kube-apiserver.
 export TEST_ASSET_ETCD := $(ETCD)
@@ -97,7 +101,7 @@ bench-e2e: tools prometheus build ## Only the end-to-end benchmarks (BENCH_E2E=r
 ##@ Test bed
 
 .PHONY: testbed-up
-testbed-up: tools prometheus $(TESTBED) ## Start the local cluster in the background (.testbed/kubeconfig).
+testbed-up: tools prometheus $(TESTBED) ## Start the local cluster in the background (.testbed/kubeconfig; TESTBED_SCRAPE_INTERVAL=15s: slower scrapes).
 	$(TESTBED) up --detach
 
 .PHONY: testbed-down
@@ -105,7 +109,7 @@ testbed-down: $(TESTBED) ## Stop the local cluster started by testbed-up.
 	$(TESTBED) down
 
 .PHONY: demo
-demo: tools prometheus build $(TESTBED) ## Test bed + splitter + sample app: a healthy and a faulty release (DEMO_ONCE=1: exit when done).
+demo: tools prometheus build $(TESTBED) ## Test bed + splitter + sample app: a healthy and a faulty release (DEMO_ONCE=1: exit when done; TESTBED_SCRAPE_INTERVAL=15s).
 	SPLITTER_BIN=$(BIN)/splitter $(TESTBED) demo
 
 .PHONY: $(TESTBED)

@@ -521,16 +521,17 @@ func (r *SplitReconciler) guard(ctx context.Context, split *splitterv1.Split, us
 	if !act {
 		return ctrl.Result{}, false, nil
 	}
-	if d.Transition != nil {
-		d.Status.ObservedGeneration = split.Generation
-		res, err := r.markStalled(ctx, split, d.Status, cause)
-		if err != nil {
-			return res, true, err
-		}
-		r.event(split, corev1.EventTypeWarning, d.Transition.Reason, "%s (while stalled: %s)", d.Transition.Message, cause.Error())
-		logger.Info("Transition while stalled", "phase", d.Status.Phase, "reason", d.Transition.Reason, "message", d.Transition.Message)
-		if r.Metrics != nil {
-			r.Metrics.SnapBacks.WithLabelValues(split.Namespace, split.Name, d.Transition.Reason).Inc()
+	// Commit the watchdog's evidence (and a snap-back) with the stall.
+	d.Status.ObservedGeneration = split.Generation
+	res, err := r.markStalled(ctx, split, d.Status, cause)
+	if err != nil {
+		return res, true, err
+	}
+	if t := d.Transition; t != nil {
+		r.event(split, corev1.EventTypeWarning, t.Reason, "%s (while stalled: %s)", t.Message, cause.Error())
+		logger.Info("Transition while stalled", "phase", d.Status.Phase, "reason", t.Reason, "message", t.Message)
+		if r.Metrics != nil && d.Status.Phase == splitterv1.PhaseRollingBack {
+			r.Metrics.SnapBacks.WithLabelValues(split.Namespace, split.Name, t.Reason).Inc()
 		}
 	}
 	if w := d.Desired.Weights; w != nil && (obs.Routed == nil || *obs.Routed != *w) {
@@ -540,10 +541,9 @@ func (r *SplitReconciler) guard(ctx context.Context, split *splitterv1.Split, us
 		}
 		logger.Info("Weights set while stalled", "weight", w.String(), "phase", d.Status.Phase)
 	}
-	if d.Transition == nil {
-		return ctrl.Result{}, false, nil // only the snap-back's write was due: report the stall too
-	}
-	return ctrl.Result{RequeueAfter: time.Second}, true, nil
+	// Checkpoints are due every CheckpointEvery while traffic is on the
+	// candidate; the sweep wakes this Split at once when it trips.
+	return ctrl.Result{RequeueAfter: min(res.RequeueAfter, analysis.CheckpointEvery)}, true, nil
 }
 
 // markStalled writes status with Stalled set.
@@ -555,7 +555,12 @@ func (r *SplitReconciler) markStalled(ctx context.Context, split *splitterv1.Spl
 	}
 	msg := err.Error()
 	status := *base.DeepCopy()
-	prev := meta.FindStatusCondition(status.Conditions, rollout.ConditionStalled)
+	// A copy: SetStatusCondition below changes the slice in place.
+	var prev *metav1.Condition
+	if c := meta.FindStatusCondition(status.Conditions, rollout.ConditionStalled); c != nil {
+		cp := *c
+		prev = &cp
+	}
 	now := metav1.NewTime(r.Now())
 	for _, c := range []metav1.Condition{
 		{Type: rollout.ConditionStalled, Status: metav1.ConditionTrue, Reason: reason, Message: msg},

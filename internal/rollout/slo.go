@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"time"
 
+	"k8s.io/apimachinery/pkg/api/equality"
 	"k8s.io/apimachinery/pkg/api/meta"
 
 	splitterv1 "splitter.dev/splitter/api/v1alpha1"
@@ -154,17 +155,22 @@ func OnCandidate(s splitterv1.SplitStatus) bool {
 // Guard is the engine reduced to its safety part, for a release whose
 // reconcile is stalled (an invalid or deleted policy, an ambiguous
 // Service, a conflicting VirtualService): with the last valid plan, the
-// watchdog still judges, and a trip still snaps back. ok is false when
-// there is nothing to do; otherwise the decision is the snap-back.
-func Guard(p *policy.Plan, current splitterv1.SplitStatus, o Observations) (Decision, bool) {
-	if !OnCandidate(current) {
-		return Decision{}, false
-	}
+// watchdog still judges and checkpoints its evidence, and a trip still
+// snaps back. ok says the decision must be committed: the evidence moved,
+// or the weights must go back to the live color (a trip, a candidate
+// without Ready pods, a snap-back not yet written).
+func Guard(p *policy.Plan, current splitterv1.SplitStatus, o Observations) (d Decision, ok bool) {
 	e := &engine{p: p, o: o, s: *current.DeepCopy()}
 	e.s.Replicas = &o.Replicas
-	if c := o.Colors[e.s.Candidate]; e.s.Phase != splitterv1.PhasePromoting && c.Ready == 0 && o.Colors != nil {
+	switch {
+	case e.s.Phase == splitterv1.PhaseRollingBack:
+		e.rollingBack() // RolledBack once the router reports the live color at 100%
+	case !OnCandidate(current):
+		return Decision{}, false
+	case e.s.Phase != splitterv1.PhasePromoting && o.Colors != nil && o.Colors[e.s.Candidate].Ready == 0:
 		e.startRollback(ReasonCandidateUnavailable, fmt.Sprintf("%s has no Ready pod", e.s.Candidate), splitterv1.OutcomeRolledBack)
-	} else if !e.watchdogTripped() {
+	case e.watchdogTripped():
+	case equality.Semantic.DeepEqual(e.s.Analysis, current.Analysis):
 		return Decision{}, false
 	}
 	want := desired(p, e.s, o)

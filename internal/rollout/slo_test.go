@@ -100,11 +100,13 @@ func TestGuardSnapsBackWhileStalled(t *testing.T) {
 	if sc.status.Phase != splitterv1.PhaseShifting || sc.status.Weight == 0 {
 		t.Fatalf("not mid-release: %s weight %d", sc.status.Phase, sc.status.Weight)
 	}
-	// Healthy: Guard does nothing.
-	w.now = w.now.Add(10 * time.Second)
-	if _, act := Guard(p, sc.status, w.observe()); act {
-		t.Errorf("Guard acted on a healthy candidate")
+	// Healthy: Guard at most checkpoints the evidence.
+	w.now = w.now.Add(40 * time.Second)
+	d, act := Guard(p, sc.status, w.observe())
+	if !act || d.Transition != nil || d.Status.Analysis.CheckpointAt.Time != w.now {
+		t.Errorf("Guard on a healthy candidate 40 s on: act %v, transition %+v; want a checkpoint and nothing else", act, d.Transition)
 	}
+	sc.status = d.Status
 	// The candidate goes bad while the reconcile is stalled.
 	w.errRate["v2"] = 0.5
 	for range 10 {

@@ -280,6 +280,10 @@ func TestLabelValuesBothReporters(t *testing.T) {
 			"destination_service": "checkout.shop.svc.cluster.local", "destination_service_name": "checkout",
 			"destination_app": "checkout", "response_code": "200", "response_flags": "-", "request_protocol": "http",
 			"destination_canonical_revision": "latest",
+			"pod":                            ClientPod,
+		}
+		if reporter == "destination" {
+			want["pod"] = o.Endpoint.Pod.Name
 		}
 		for k, v := range want {
 			if got[k] != v {

@@ -52,10 +52,18 @@ var metricLabels = []string{
 	"destination_version", "destination_service", "destination_service_name", "destination_service_namespace",
 	"destination_canonical_service", "destination_canonical_revision", "destination_cluster",
 	"request_protocol", "response_code", "grpc_response_status", "response_flags", "connection_security_policy",
+	// Added by Prometheus' scrape of each sidecar (kubernetes_sd relabelling),
+	// not by Istio: the pod whose proxy reported the request.
+	"pod",
 }
 
 // ClientWorkload is the source workload of every synthetic request.
 const ClientWorkload = "meshsim-client"
+
+// ClientPod is the pod label of reporter="source" series. The simulator's
+// clients are not pods, so one fixed name stands for the client in every
+// namespace (series are told apart by source_workload_namespace).
+const ClientPod = ClientWorkload + "-0"
 
 // Simulator sends synthetic traffic through the routing stored in the API
 // server and exports Istio's metrics.
@@ -79,7 +87,16 @@ type Simulator struct {
 	carry     map[string]float64                      // fractional requests per Service
 	rng       *rand.Rand
 	listener  net.Listener
+
+	// What has series, so they can go when their reporter goes: a dead
+	// sidecar's series vanish from its /metrics (Prometheus marks them
+	// stale), and memory does not grow with pod churn.
+	servedBy  map[string]podRef // pod key (see podKey) -> pod with reporter="destination" series
+	clientsIn map[string]bool   // namespaces with reporter="source" series
 }
+
+// podRef names a pod whose proxy reported requests.
+type podRef struct{ namespace, name string }
 
 // New prepares a simulator for the cluster behind cfg.
 func New(cfg *rest.Config, opts Options) (*Simulator, error) {
@@ -100,29 +117,10 @@ func New(cfg *rest.Config, opts Options) (*Simulator, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Simulator{
-		opts:      opts,
-		kube:      informers.NewSharedInformerFactory(kc, 0),
-		istio:     istioinformers.NewSharedInformerFactory(ic, 0),
-		registry:  prometheus.NewRegistry(),
-		lastValid: map[string]*networkingv1.VirtualService{},
-		rejectMsg: map[string]string{},
-		carry:     map[string]float64{},
-		rng:       rand.New(rand.NewPCG(opts.Seed, opts.Seed^0x9e3779b97f4a7c15)),
-		dirty:     true,
-	}
-	s.requests = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "istio_requests_total", Help: "Requests, as Istio's proxies count them (simulated).",
-	}, metricLabels)
-	s.duration = prometheus.NewHistogramVec(prometheus.HistogramOpts{
-		Name: "istio_request_duration_milliseconds", Help: "Request duration in ms, as Istio's proxies measure it (simulated).",
-		Buckets: DefaultBuckets,
-	}, metricLabels)
-	s.rejected = prometheus.NewGaugeVec(prometheus.GaugeOpts{
-		Name: "meshsim_config_rejected", Help: "1 while the stored version of an object is refused by validation.",
-	}, []string{"kind", "namespace", "name"})
-	s.sent = prometheus.NewCounter(prometheus.CounterOpts{Name: "meshsim_requests_sent_total", Help: "Synthetic requests sent."})
-	s.registry.MustRegister(s.requests, s.duration, s.rejected, s.sent)
+	s := newSimulator(opts)
+	s.kube = informers.NewSharedInformerFactory(kc, 0)
+	s.istio = istioinformers.NewSharedInformerFactory(ic, 0)
+	s.dirty = true
 
 	markDirty := cache.ResourceEventHandlerFuncs{
 		AddFunc:    func(any) { s.markDirty() },
@@ -141,6 +139,34 @@ func New(cfg *rest.Config, opts Options) (*Simulator, error) {
 		s.synced = append(s.synced, inf.HasSynced)
 	}
 	return s, nil
+}
+
+// newSimulator has the metrics and the state but no informers: New adds
+// them, tests feed worlds through setWorld.
+func newSimulator(opts Options) *Simulator {
+	s := &Simulator{
+		opts:      opts,
+		registry:  prometheus.NewRegistry(),
+		lastValid: map[string]*networkingv1.VirtualService{},
+		rejectMsg: map[string]string{},
+		carry:     map[string]float64{},
+		rng:       rand.New(rand.NewPCG(opts.Seed, opts.Seed^0x9e3779b97f4a7c15)),
+		servedBy:  map[string]podRef{},
+		clientsIn: map[string]bool{},
+	}
+	s.requests = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "istio_requests_total", Help: "Requests, as Istio's proxies count them (simulated).",
+	}, metricLabels)
+	s.duration = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name: "istio_request_duration_milliseconds", Help: "Request duration in ms, as Istio's proxies measure it (simulated).",
+		Buckets: DefaultBuckets,
+	}, metricLabels)
+	s.rejected = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "meshsim_config_rejected", Help: "1 while the stored version of an object is refused by validation.",
+	}, []string{"kind", "namespace", "name"})
+	s.sent = prometheus.NewCounter(prometheus.CounterOpts{Name: "meshsim_requests_sent_total", Help: "Synthetic requests sent."})
+	s.registry.MustRegister(s.requests, s.duration, s.rejected, s.sent)
+	return s
 }
 
 func (s *Simulator) markDirty() {
@@ -204,8 +230,16 @@ func (s *Simulator) Step(dt time.Duration) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.dirty {
-		s.world = s.snapshot()
+		s.setWorld(s.snapshot())
 		s.dirty = false
+	}
+	s.send(dt)
+}
+
+// send sends the requests due over dt to every Service of the current world.
+func (s *Simulator) send(dt time.Duration) {
+	if s.world == nil {
+		return
 	}
 	for _, svc := range s.world.Services() {
 		key := svc.Namespace + "/" + svc.Name
@@ -266,6 +300,55 @@ func (s *Simulator) snapshot() *World {
 	return NewWorld(svcs, pods, vss, drs)
 }
 
+// setWorld makes w the world requests go through, and deletes the series
+// whose reporter is gone: a deleted pod's (its sidecar died with it; a pod
+// recreated under a new name starts new series from zero), and the
+// synthetic client's in a namespace where no Service receives traffic any
+// more.
+func (s *Simulator) setWorld(w *World) {
+	s.world = w
+	live := map[string]bool{}
+	for _, ps := range w.pods {
+		for _, p := range ps {
+			live[podKey(p)] = true
+		}
+	}
+	for key, ref := range s.servedBy {
+		if live[key] {
+			continue
+		}
+		match := prometheus.Labels{"reporter": "destination", "destination_workload_namespace": ref.namespace, "pod": ref.name}
+		s.requests.DeletePartialMatch(match)
+		s.duration.DeletePartialMatch(match)
+		delete(s.servedBy, key)
+	}
+	sending := map[string]bool{}
+	for _, svc := range w.Services() {
+		sending[svc.Namespace] = true
+	}
+	for ns := range s.clientsIn {
+		if sending[ns] {
+			continue
+		}
+		match := prometheus.Labels{"reporter": "source", "source_workload_namespace": ns}
+		s.requests.DeletePartialMatch(match)
+		s.duration.DeletePartialMatch(match)
+		delete(s.clientsIn, ns)
+	}
+	for key := range s.carry {
+		ns, name, _ := strings.Cut(key, "/")
+		if _, ok := w.services[ns+"/"+name]; !ok {
+			delete(s.carry, key)
+		}
+	}
+}
+
+// podKey identifies one pod incarnation: a pod deleted and recreated under
+// the same name is another pod (another UID).
+func podKey(p *corev1.Pod) string {
+	return p.Namespace + "/" + p.Name + "/" + string(p.UID)
+}
+
 // Rejection returns why the stored version of a VirtualService is refused,
 // or "" when it is in force.
 func (s *Simulator) Rejection(namespace, name string) string {
@@ -281,7 +364,10 @@ func (s *Simulator) record(client *corev1.Service, o Outcome) {
 	lv := labelValues(client, o, "source")
 	s.requests.WithLabelValues(lv...).Inc()
 	s.duration.WithLabelValues(lv...).Observe(o.LatencyMs)
+	s.clientsIn[client.Namespace] = true
 	if o.Endpoint != nil {
+		p := o.Endpoint.Pod
+		s.servedBy[podKey(p)] = podRef{namespace: p.Namespace, name: p.Name}
 		lv = labelValues(client, o, "destination")
 		s.requests.WithLabelValues(lv...).Inc()
 		s.duration.WithLabelValues(lv...).Observe(o.LatencyMs)
@@ -310,9 +396,9 @@ func labelValues(client *corev1.Service, o Outcome, reporter string) []string {
 	if o.Service != nil {
 		dsvcName, dsvcNS = o.Service.Name, o.Service.Namespace
 	}
-	security := "unknown"
+	security, pod := "unknown", ClientPod
 	if reporter == "destination" {
-		security = "mutual_tls"
+		security, pod = "mutual_tls", o.Endpoint.Pod.Name
 	}
 	return []string{
 		reporter,
@@ -322,6 +408,7 @@ func labelValues(client *corev1.Service, o Outcome, reporter string) []string {
 		dver, dsvc, dsvcName, dsvcNS,
 		dcs, dcr, "Kubernetes",
 		"http", strconv.Itoa(o.Code), "", o.Flags, security,
+		pod,
 	}
 }
 

@@ -19,12 +19,20 @@ import (
 )
 
 // pki is the test bed's throwaway certificate authority: a CA, the API
-// server's serving certificate, an admin client certificate in
-// system:masters, and the service-account signing key. ECDSA keeps start-up
-// fast.
+// server's serving certificate, two client certificates in system:masters
+// (the admin's, and one for a splitter controller so that the audit log
+// tells its requests apart), and the service-account signing key. ECDSA
+// keeps start-up fast.
 type pki struct {
 	caCert, servingCert, servingKey, adminCert, adminKey, saKey, saPub string // file paths
-	caPEM, adminCertPEM, adminKeyPEM                                   []byte
+	caPEM                                                              []byte
+	admin, controller                                                  clientCert
+}
+
+// clientCert is a client certificate and its key, PEM-encoded.
+type clientCert struct {
+	user            string // the certificate's CN
+	certPEM, keyPEM []byte
 }
 
 func newPKI(dir string) (*pki, error) {
@@ -82,7 +90,14 @@ func newPKI(dir string) (*pki, error) {
 		return nil, err
 	}
 	adminCert, adminKey, err := issue(3, &x509.Certificate{
-		Subject:     pkix.Name{CommonName: "testbed-admin", Organization: []string{"system:masters"}},
+		Subject:     pkix.Name{CommonName: AdminUser, Organization: []string{"system:masters"}},
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+	})
+	if err != nil {
+		return nil, err
+	}
+	controllerCert, controllerKey, err := issue(4, &x509.Certificate{
+		Subject:     pkix.Name{CommonName: ControllerUser, Organization: []string{"system:masters"}},
 		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
 	})
 	if err != nil {
@@ -102,16 +117,16 @@ func newPKI(dir string) (*pki, error) {
 	}
 
 	p := &pki{
-		caCert:       filepath.Join(dir, "ca.crt"),
-		servingCert:  filepath.Join(dir, "apiserver.crt"),
-		servingKey:   filepath.Join(dir, "apiserver.key"),
-		adminCert:    filepath.Join(dir, "admin.crt"),
-		adminKey:     filepath.Join(dir, "admin.key"),
-		saKey:        filepath.Join(dir, "sa.key"),
-		saPub:        filepath.Join(dir, "sa.pub"),
-		caPEM:        pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER}),
-		adminCertPEM: adminCert,
-		adminKeyPEM:  adminKey,
+		caCert:      filepath.Join(dir, "ca.crt"),
+		servingCert: filepath.Join(dir, "apiserver.crt"),
+		servingKey:  filepath.Join(dir, "apiserver.key"),
+		adminCert:   filepath.Join(dir, "admin.crt"),
+		adminKey:    filepath.Join(dir, "admin.key"),
+		saKey:       filepath.Join(dir, "sa.key"),
+		saPub:       filepath.Join(dir, "sa.pub"),
+		caPEM:       pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER}),
+		admin:       clientCert{user: AdminUser, certPEM: adminCert, keyPEM: adminKey},
+		controller:  clientCert{user: ControllerUser, certPEM: controllerCert, keyPEM: controllerKey},
 	}
 	files := map[string][]byte{
 		p.caCert:      p.caPEM,
@@ -130,12 +145,13 @@ func newPKI(dir string) (*pki, error) {
 	return p, nil
 }
 
-// writeKubeconfig writes an admin kubeconfig for the API server at host.
-func (p *pki) writeKubeconfig(path, host string) error {
+// writeKubeconfig writes a kubeconfig for the API server at host that
+// authenticates with the client certificate c.
+func (p *pki) writeKubeconfig(path, host string, c clientCert) error {
 	cfg := clientcmdapi.NewConfig()
 	cfg.Clusters["testbed"] = &clientcmdapi.Cluster{Server: host, CertificateAuthorityData: p.caPEM}
-	cfg.AuthInfos["testbed-admin"] = &clientcmdapi.AuthInfo{ClientCertificateData: p.adminCertPEM, ClientKeyData: p.adminKeyPEM}
-	cfg.Contexts["testbed"] = &clientcmdapi.Context{Cluster: "testbed", AuthInfo: "testbed-admin", Namespace: "default"}
+	cfg.AuthInfos[c.user] = &clientcmdapi.AuthInfo{ClientCertificateData: c.certPEM, ClientKeyData: c.keyPEM}
+	cfg.Contexts["testbed"] = &clientcmdapi.Context{Cluster: "testbed", AuthInfo: c.user, Namespace: "default"}
 	cfg.CurrentContext = "testbed"
 	return clientcmd.WriteToFile(*cfg, path)
 }

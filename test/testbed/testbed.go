@@ -16,10 +16,12 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
 
+	"github.com/prometheus/common/model"
 	corev1 "k8s.io/api/core/v1"
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
@@ -49,8 +51,14 @@ type Config struct {
 	// created if missing and never removed by Stop (logs stay for a look).
 	StateDir string
 
-	// ScrapeInterval is Prometheus' scrape interval. Default 1s.
+	// ScrapeInterval is Prometheus' scrape (and rule evaluation) interval.
+	// Default 1s, for fast tests; real clusters scrape every 15-60 s.
+	// ConfigFromEnv reads TESTBED_SCRAPE_INTERVAL (a Go duration: 15s).
 	ScrapeInterval time.Duration
+	// Audit makes kube-apiserver keep an audit log of the writes to the
+	// kinds splitter writes (AuditEvents, AuditWrites). ConfigFromEnv turns
+	// it on unless TESTBED_AUDIT=0.
+	Audit bool
 	// MeshSim configures the traffic simulator.
 	MeshSim meshsim.Options
 
@@ -59,7 +67,9 @@ type Config struct {
 }
 
 // ConfigFromEnv reads the TESTBED_* variables set by the Makefile. It fails
-// with the list of missing variables when the Makefile did not run.
+// with the list of missing variables when the Makefile did not run. Besides
+// the tools' paths: TESTBED_STATE (the state directory),
+// TESTBED_SCRAPE_INTERVAL (default 1s) and TESTBED_AUDIT (default on).
 func ConfigFromEnv() (Config, error) {
 	vars := map[string]*string{}
 	var c Config
@@ -84,7 +94,35 @@ func ConfigFromEnv() (Config, error) {
 		return c, fmt.Errorf("test bed not configured: %s unset (run through `make`, which builds the tools and sets them)", strings.Join(missing, ", "))
 	}
 	c.StateDir = os.Getenv("TESTBED_STATE")
+	if v := os.Getenv("TESTBED_SCRAPE_INTERVAL"); v != "" {
+		d, err := ParseScrapeInterval(v)
+		if err != nil {
+			return c, fmt.Errorf("TESTBED_SCRAPE_INTERVAL: %w", err)
+		}
+		c.ScrapeInterval = d
+	}
+	c.Audit = true
+	if v := os.Getenv("TESTBED_AUDIT"); v != "" {
+		on, err := strconv.ParseBool(v)
+		if err != nil {
+			return c, fmt.Errorf("TESTBED_AUDIT=%q: want 1 or 0", v)
+		}
+		c.Audit = on
+	}
 	return c, nil
+}
+
+// ParseScrapeInterval parses a Go duration (15s, 1m, 500ms) into a scrape
+// interval Prometheus accepts: positive and whole milliseconds.
+func ParseScrapeInterval(v string) (time.Duration, error) {
+	d, err := time.ParseDuration(v)
+	if err != nil {
+		return 0, err
+	}
+	if d <= 0 || d%time.Millisecond != 0 {
+		return 0, fmt.Errorf("%s: want a positive whole number of milliseconds", d)
+	}
+	return d, nil
 }
 
 // Scheme has the types the test bed and its users need: core Kubernetes,
@@ -105,8 +143,13 @@ func Scheme() *runtime.Scheme {
 type TestBed struct {
 	cfg Config
 
-	// Kubeconfig is the admin kubeconfig's path.
+	// Kubeconfig is the admin kubeconfig's path (user AdminUser).
 	Kubeconfig string
+	// ControllerKubeconfig is a kubeconfig for a splitter controller, with
+	// its own identity (user ControllerUser, also in system:masters), so
+	// that the audit log tells its requests from the tests' and the other
+	// components' (which all use Kubeconfig).
+	ControllerKubeconfig string
 	// RESTConfig is the admin config for the API server.
 	RESTConfig *rest.Config
 	// Client is a controller-runtime client with Scheme.
@@ -122,6 +165,7 @@ type TestBed struct {
 	stopMesh   context.CancelFunc
 	meshDone   chan struct{}
 	targetsDir string
+	auditLog   string
 	stopped    bool
 }
 
@@ -143,7 +187,7 @@ func Start(ctx context.Context, cfg Config) (_ *TestBed, err error) {
 		return nil, err
 	}
 	// A previous run's data would resurrect its objects: start clean.
-	for _, d := range []string{"etcd", "prometheus", "pki", "logs"} {
+	for _, d := range []string{"etcd", "prometheus", "pki", "logs", "audit"} {
 		if err := os.RemoveAll(filepath.Join(cfg.StateDir, d)); err != nil {
 			return nil, err
 		}
@@ -152,7 +196,11 @@ func Start(ctx context.Context, cfg Config) (_ *TestBed, err error) {
 	if err := os.MkdirAll(logs, 0o755); err != nil {
 		return nil, err
 	}
-	tb := &TestBed{cfg: cfg, Kubeconfig: filepath.Join(cfg.StateDir, "kubeconfig")}
+	tb := &TestBed{
+		cfg:                  cfg,
+		Kubeconfig:           filepath.Join(cfg.StateDir, "kubeconfig"),
+		ControllerKubeconfig: filepath.Join(cfg.StateDir, "controller.kubeconfig"),
+	}
 	defer func() {
 		if err != nil {
 			tb.Stop()
@@ -204,17 +252,17 @@ func Start(ctx context.Context, cfg Config) (_ *TestBed, err error) {
 		return nil, err
 	}
 	host := fmt.Sprintf("https://127.0.0.1:%d", apiPort)
-	apiserver, err := tb.start("kube-apiserver", cfg.KubeAPIServer,
-		"--etcd-servers="+etcdURL,
+	apiArgs := []string{
+		"--etcd-servers=" + etcdURL,
 		"--bind-address=127.0.0.1",
 		"--advertise-address=127.0.0.1",
 		fmt.Sprintf("--secure-port=%d", apiPort),
-		"--tls-cert-file="+pki.servingCert,
-		"--tls-private-key-file="+pki.servingKey,
-		"--client-ca-file="+pki.caCert,
+		"--tls-cert-file=" + pki.servingCert,
+		"--tls-private-key-file=" + pki.servingKey,
+		"--client-ca-file=" + pki.caCert,
 		"--service-account-issuer=https://kubernetes.default.svc.cluster.local",
-		"--service-account-key-file="+pki.saPub,
-		"--service-account-signing-key-file="+pki.saKey,
+		"--service-account-key-file=" + pki.saPub,
+		"--service-account-signing-key-file=" + pki.saKey,
 		"--service-cluster-ip-range=10.0.0.0/24",
 		"--authorization-mode=RBAC",
 		// No kubelet mounts tokens and no node lifecycle controller runs:
@@ -224,11 +272,24 @@ func Start(ctx context.Context, cfg Config) (_ *TestBed, err error) {
 		"--allow-privileged=true",
 		// The advertised address is loopback, which the endpoint reconciler refuses.
 		"--endpoint-reconciler-type=none",
-	)
+	}
+	if cfg.Audit {
+		dir := filepath.Join(cfg.StateDir, "audit")
+		args, err := auditArgs(dir)
+		if err != nil {
+			return nil, fmt.Errorf("audit log: %w", err)
+		}
+		apiArgs = append(apiArgs, args...)
+		tb.auditLog = filepath.Join(dir, "audit.log")
+	}
+	apiserver, err := tb.start("kube-apiserver", cfg.KubeAPIServer, apiArgs...)
 	if err != nil {
 		return nil, err
 	}
-	if err := pki.writeKubeconfig(tb.Kubeconfig, host); err != nil {
+	if err := pki.writeKubeconfig(tb.Kubeconfig, host, pki.admin); err != nil {
+		return nil, err
+	}
+	if err := pki.writeKubeconfig(tb.ControllerKubeconfig, host, pki.controller); err != nil {
 		return nil, err
 	}
 	if tb.RESTConfig, err = clientcmd.BuildConfigFromFlags("", tb.Kubeconfig); err != nil {
@@ -464,17 +525,19 @@ func (tb *TestBed) startPrometheus(ctx context.Context) error {
 		return err
 	}
 	// Targets come from files (file_sd), so tests can add a scrape target
-	// (the controller's /metrics, say) while Prometheus runs.
+	// (the controller's /metrics, say) while Prometheus runs. The timeout
+	// must not exceed the interval; 10 s is Prometheus' default.
+	interval := tb.cfg.ScrapeInterval
 	config := fmt.Sprintf(`global:
-  scrape_interval: %[1]s
-  scrape_timeout: %[1]s
-  evaluation_interval: %[1]s
+  scrape_interval: %s
+  scrape_timeout: %s
+  evaluation_interval: %s
 scrape_configs:
 - job_name: testbed
   file_sd_configs:
-  - files: ['%[2]s/*.json']
+  - files: ['%s/*.json']
     refresh_interval: 1s
-`, tb.cfg.ScrapeInterval, tb.targetsDir)
+`, model.Duration(interval), model.Duration(min(interval, 10*time.Second)), model.Duration(interval), tb.targetsDir)
 	cfgPath := filepath.Join(dir, "prometheus.yml")
 	if err := os.WriteFile(cfgPath, []byte(config), 0o644); err != nil {
 		return err
@@ -496,8 +559,9 @@ scrape_configs:
 	return waitFor(withTimeout(ctx, 60*time.Second), prom, "Prometheus /-/ready", httpOK(tb.PrometheusURL+"/-/ready", nil))
 }
 
-// AddScrapeTarget makes Prometheus scrape addr (host:port) as job. It takes
-// effect within a second or two.
+// AddScrapeTarget makes Prometheus scrape addr (host:port) as job. The
+// target is picked up within a second or two and first scraped within one
+// scrape interval after that.
 func (tb *TestBed) AddScrapeTarget(job, addr string) error {
 	data := fmt.Sprintf(`[{"targets": [%q], "labels": {"job": %q}}]`, addr, job)
 	tmp := filepath.Join(tb.targetsDir, "."+job+".tmp")
@@ -532,6 +596,9 @@ func (tb *TestBed) startMeshSim(ctx context.Context) error {
 
 // StateDir is where the test bed keeps its data and logs.
 func (tb *TestBed) StateDir() string { return tb.cfg.StateDir }
+
+// ScrapeInterval is Prometheus' scrape interval (Config.ScrapeInterval).
+func (tb *TestBed) ScrapeInterval() time.Duration { return tb.cfg.ScrapeInterval }
 
 // PIDs lists the child processes' PIDs, by name.
 func (tb *TestBed) PIDs() map[string]int {

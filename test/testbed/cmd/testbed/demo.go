@@ -10,7 +10,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/prometheus/common/model"
 	appsv1 "k8s.io/api/apps/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	splitterv1 "splitter.dev/splitter/api/v1alpha1"
@@ -28,24 +30,29 @@ func runDemo(ctx context.Context, tb *testbed.TestBed) error {
 	if bin == "" {
 		bin = "bin/splitter"
 	}
+	scrape := tb.ScrapeInterval()
 	ctrl, err := testbed.StartProcess("splitter", filepath.Join(tb.StateDir(), "logs"), bin, "run",
-		"--kubeconfig="+tb.Kubeconfig, "--prometheus-url="+tb.PrometheusURL, "--namespaces="+demoNamespace,
-		"--leader-election-namespace="+demoNamespace, "--metrics-bind-address=127.0.0.1:0", "--health-probe-bind-address=127.0.0.1:0")
+		"--kubeconfig="+tb.ControllerKubeconfig, "--prometheus-url="+tb.PrometheusURL, "--namespaces="+demoNamespace,
+		"--leader-election-namespace="+demoNamespace, "--metrics-bind-address=127.0.0.1:0", "--health-probe-bind-address=127.0.0.1:0",
+		"--scrape-interval="+scrape.String())
 	if err != nil {
 		return err
 	}
 	defer ctrl.Stop(5 * time.Second)
-	fmt.Printf("demo: splitter running (pid %d), log %s\n", ctrl.PID(), ctrl.Log())
+	fmt.Printf("demo: splitter running (pid %d, Prometheus scraping every %s), log %s\n", ctrl.PID(), scrape, ctrl.Log())
 
 	samples, err := filepath.Glob("config/samples/*.yaml")
 	if err != nil || len(samples) == 0 {
 		return fmt.Errorf("no samples in config/samples (run from the repository root)")
 	}
-	files := append(samples, "test/testbed/demo/policy.yaml")
-	if err := testbed.ApplyFiles(ctx, tb.Client, demoNamespace, files...); err != nil {
+	if err := testbed.ApplyFiles(ctx, tb.Client, demoNamespace, samples...); err != nil {
 		return err
 	}
-	fmt.Printf("demo: applied %s\n", strings.Join(files, ", "))
+	step, err := applyDemoPolicy(ctx, tb, scrape)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("demo: applied %s, %s (steps of %s)\n", strings.Join(samples, ", "), demoPolicy, step)
 	fmt.Printf("demo: watch with  KUBECONFIG=%s kubectl -n %s get splits -w\n", tb.Kubeconfig, demoNamespace)
 
 	w := &watcher{tb: tb}
@@ -59,7 +66,9 @@ func runDemo(ctx context.Context, tb *testbed.TestBed) error {
 	if err := setTemplate(ctx, tb, "registry.example.com/shop/checkout:1.1.0", nil); err != nil {
 		return err
 	}
-	first, err := w.until(ctx, 5*time.Minute, func(s *splitterv1.Split) bool {
+	// A release takes four steps and a standby, and may be extended.
+	releaseTimeout := max(5*time.Minute, 12*step)
+	first, err := w.until(ctx, releaseTimeout, func(s *splitterv1.Split) bool {
 		return len(s.Status.History) > 0 && s.Status.Phase == splitterv1.PhaseIdle
 	})
 	if err != nil {
@@ -70,7 +79,7 @@ func runDemo(ctx context.Context, tb *testbed.TestBed) error {
 	if err := setTemplate(ctx, tb, "registry.example.com/shop/checkout:1.2.0", map[string]string{"meshsim.splitter.dev/error-rate": "0.3"}); err != nil {
 		return err
 	}
-	second, err := w.until(ctx, 5*time.Minute, func(s *splitterv1.Split) bool {
+	second, err := w.until(ctx, releaseTimeout, func(s *splitterv1.Split) bool {
 		return s.Status.Phase == splitterv1.PhaseRolledBack
 	})
 	if err != nil {
@@ -91,6 +100,52 @@ func runDemo(ctx context.Context, tb *testbed.TestBed) error {
 	_, _ = w.until(ctx, 24*time.Hour, func(*splitterv1.Split) bool { return false })
 	fmt.Println("demo: stopping")
 	return nil
+}
+
+// demoPolicy is the sample policy's shape with timings for the test bed.
+const demoPolicy = "test/testbed/demo/policy.yaml"
+
+// applyDemoPolicy applies demoPolicy, its step duration and standby
+// stretched to a few scrapes when Prometheus scrapes slowly (a step of 10 s
+// holds 10 scrapes at 1 s, not even one at 15 s). It returns the step duration.
+func applyDemoPolicy(ctx context.Context, tb *testbed.TestBed, scrape time.Duration) (time.Duration, error) {
+	data, err := os.ReadFile(demoPolicy)
+	if err != nil {
+		return 0, err
+	}
+	objs, err := testbed.ReadObjects(data)
+	if err != nil || len(objs) != 1 {
+		return 0, fmt.Errorf("%s: want one SplitPolicy (%v)", demoPolicy, err)
+	}
+	pol := objs[0]
+	pol.SetNamespace(demoNamespace)
+	step, err := stretch(pol.Object, 4*scrape, "spec", "stepDuration")
+	if err != nil {
+		return 0, err
+	}
+	if _, err := stretch(pol.Object, 2*scrape, "spec", "standby"); err != nil {
+		return 0, err
+	}
+	if err := testbed.Apply(ctx, tb.Client, pol); err != nil {
+		return 0, fmt.Errorf("%s: %w", demoPolicy, err)
+	}
+	return step, nil
+}
+
+// stretch raises the duration at path to at least floor and returns it.
+func stretch(obj map[string]any, floor time.Duration, path ...string) (time.Duration, error) {
+	v, _, err := unstructured.NestedString(obj, path...)
+	if err != nil {
+		return 0, err
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil {
+		return 0, fmt.Errorf("%s: %s: %w", demoPolicy, strings.Join(path, "."), err)
+	}
+	if d >= floor {
+		return d, nil
+	}
+	return floor, unstructured.SetNestedField(obj, floor.String(), path...)
 }
 
 func conditionTrue(s *splitterv1.Split, t string) bool {
@@ -169,11 +224,12 @@ func orNone(s string) string {
 	return s
 }
 
-// trafficSplit is each workload's share of the last 10 s of requests, as
-// Prometheus sees them (reporter=destination).
+// trafficSplit is each workload's share of recent requests (the last 10 s,
+// or four scrapes if longer), as Prometheus sees them (reporter=destination).
 func trafficSplit(ctx context.Context, tb *testbed.TestBed) (string, error) {
+	window := model.Duration(max(10*time.Second, 4*tb.ScrapeInterval()))
 	rates, err := tb.QueryByLabel(ctx, fmt.Sprintf(
-		`sum by (destination_workload) (rate(istio_requests_total{reporter="destination",destination_workload_namespace=%q}[10s]))`, demoNamespace),
+		`sum by (destination_workload) (rate(istio_requests_total{reporter="destination",destination_workload_namespace=%q}[%s]))`, demoNamespace, window),
 		"destination_workload")
 	if err != nil {
 		return "", err

@@ -105,9 +105,13 @@ func runForeground(demo bool) error {
 	defer tb.Stop()
 	fmt.Printf("testbed: up in %.1fs\n", time.Since(t0).Seconds())
 	fmt.Printf("  kubeconfig:  %s   (export KUBECONFIG=%s)\n", tb.Kubeconfig, tb.Kubeconfig)
-	fmt.Printf("  prometheus:  %s   (also in %s)\n", tb.PrometheusURL, filepath.Join(tb.StateDir(), "prometheus-url"))
+	fmt.Printf("               %s   (for splitter: user %s)\n", tb.ControllerKubeconfig, testbed.ControllerUser)
+	fmt.Printf("  prometheus:  %s   (also in %s), scraping every %s\n", tb.PrometheusURL, filepath.Join(tb.StateDir(), "prometheus-url"), tb.ScrapeInterval())
 	fmt.Printf("  meshsim:     %s/metrics\n", tb.MeshSimURL)
 	fmt.Printf("  logs:        %s\n", filepath.Join(tb.StateDir(), "logs"))
+	if tb.AuditLog() != "" {
+		fmt.Printf("  audit log:   %s   (writes to VirtualServices, DestinationRules, Services, Deployments, Splits)\n", tb.AuditLog())
+	}
 	if err := os.WriteFile(filepath.Join(cfg.StateDir, "ready"), nil, 0o644); err != nil {
 		return err
 	}
