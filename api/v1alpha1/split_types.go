@@ -209,6 +209,11 @@ type AnalysisStatus struct {
 	// Watchdog is the evidence per SLO up to Checkpoint.
 	// +optional
 	Watchdog []WatchdogStatus `json:"watchdog,omitempty"`
+	// TripPendingAt is when the watchdog tripped: the trip stands only if
+	// a look at least one scrape later, when every target has been scraped
+	// past what tripped it, still trips.
+	// +optional
+	TripPendingAt *metav1.Time `json:"tripPendingAt,omitempty"`
 }
 
 // SplitStatus is the live state of a workload's releases: everything the

@@ -173,7 +173,7 @@ func run(args []string) int {
 	if *watchdogInterval <= 0 {
 		*watchdogInterval = *scrapeInterval
 	}
-	prom := &controller.PrometheusChecks{Default: *promURL, Timeout: *queryTimeout, CounterTTL: *watchdogInterval / 2}
+	prom := &controller.PrometheusChecks{Default: *promURL, Timeout: *queryTimeout, CounterTTL: *watchdogInterval / 2, Scrape: *scrapeInterval}
 	r := &controller.SplitReconciler{
 		Client:           mgr.GetClient(),
 		Recorder:         mgr.GetEventRecorder("splitter"),

@@ -47,6 +47,10 @@ type Result struct {
 	Bound    string
 	Message  string
 	Query    string // as sent, for logs
+	// Incident says the step's evidence shows an incident both colors
+	// share (the objective breached while green is no worse than blue):
+	// an extension judges fresh evidence rather than the incident again.
+	Incident bool
 }
 
 // ValueString is the value for status and Events; empty without one.

@@ -35,7 +35,8 @@ import (
 //     histogram says (+Inf bucket minus the threshold's bucket).
 //
 // Each series is one proxy's counter for one class of response (summed
-// over the source workloads): growth is taken per series, then summed.
+// over the source workloads, after each raw series is read at the same
+// instant: see Align): growth is taken per series, then summed.
 // This assumes Istio's metric expiry is off (its default): a series that
 // expired while its proxy lives would look like a restart.
 
@@ -102,24 +103,74 @@ const colorSelector = `destination_workload=~".+-(blue|green)"`
 // usual Kubernetes scrape configs add; `instance` is always there.
 var proxyLabels = []string{"destination_workload_namespace", "destination_workload", "reporter", "pod", "instance"}
 
+// classLabels tell the classes of response apart.
+var classLabels = []string{"response_code", "response_flags", "grpc_response_status"}
+
+// Alignment. Prometheus scrapes each target at its own offset, and an
+// instant query returns each series' last sample: two colors' "now" can
+// be a scrape interval apart, and a burst of errors both colors share can
+// sit in one color's window and not yet in the other's, which the
+// relative tests would read as a regression. So every series is read at
+// one instant At = now - scrape - margin, by linear interpolation between
+// its samples on either side of it: every target has been scraped since
+// At, so each color's count covers the same stretch of time.
+
+// Align is the instant a reading at now describes, given the scrape interval.
+func Align(now time.Time, scrape time.Duration) time.Time {
+	if scrape <= 0 {
+		scrape = 15 * time.Second
+	}
+	return now.Add(-scrape - max(500*time.Millisecond, scrape/10))
+}
+
+// window is the range selector that holds the samples around At.
+func window(scrape time.Duration) string {
+	if scrape <= 0 {
+		scrape = 15 * time.Second
+	}
+	return FormatWindow(max(3*scrape, 5*time.Second))
+}
+
 // AvailabilityQueries are the two queries an availability reading needs:
 // every destination series, and the source series of requests that never
-// reached a pod, each summed over the source workloads only.
-func AvailabilityQueries() []string {
-	by := strings.Join(append(append([]string(nil), proxyLabels...), "response_code", "response_flags", "grpc_response_status"), ", ")
+// reached a pod, each as raw samples over a few scrapes.
+func AvailabilityQueries(scrape time.Duration) []string {
+	w := "[" + window(scrape) + "]"
 	return []string{
-		`sum by (` + by + `) (istio_requests_total{reporter="destination",` + colorSelector + `})`,
-		`sum by (` + by + `) (istio_requests_total{reporter="source",` + colorSelector + `,response_flags=~".*(` + strings.Join(SourceOnlyFlags, "|") + `).*"})`,
+		`istio_requests_total{reporter="destination",` + colorSelector + `}` + w,
+		`istio_requests_total{reporter="source",` + colorSelector + `,response_flags=~".*(` + strings.Join(SourceOnlyFlags, "|") + `).*"}` + w,
 	}
 }
 
 // LatencyQuery reads the +Inf and threshold buckets of every destination
-// proxy. `le` may print as 250 or 250.0.
-func LatencyQuery(thresholdMs float64) string {
+// proxy as raw samples. `le` may print as 250 or 250.0.
+func LatencyQuery(thresholdMs float64, scrape time.Duration) string {
 	le := regexp.QuoteMeta(strconv.FormatFloat(thresholdMs, 'f', -1, 64))
-	by := strings.Join(append(append([]string(nil), proxyLabels...), "le"), ", ")
-	return `sum by (` + by + `) (istio_request_duration_milliseconds_bucket{reporter="destination",` + colorSelector +
-		`,le=~"` + escapeLiteral(le) + `(\\.0+)?|\\+Inf"})`
+	return `istio_request_duration_milliseconds_bucket{reporter="destination",` + colorSelector +
+		`,le=~"` + escapeLiteral(le) + `(\\.0+)?|\\+Inf"}[` + window(scrape) + `]`
+}
+
+// ValueAt is a counter's value at t from its samples (oldest first):
+// interpolated between the samples on either side of t; the last sample
+// before t when none follows (the target stopped answering); not ok when
+// the series has no sample at or before t (it did not exist yet). A reset
+// between the two samples is not interpolated across: the value before it
+// stands, and the next reading sees the drop as a restart.
+func ValueAt(samples []model.SamplePair, t model.Time) (float64, bool) {
+	i := sort.Search(len(samples), func(i int) bool { return samples[i].Timestamp > t }) - 1
+	if i < 0 {
+		return 0, false
+	}
+	a := samples[i]
+	if i+1 == len(samples) {
+		return float64(a.Value), true
+	}
+	b := samples[i+1]
+	if b.Value < a.Value || b.Timestamp == a.Timestamp {
+		return float64(a.Value), true
+	}
+	f := float64(t-a.Timestamp) / float64(b.Timestamp-a.Timestamp)
+	return float64(a.Value) + f*float64(b.Value-a.Value), true
 }
 
 // seriesID hashes the labels that identify a series.
@@ -152,105 +203,128 @@ func IsBadResponse(code, flags, grpcStatus string, grpcErrorCodes []int32) bool 
 	return false
 }
 
-// ClassifyAvailability turns the two availability queries' results into
-// series. Source-side series are all failures that reached no pod.
-func ClassifyAvailability(destination, source model.Vector, grpcErrorCodes []int32) Reading {
-	out := Reading{}
-	ids := append(append([]string(nil), proxyLabels...), "response_code", "response_flags", "grpc_response_status")
-	for _, s := range destination {
-		v := float64(s.Value)
-		bad := 0.0
-		if IsBadResponse(string(s.Metric["response_code"]), string(s.Metric["response_flags"]), string(s.Metric["grpc_response_status"]), grpcErrorCodes) {
-			bad = v
-		}
-		w := workloadOf(s.Metric)
-		out[w] = append(out[w], Series{ID: seriesID(s.Metric, ids...), Requests: v, Bad: bad})
+// sums adds series up by id, keeping the first-seen order.
+type sums struct {
+	order []string
+	w     map[string]Workload
+	val   map[string]*Series
+}
+
+func (s *sums) add(w Workload, id string, requests, bad float64) {
+	if s.val == nil {
+		s.w, s.val = map[string]Workload{}, map[string]*Series{}
 	}
-	for _, s := range source {
-		v := float64(s.Value)
-		w := workloadOf(s.Metric)
-		out[w] = append(out[w], Series{ID: seriesID(s.Metric, ids...), Requests: v, Bad: v})
+	v := s.val[id]
+	if v == nil {
+		v = &Series{ID: id}
+		s.val[id] = v
+		s.w[id] = w
+		s.order = append(s.order, id)
+	}
+	v.Requests += requests
+	v.Bad += bad
+}
+
+func (s *sums) reading() Reading {
+	out := Reading{}
+	for _, id := range s.order {
+		out[s.w[id]] = append(out[s.w[id]], *s.val[id])
 	}
 	return out
 }
 
-// ClassifyLatency pairs each proxy's +Inf and threshold buckets. A proxy
-// with requests but without the threshold's bucket (custom buckets,
-// relabelling) is an error: reading it as zero fast requests would make
-// every request slow.
-func ClassifyLatency(v model.Vector, thresholdMs float64) (Reading, error) {
-	type pair struct {
-		w           Workload
-		inf, le     float64
-		hasInf, has bool
-	}
-	pairs := map[string]*pair{}
-	for _, s := range v {
-		id := seriesID(s.Metric, proxyLabels...)
-		p := pairs[id]
-		if p == nil {
-			p = &pair{w: workloadOf(s.Metric)}
-			pairs[id] = p
+// ClassifyAvailability turns the two availability queries' results into
+// series read at `at`: one per proxy and class of response (the source
+// workloads summed). Source-side series are all failures that reached no pod.
+func ClassifyAvailability(destination, source model.Matrix, at model.Time, grpcErrorCodes []int32) Reading {
+	var s sums
+	ids := append(append([]string(nil), proxyLabels...), classLabels...)
+	for _, st := range destination {
+		v, ok := ValueAt(st.Values, at)
+		if !ok {
+			continue
 		}
-		le := string(s.Metric["le"])
+		bad := 0.0
+		if IsBadResponse(string(st.Metric["response_code"]), string(st.Metric["response_flags"]), string(st.Metric["grpc_response_status"]), grpcErrorCodes) {
+			bad = v
+		}
+		s.add(workloadOf(st.Metric), seriesID(st.Metric, ids...), v, bad)
+	}
+	for _, st := range source {
+		if v, ok := ValueAt(st.Values, at); ok {
+			s.add(workloadOf(st.Metric), seriesID(st.Metric, ids...), v, v)
+		}
+	}
+	return s.reading()
+}
+
+// ClassifyLatency pairs each proxy's +Inf and threshold buckets read at
+// `at`. A proxy with requests but without the threshold's bucket (custom
+// buckets, relabelling) is an error: reading it as zero fast requests
+// would make every request slow.
+func ClassifyLatency(m model.Matrix, at model.Time, thresholdMs float64) (Reading, error) {
+	var inf, fast sums
+	hasLe := map[string]bool{}
+	for _, st := range m {
+		v, ok := ValueAt(st.Values, at)
+		if !ok {
+			continue
+		}
+		id := seriesID(st.Metric, proxyLabels...)
+		le := string(st.Metric["le"])
 		if le == "+Inf" {
-			p.inf, p.hasInf = float64(s.Value), true
+			inf.add(workloadOf(st.Metric), id, v, 0)
 			continue
 		}
 		if f, err := strconv.ParseFloat(le, 64); err == nil && math.Abs(f-thresholdMs) < 1e-9 {
-			p.le, p.has = float64(s.Value), true
+			fast.add(workloadOf(st.Metric), id, v, 0)
+			hasLe[id] = true
 		}
 	}
 	out := Reading{}
-	ids := make([]string, 0, len(pairs))
-	for id := range pairs {
-		ids = append(ids, id)
-	}
-	sort.Strings(ids)
-	for _, id := range ids {
-		p := pairs[id]
-		if !p.hasInf {
-			continue
-		}
-		if !p.has {
-			if p.inf == 0 {
+	for _, id := range inf.order {
+		total := inf.val[id].Requests
+		w := inf.w[id]
+		if !hasLe[id] {
+			if total == 0 {
 				continue
 			}
 			return nil, fmt.Errorf("%s/%s has no istio_request_duration_milliseconds_bucket{le=%q}: the latency SLO's threshold must be one of the proxies' bucket boundaries",
-				p.w.Namespace, p.w.Name, strconv.FormatFloat(thresholdMs, 'f', -1, 64))
+				w.Namespace, w.Name, strconv.FormatFloat(thresholdMs, 'f', -1, 64))
 		}
-		out[p.w] = append(out[p.w], Series{ID: id, Requests: p.inf, Bad: math.Max(0, p.inf-p.le)})
+		out[w] = append(out[w], Series{ID: id, Requests: total, Bad: math.Max(0, total-fast.val[id].Requests)})
 	}
 	return out, nil
 }
 
-// ReadCounters reads every color Deployment's counter series for spec, as
-// Prometheus last scraped them: a handful of queries serve every release
-// at once. A failed query, a timeout and a result with warnings (partial
-// data) are errors: the caller treats the look as Error and keeps its
-// baseline.
-func (e Evaluator) ReadCounters(ctx context.Context, spec CounterSpec, now time.Time) (Reading, error) {
+// ReadCounters reads every color Deployment's counter series for spec at
+// Align(now, scrape): a handful of queries serve every release at once. A
+// failed query, a timeout and a result with warnings (partial data) are
+// errors: the caller treats the look as Error and keeps its baseline.
+func (e Evaluator) ReadCounters(ctx context.Context, spec CounterSpec, now time.Time, scrape time.Duration) (Reading, error) {
+	at := model.TimeFromUnixNano(Align(now, scrape).UnixNano())
 	if spec.ThresholdMs == 0 {
-		qs := AvailabilityQueries()
-		dst, err := e.vector(ctx, qs[0], now)
+		qs := AvailabilityQueries(scrape)
+		dst, err := e.matrix(ctx, qs[0], now)
 		if err != nil {
 			return nil, err
 		}
-		src, err := e.vector(ctx, qs[1], now)
+		src, err := e.matrix(ctx, qs[1], now)
 		if err != nil {
 			return nil, err
 		}
-		return ClassifyAvailability(dst, src, spec.GRPCErrorCodes), nil
+		return ClassifyAvailability(dst, src, at, spec.GRPCErrorCodes), nil
 	}
-	v, err := e.vector(ctx, LatencyQuery(spec.ThresholdMs), now)
+	m, err := e.matrix(ctx, LatencyQuery(spec.ThresholdMs, scrape), now)
 	if err != nil {
 		return nil, err
 	}
-	return ClassifyLatency(v, spec.ThresholdMs)
+	return ClassifyLatency(m, at, spec.ThresholdMs)
 }
 
-// vector runs an instant query that must return a vector, without warnings.
-func (e Evaluator) vector(ctx context.Context, q string, now time.Time) (model.Vector, error) {
+// matrix runs an instant query that must return raw samples (a range
+// selector), without warnings.
+func (e Evaluator) matrix(ctx context.Context, q string, now time.Time) (model.Matrix, error) {
 	timeout := e.timeout()
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
@@ -264,11 +338,11 @@ func (e Evaluator) vector(ctx context.Context, q string, now time.Time) (model.V
 	if len(warnings) > 0 {
 		return nil, fmt.Errorf("Prometheus returned partial data (%s): not counted", strings.Join(warnings, "; "))
 	}
-	vec, ok := v.(model.Vector)
+	m, ok := v.(model.Matrix)
 	if !ok {
-		return nil, fmt.Errorf("query %s returned a %s, want a vector", q, v.Type())
+		return nil, fmt.Errorf("query %s returned a %s, want a matrix", q, v.Type())
 	}
-	return vec, nil
+	return m, nil
 }
 
 func (e Evaluator) timeout() time.Duration {

@@ -51,12 +51,76 @@ func TestGrowthPerSeries(t *testing.T) {
 	}
 }
 
-func sample(v float64, labels ...string) *model.Sample {
+func metric(labels ...string) model.Metric {
 	m := model.Metric{}
 	for i := 0; i+1 < len(labels); i += 2 {
 		m[model.LabelName(labels[i])] = model.LabelValue(labels[i+1])
 	}
-	return &model.Sample{Metric: m, Value: model.SampleValue(v)}
+	return m
+}
+
+// stream is a raw series with one sample at t=0 and one at t=10 s.
+func stream(from, to float64, labels ...string) *model.SampleStream {
+	return &model.SampleStream{Metric: metric(labels...), Values: []model.SamplePair{{Timestamp: 0, Value: model.SampleValue(from)}, {Timestamp: 10000, Value: model.SampleValue(to)}}}
+}
+
+func TestValueAt(t *testing.T) {
+	s := []model.SamplePair{{Timestamp: 0, Value: 100}, {Timestamp: 10000, Value: 200}, {Timestamp: 20000, Value: 50}}
+	for _, tc := range []struct {
+		at   model.Time
+		want float64
+		ok   bool
+	}{
+		{-1, 0, false},     // before the series existed
+		{0, 100, true},     // on a sample
+		{2500, 125, true},  // interpolated
+		{15000, 200, true}, // a reset in between: the value before it
+		{30000, 50, true},  // after the last sample
+	} {
+		if v, ok := ValueAt(s, tc.at); v != tc.want || ok != tc.ok {
+			t.Errorf("ValueAt(%d) = %v, %v; want %v, %v", tc.at, v, ok, tc.want, tc.ok)
+		}
+	}
+}
+
+// The reviewer's reproduction: both colors fail half their requests in a
+// shared outage that starts at t=5 s; green's target was scraped at
+// t=10 s (inside it), blue's at t=0 and t=20 s. Read at "now" (each
+// series' last sample), green seems to fail alone; read at one instant,
+// both carry the same share of it.
+func TestReadingsAreAlignedAcrossTargets(t *testing.T) {
+	g := []string{"destination_workload_namespace", "shop", "destination_workload", "checkout-green", "reporter", "destination", "pod", "g"}
+	b := []string{"destination_workload_namespace", "shop", "destination_workload", "checkout-blue", "reporter", "destination", "pod", "b"}
+	with := func(base []string, code string) []string {
+		return append(append([]string(nil), base...), "response_code", code)
+	}
+	dst := model.Matrix{
+		// green: 100 req/s from t=0; half fail from t=5 s: at 10 s, 1,000 requests, 250 bad.
+		{Metric: metric(with(g, "200")...), Values: []model.SamplePair{{Timestamp: 0, Value: 0}, {Timestamp: 10000, Value: 750}}},
+		{Metric: metric(with(g, "503")...), Values: []model.SamplePair{{Timestamp: 0, Value: 0}, {Timestamp: 10000, Value: 250}}},
+		// blue: same traffic, scraped at 0 and 20 s: 2,000 requests, 750 bad.
+		{Metric: metric(with(b, "200")...), Values: []model.SamplePair{{Timestamp: 0, Value: 0}, {Timestamp: 20000, Value: 1250}}},
+		{Metric: metric(with(b, "503")...), Values: []model.SamplePair{{Timestamp: 0, Value: 0}, {Timestamp: 20000, Value: 750}}},
+	}
+	r := ClassifyAvailability(dst, nil, 10000, nil)
+	var gc, bc Count
+	for _, s := range r[Workload{"shop", "checkout-green"}] {
+		gc = gc.Add(Count{N: s.Requests, X: s.Bad})
+	}
+	for _, s := range r[Workload{"shop", "checkout-blue"}] {
+		bc = bc.Add(Count{N: s.Requests, X: s.Bad})
+	}
+	// Read at 10 s, blue is interpolated to 1,000 requests, 375 bad: the
+	// same order as green's 250, not zero.
+	if gc.N != 1000 || bc.N != 1000 || bc.X < 250 {
+		t.Errorf("aligned at 10 s: green %v, blue %v", gc, bc)
+	}
+	if !strings.Contains(AvailabilityQueries(15 * time.Second)[0], "[45s]") {
+		t.Errorf("query %s: want raw samples over three scrapes", AvailabilityQueries(15 * time.Second)[0])
+	}
+	if got := Align(time.Unix(100, 0), 15*time.Second); got != time.Unix(100, 0).Add(-16500*time.Millisecond) {
+		t.Errorf("Align = %v", got)
+	}
 }
 
 // The counting rule: destination counts plus source-only failures; every
@@ -65,33 +129,36 @@ func sample(v float64, labels ...string) *model.Sample {
 func TestClassifyAvailability(t *testing.T) {
 	w := []string{"destination_workload_namespace", "shop", "destination_workload", "checkout-green", "pod", "checkout-green-1"}
 	with := func(extra ...string) []string { return append(append([]string(nil), w...), extra...) }
-	dst := model.Vector{
-		sample(1000, with("reporter", "destination", "response_code", "200", "response_flags", "-")...),
-		sample(7, with("reporter", "destination", "response_code", "503", "response_flags", "-")...),
-		sample(3, with("reporter", "destination", "response_code", "0", "response_flags", "DC")...), // the client left: not bad
-		sample(2, with("reporter", "destination", "response_code", "0", "response_flags", "-", "grpc_response_status", "14")...),
-		sample(4, with("reporter", "destination", "response_code", "200", "grpc_response_status", "14")...),
-		sample(6, with("reporter", "destination", "response_code", "200", "grpc_response_status", "5")...), // NotFound: the client's
+	dst := model.Matrix{
+		stream(0, 1000, with("reporter", "destination", "response_code", "200", "response_flags", "-")...),
+		stream(0, 7, with("reporter", "destination", "response_code", "503", "response_flags", "-")...),
+		stream(0, 3, with("reporter", "destination", "response_code", "0", "response_flags", "DC")...), // the client left: not bad
+		stream(0, 2, with("reporter", "destination", "response_code", "0", "response_flags", "-", "grpc_response_status", "14")...),
+		stream(0, 4, with("reporter", "destination", "response_code", "200", "grpc_response_status", "14")...),
+		stream(0, 6, with("reporter", "destination", "response_code", "200", "grpc_response_status", "5")...), // NotFound: the client's
+		// the same proxy and class from another source workload: summed into one series
+		stream(0, 10, with("reporter", "destination", "response_code", "200", "response_flags", "-", "source_workload", "other")...),
 	}
-	src := model.Vector{sample(5, with("reporter", "source", "response_code", "503", "response_flags", "UH")...)}
-	r := ClassifyAvailability(dst, src, []int32{2, 4, 8, 13, 14, 15})
+	src := model.Matrix{stream(0, 5, with("reporter", "source", "response_code", "503", "response_flags", "UH")...)}
+	r := ClassifyAvailability(dst, src, 10000, []int32{2, 4, 8, 13, 14, 15})
 	var total Count
-	for _, s := range r[Workload{"shop", "checkout-green"}] {
-		total = total.Add(Count{N: s.Requests, X: s.Bad})
-	}
-	if want := (Count{N: 1027, X: 18}); total != want {
-		t.Errorf("green counted %v, want %v (7 5xx + 2 code 0 + 4 grpc 14 + 5 UH at the source)", total, want)
-	}
 	ids := map[string]bool{}
 	for _, s := range r[Workload{"shop", "checkout-green"}] {
+		total = total.Add(Count{N: s.Requests, X: s.Bad})
 		if ids[s.ID] {
 			t.Errorf("series id %s twice", s.ID)
 		}
 		ids[s.ID] = true
 	}
-	for _, q := range AvailabilityQueries() {
-		if !strings.Contains(q, `destination_workload=~".+-(blue|green)"`) || !strings.Contains(q, "pod") {
-			t.Errorf("query %s: want the color selector and per-pod series", q)
+	if want := (Count{N: 1037, X: 18}); total != want {
+		t.Errorf("green counted %v, want %v (7 5xx + 2 code 0 + 4 grpc 14 + 5 UH at the source)", total, want)
+	}
+	if len(ids) != 7 {
+		t.Errorf("%d series, want 7 (the two source workloads of one class summed)", len(ids))
+	}
+	for _, q := range AvailabilityQueries(15 * time.Second) {
+		if !strings.Contains(q, `destination_workload=~".+-(blue|green)"`) {
+			t.Errorf("query %s: want the color selector", q)
 		}
 	}
 }
@@ -101,20 +168,19 @@ func TestClassifyAvailability(t *testing.T) {
 func TestClassifyLatency(t *testing.T) {
 	proxy := []string{"destination_workload_namespace", "shop", "destination_workload", "checkout-green", "reporter", "destination", "pod", "p1"}
 	with := func(le string) []string { return append(append([]string(nil), proxy...), "le", le) }
-	v := model.Vector{sample(1000, with("+Inf")...), sample(990, with("250.0")...)}
-	r, err := ClassifyLatency(v, 250)
+	r, err := ClassifyLatency(model.Matrix{stream(0, 1000, with("+Inf")...), stream(0, 990, with("250.0")...)}, 10000, 250)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if s := r[Workload{"shop", "checkout-green"}]; len(s) != 1 || s[0].Requests != 1000 || s[0].Bad != 10 {
 		t.Errorf("latency series %+v, want 10 slow of 1000", s)
 	}
-	_, err = ClassifyLatency(model.Vector{sample(1000, with("+Inf")...), sample(990, with("300")...)}, 250)
+	_, err = ClassifyLatency(model.Matrix{stream(0, 1000, with("+Inf")...), stream(0, 990, with("300")...)}, 10000, 250)
 	if err == nil || !strings.Contains(err.Error(), `le="250"`) {
 		t.Errorf("missing bucket: err %v, want one naming le=250", err)
 	}
-	if !strings.Contains(LatencyQuery(250), `le=~"250(\\.0+)?|\\+Inf"`) {
-		t.Errorf("latency query %s", LatencyQuery(250))
+	if q := LatencyQuery(250, 15*time.Second); !strings.Contains(q, `le=~"250(\\.0+)?|\\+Inf"}[45s]`) {
+		t.Errorf("latency query %s", q)
 	}
 }
 
@@ -137,17 +203,24 @@ func (f *fakeAPI) Query(_ context.Context, q string, ts time.Time, _ ...promv1.O
 // count.
 func TestReadCountersRefusesPartialData(t *testing.T) {
 	api := &fakeAPI{answer: func(string) (model.Value, promv1.Warnings, error) {
-		return model.Vector{}, promv1.Warnings{"remote read: store 2 unavailable"}, nil
+		return model.Matrix{}, promv1.Warnings{"remote read: store 2 unavailable"}, nil
 	}}
-	_, err := Evaluator{API: api}.ReadCounters(context.Background(), CounterSpec{SLO: "availability"}, time.Now())
+	_, err := Evaluator{API: api}.ReadCounters(context.Background(), CounterSpec{SLO: "availability"}, time.Now(), 15*time.Second)
 	if err == nil || !strings.Contains(err.Error(), "partial data") {
 		t.Errorf("err %v, want partial data", err)
 	}
-	api.answer = func(string) (model.Value, promv1.Warnings, error) {
-		return model.Vector{sample(5, "destination_workload_namespace", "shop", "destination_workload", "checkout-blue", "reporter", "destination", "response_code", "200")}, nil, nil
+	now := time.Unix(1000, 0)
+	api.answer = func(q string) (model.Value, promv1.Warnings, error) {
+		if strings.Contains(q, `reporter="source"`) {
+			return model.Matrix{}, nil, nil
+		}
+		return model.Matrix{{Metric: metric("destination_workload_namespace", "shop", "destination_workload", "checkout-blue", "reporter", "destination", "response_code", "200"),
+			Values: []model.SamplePair{{Timestamp: model.TimeFromUnix(970), Value: 100}, {Timestamp: model.TimeFromUnix(990), Value: 300}}}}, nil, nil
 	}
-	r, err := Evaluator{API: api}.ReadCounters(context.Background(), CounterSpec{SLO: "availability"}, time.Now())
-	if err != nil || len(r.For("availability", "shop", map[splitterv1.Color]string{splitterv1.Blue: "checkout-blue"})) != 2 {
-		t.Errorf("clean read: %v, %v", r, err)
+	r, err := Evaluator{API: api}.ReadCounters(context.Background(), CounterSpec{SLO: "availability"}, now, 15*time.Second)
+	got := r.For("availability", "shop", map[splitterv1.Color]string{splitterv1.Blue: "checkout-blue"})
+	// Read at 1000 - 16.5 s = 983.5 s: 100 + 13.5/20 x 200 = 235.
+	if err != nil || len(got) != 1 || got[0].Requests != 235 || !api.lastTime.Equal(now) {
+		t.Errorf("clean read: %+v, %v", got, err)
 	}
 }

@@ -11,10 +11,11 @@ import (
 )
 
 // CheckpointEvery bounds how often the evidence is written to status while
-// nothing else changes. Between checkpoints each look judges the evidence
-// folded so far plus the counters' growth since the checkpoint; a restart
-// loses nothing but that look.
-const CheckpointEvery = 30 * time.Second
+// nothing else changes: every 30 s, or two scrapes if that is longer, so
+// every target has a new sample in every chunk. Between checkpoints each
+// look judges the evidence folded so far plus the counters' growth since
+// the checkpoint; a restart loses nothing but that look.
+func (t Timing) CheckpointEvery() time.Duration { return max(30*time.Second, 2*t.scrape()) }
 
 // Look is one reading of a release's counters.
 type Look struct {
@@ -42,6 +43,7 @@ type Stage struct {
 type Evidence struct {
 	Policy
 	Stage
+	Timing
 	State *splitterv1.AnalysisStatus
 }
 
@@ -72,6 +74,17 @@ func (e Evidence) Confirmed(at time.Time, settle time.Duration) {
 	}
 }
 
+// Restart starts the step's evidence again from the look (folded first):
+// an extension after an incident judges what follows it.
+func (e Evidence) Restart(l Look) {
+	if !l.OK() || e.State.BaselineAt == nil || e.State.TripPendingAt != nil {
+		return
+	}
+	e.fold(l)
+	t := metav1.NewTime(l.At)
+	e.State.BaselineAt, e.State.Step = &t, nil
+}
+
 // Settled says whether the current chunk is pure (the weights held still
 // since it began).
 func (e Evidence) Settled() bool { return e.State.BaselineAt != nil }
@@ -92,14 +105,36 @@ func (e Evidence) Observe(l Look) (trip Trip, changed bool) {
 	}
 	chunk, fresh := Growth(a.Checkpoint, l.Readings)
 	trial := *a.DeepCopy()
-	Evidence{e.Policy, e.Stage, &trial}.add(chunk)
+	Evidence{e.Policy, e.Stage, e.Timing, &trial}.add(chunk)
 	if e.WatchdogOn {
 		if trip = e.trip(&trial); trip.Tripped {
-			return trip, false
+			// A trip stands only if a look at least one scrape later still
+			// trips, with nothing folded meanwhile so that look pools both.
+			// Prometheus scrapes each target at its own moment, and reading
+			// every series at one instant still spreads a scrape's growth
+			// over its interval: the start of an incident both colors
+			// share can reach one color's counts a scrape before the
+			// other's. A scrape later every target has been scraped past
+			// it. (Simulated, this keeps a sharp 20 s outage on both colors
+			// within the budget at 30 s scrapes; it costs a scrape of
+			// detection time.)
+			if a.TripPendingAt == nil {
+				t := metav1.NewTime(l.At)
+				a.TripPendingAt = &t
+				return Trip{}, true
+			}
+			if l.At.Sub(a.TripPendingAt.Time) >= e.scrape() {
+				return trip, false
+			}
+			return Trip{}, false
 		}
 	}
+	if a.TripPendingAt != nil {
+		a.TripPendingAt, changed = nil, true
+		trial.TripPendingAt = nil
+	}
 	settle := a.BaselineAt == nil && a.SettleAt != nil && !l.At.Before(a.SettleAt.Time)
-	if settle || fresh || l.At.Sub(a.CheckpointAt.Time) >= CheckpointEvery {
+	if settle || fresh || l.At.Sub(a.CheckpointAt.Time) >= e.CheckpointEvery() {
 		*a = trial
 		e.moveCheckpoint(l)
 		if settle {
@@ -108,7 +143,7 @@ func (e Evidence) Observe(l Look) (trip Trip, changed bool) {
 		}
 		return Trip{}, true
 	}
-	return Trip{}, false
+	return Trip{}, changed
 }
 
 // Fold folds the look into the state now (before a transition that
@@ -121,6 +156,11 @@ func (e Evidence) Fold(l Look) {
 }
 
 func (e Evidence) fold(l Look) {
+	if e.State.TripPendingAt != nil {
+		// A trip waits for its confirming look: folding now would keep
+		// evidence the next scrapes may correct.
+		return
+	}
 	if e.State.CheckpointAt != nil {
 		chunk, _ := Growth(e.State.Checkpoint, l.Readings)
 		e.add(chunk)
@@ -194,7 +234,7 @@ func (e Evidence) Sweep(l Look) (trip Trip, fresh bool) {
 		return Trip{}, fresh
 	}
 	trial := *e.State.DeepCopy()
-	Evidence{e.Policy, e.Stage, &trial}.add(chunk)
+	Evidence{e.Policy, e.Stage, e.Timing, &trial}.add(chunk)
 	return e.trip(&trial), fresh
 }
 

@@ -77,7 +77,7 @@ func (p Policy) gateSLO(s SLO, g, b, ref Count, weight int32, greenName, blueNam
 	breach := breachLo > s.Budget()
 	switch {
 	case (diffUp <= d || ratioUp <= p.MaxRatio) && breach:
-		r.Verdict = splitterv1.VerdictInconclusive
+		r.Verdict, r.Incident = splitterv1.VerdictInconclusive, true
 		r.Message = fmt.Sprintf("%s: %s breaches the objective (bad rate at least %.3g%%, budget %.3g%%) but is no worse than %s: an incident both colors share? the step waits",
 			counts, greenName, 100*breachLo, 100*s.Budget(), controlName)
 	case diffUp <= d:

@@ -44,7 +44,7 @@ func watch(rng *rand.Rand, p Policy, weight int32, rps float64, green, blue map[
 	for slo, c := range ref {
 		a.Reference = addTotal(a.Reference, slo, splitterv1.Blue, c)
 	}
-	ev := Evidence{Policy: p, Stage: Stage{Green: splitterv1.Green, Blue: splitterv1.Blue, Weight: weight}, State: a}
+	ev := Evidence{Policy: p, Stage: Stage{Green: splitterv1.Green, Blue: splitterv1.Blue, Weight: weight}, Timing: Timing{Scrape: time.Duration(chunk) * time.Second}, State: a}
 	var cum []splitterv1.SeriesReading
 	for _, c := range []splitterv1.Color{splitterv1.Green, splitterv1.Blue} {
 		for _, s := range p.SLOs {

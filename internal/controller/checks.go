@@ -26,6 +26,9 @@ type PrometheusChecks struct {
 	// CounterTTL is how long one reading of the counters serves every
 	// Split; keep it under the scrape interval.
 	CounterTTL time.Duration
+	// Scrape is Prometheus' scrape interval: counters are read at one
+	// instant a scrape (and a margin) in the past (analysis.Align).
+	Scrape time.Duration
 
 	mu       sync.Mutex
 	clients  map[string]promv1.API
@@ -123,7 +126,7 @@ func (p *PrometheusChecks) Counters(ctx context.Context, address, namespace stri
 
 		entry.mu.Lock()
 		if entry.reading == nil || time.Since(entry.at) > p.CounterTTL {
-			reading, err := analysis.Evaluator{API: api, Timeout: p.Timeout}.ReadCounters(ctx, spec, now)
+			reading, err := analysis.Evaluator{API: api, Timeout: p.Timeout}.ReadCounters(ctx, spec, now, p.Scrape)
 			if err != nil {
 				entry.mu.Unlock()
 				return nil, fmt.Errorf("%s counters: %w", spec.SLO, err)

@@ -253,8 +253,8 @@ func (r *SplitReconciler) release(ctx context.Context, split *splitterv1.Split, 
 	// The watchdog sweep wakes this Split when it trips; a release is
 	// still looked at every checkpoint interval so its evidence is saved.
 	requeue := d.Requeue
-	if watching && (requeue == 0 || requeue > analysis.CheckpointEvery) {
-		requeue = analysis.CheckpointEvery
+	if every := plan.Timing.CheckpointEvery(); watching && (requeue == 0 || requeue > every) {
+		requeue = every
 	}
 	return ctrl.Result{RequeueAfter: requeue}, nil
 }
@@ -543,7 +543,7 @@ func (r *SplitReconciler) guard(ctx context.Context, split *splitterv1.Split, us
 	}
 	// Checkpoints are due every CheckpointEvery while traffic is on the
 	// candidate; the sweep wakes this Split at once when it trips.
-	return ctrl.Result{RequeueAfter: min(res.RequeueAfter, analysis.CheckpointEvery)}, true, nil
+	return ctrl.Result{RequeueAfter: min(res.RequeueAfter, plan.Timing.CheckpointEvery())}, true, nil
 }
 
 // markStalled writes status with Stalled set.

@@ -315,6 +315,13 @@ func (e *engine) shifting() {
 		e.startRollback(ReasonCheckFailed, describe(failed), splitterv1.OutcomeRolledBack)
 	case len(pending) > 0 && int(e.s.Extensions) < e.p.MaxExtensions:
 		e.s.Extensions++
+		if incident(pending) {
+			// The extension judges what follows the incident (its hold
+			// starts again with the evidence).
+			if ev, ok := e.evidence(); ok {
+				ev.Restart(e.look())
+			}
+		}
 		e.transition = &Transition{Reason: ReasonStepExtended, Message: fmt.Sprintf("step %d held for another %s (%d/%d): %s",
 			e.s.Step, e.p.StepDuration, e.s.Extensions, e.p.MaxExtensions, describe(pending)), Warning: true}
 		e.wake(stepEnd(e.p, e.s).Sub(e.o.Now))
@@ -359,6 +366,15 @@ func (e *engine) watchdogTripped() bool {
 	}
 	e.startRollback(ReasonWatchdog, fmt.Sprintf("watchdog (%s): %s", trip.Reason, trip.Message), splitterv1.OutcomeRolledBack)
 	return true
+}
+
+func incident(rs []analysis.Result) bool {
+	for _, r := range rs {
+		if r.Incident {
+			return true
+		}
+	}
+	return false
 }
 
 func describe(rs []analysis.Result) string {

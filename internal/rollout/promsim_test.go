@@ -2,15 +2,18 @@ package rollout
 
 import (
 	"fmt"
+	"maps"
 	"math"
 	"math/rand/v2"
 	"sort"
 	"strconv"
 	"time"
 
+	"github.com/prometheus/common/model"
 	"gonum.org/v1/gonum/stat/distuv"
 
 	splitterv1 "splitter.dev/splitter/api/v1alpha1"
+	"splitter.dev/splitter/internal/analysis"
 	"splitter.dev/splitter/internal/policy"
 )
 
@@ -20,9 +23,10 @@ import (
 // and when the watchdog sweep (every scrape interval) trips, exactly as
 // the controller does. Traffic is Poisson per pod, bad requests binomial
 // per SLO; the data plane applies new weights after a propagation delay;
-// Prometheus scrapes every pod's counters at a fixed phase and a reading
-// returns the last scrape; pods restart (counters back to zero) or are
-// replaced (new series); a reading fails now and then.
+// Prometheus scrapes each pod at its own phase, and a reading interpolates
+// every pod's samples at one instant (analysis.Align), as the controller
+// does; pods restart (counters back to zero) or are replaced (new series);
+// a reading fails now and then; a shared outage can make both colors fail.
 
 type simSpec struct {
 	plan *policy.Plan
@@ -37,11 +41,29 @@ type simSpec struct {
 	readFail    float64
 	propagation time.Duration
 	until       time.Duration
+	// outage, when set, is a shared incident: from a random moment of the
+	// first steps, for outage.length, both colors fail outage.rate of the
+	// requests on top of their own rates (for every SLO).
+	outage struct {
+		length, from time.Duration
+		rate         float64
+	}
 }
 
 type simPod struct {
 	id       string
 	requests map[string]float64 // per SLO
+	bad      map[string]float64
+	// phase is when, within each scrape interval, Prometheus scrapes it;
+	// samples are its last scrapes, oldest first.
+	phase      time.Duration
+	nextScrape time.Duration
+	samples    []simSample
+}
+
+type simSample struct {
+	at       time.Duration
+	requests map[string]float64
 	bad      map[string]float64
 }
 
@@ -80,12 +102,11 @@ type promSim struct {
 	status splitterv1.SplitStatus
 	// effective weights over time: the data plane follows routed after
 	// the propagation delay.
-	changes []weightChange
-	pods    map[splitterv1.Color][]*simPod
-	podSeq  int
-	// scraped is Prometheus' view: the last scrape of each series.
-	scraped  Counters
+	changes  []weightChange
+	pods     map[splitterv1.Color][]*simPod
+	podSeq   int
 	advanced time.Duration
+	outageAt time.Duration
 	res      simResult
 }
 
@@ -100,17 +121,31 @@ func newPromSim(spec simSpec, rng *rand.Rand) *promSim {
 	s := &promSim{spec: spec, rng: rng, w: w, pods: map[splitterv1.Color][]*simPod{}}
 	s.res.firstGreen = -1
 	s.res.ended = -1
+	s.outageAt = -1
+	if spec.outage.length > 0 {
+		// Somewhere in the first two steps (release at 20 s, the 100% step
+		// from about 5.5 minutes), or after outage.from when set.
+		s.outageAt = time.Minute + time.Duration(rng.Int64N(int64(4*time.Minute)))
+		if spec.outage.from > 0 {
+			s.outageAt = spec.outage.from + time.Duration(rng.Int64N(int64(2*time.Minute)))
+		}
+	}
 	for _, c := range []splitterv1.Color{splitterv1.Blue, splitterv1.Green} {
 		for range spec.pods {
-			s.pods[c] = append(s.pods[c], s.newPod())
+			s.pods[c] = append(s.pods[c], s.newPod(0))
 		}
 	}
 	return s
 }
 
-func (s *promSim) newPod() *simPod {
+func (s *promSim) newPod(now time.Duration) *simPod {
 	s.podSeq++
-	return &simPod{id: "pod-" + strconv.Itoa(s.podSeq), requests: map[string]float64{}, bad: map[string]float64{}}
+	phase := time.Duration(s.rng.Int64N(int64(s.spec.scrape)))
+	next := now - now%s.spec.scrape + phase
+	if next <= now {
+		next += s.spec.scrape
+	}
+	return &simPod{id: "pod-" + strconv.Itoa(s.podSeq), requests: map[string]float64{}, bad: map[string]float64{}, phase: phase, nextScrape: next}
 }
 
 func (s *promSim) elapsed() time.Duration { return s.w.now.Sub(s.w.start) }
@@ -129,11 +164,23 @@ func (s *promSim) weightsAt(t time.Duration) *Weights {
 // advance grows every pod's counters up to offset t.
 func (s *promSim) advance(t time.Duration) {
 	for s.advanced < t {
-		// Piecewise: up to the next moment the effective weights change.
+		// Piecewise: up to the next moment the effective weights change
+		// or the outage starts or ends.
 		end := t
 		for _, ch := range s.changes {
 			if at := ch.at + s.spec.propagation; at > s.advanced && at < end {
 				end = at
+			}
+		}
+		extra := 0.0
+		if s.outageAt >= 0 {
+			for _, at := range []time.Duration{s.outageAt, s.outageAt + s.spec.outage.length} {
+				if at > s.advanced && at < end {
+					end = at
+				}
+			}
+			if s.advanced >= s.outageAt && s.advanced < s.outageAt+s.spec.outage.length {
+				extra = s.spec.outage.rate
 			}
 		}
 		w := s.weightsAt(s.advanced)
@@ -152,7 +199,7 @@ func (s *promSim) advance(t time.Duration) {
 					n := poissonDraw(s.rng, perPod)
 					for _, slo := range s.spec.plan.SLOs {
 						p.requests[slo.Name] += n
-						if q := s.spec.bad[rev][slo.Name]; q > 0 && n > 0 {
+						if q := 1 - (1-s.spec.bad[rev][slo.Name])*(1-extra); q > 0 && n > 0 {
 							p.bad[slo.Name] += distuv.Binomial{N: n, P: q, Src: randSource{s.rng}}.Rand()
 						}
 					}
@@ -174,19 +221,33 @@ func poissonDraw(rng *rand.Rand, mean float64) float64 {
 	return distuv.Poisson{Lambda: mean, Src: randSource{rng}}.Rand()
 }
 
-// scrape is Prometheus taking every pod's sample.
+// scrape is Prometheus taking the samples of the pods due now.
 func (s *promSim) scrape() {
-	s.advance(s.elapsed())
-	var out Counters
+	now := s.elapsed()
+	s.advance(now)
 	for _, c := range []splitterv1.Color{splitterv1.Blue, splitterv1.Green} {
 		for _, p := range s.pods[c] {
-			for _, slo := range s.spec.plan.SLOs {
-				out = append(out, splitterv1.SeriesReading{Color: c, SLO: slo.Name, Series: p.id,
-					Requests: int64(p.requests[slo.Name]), Bad: int64(p.bad[slo.Name])})
+			if p.nextScrape > now {
+				continue
 			}
+			p.samples = append(p.samples, simSample{at: now, requests: maps.Clone(p.requests), bad: maps.Clone(p.bad)})
+			if len(p.samples) > 4 {
+				p.samples = p.samples[1:]
+			}
+			p.nextScrape += s.spec.scrape
 		}
 	}
-	s.scraped = out
+}
+
+// nextScrape is when the next pod is due.
+func (s *promSim) nextScrape() time.Duration {
+	next := time.Duration(math.MaxInt64)
+	for _, c := range []splitterv1.Color{splitterv1.Blue, splitterv1.Green} {
+		for _, p := range s.pods[c] {
+			next = min(next, p.nextScrape)
+		}
+	}
+	return next
 }
 
 // restart restarts one random pod of a color: half the time the same pod
@@ -199,17 +260,36 @@ func (s *promSim) restart(c splitterv1.Color) {
 		ps[i].requests, ps[i].bad = map[string]float64{}, map[string]float64{}
 		return
 	}
-	ps[i] = s.newPod()
+	ps[i] = s.newPod(s.elapsed())
 }
 
 func (s *promSim) read() (Counters, string) {
 	if s.spec.readFail > 0 && s.rng.Float64() < s.spec.readFail {
 		return nil, "query timed out"
 	}
-	if s.scraped == nil {
-		return Counters{}, ""
+	at := analysis.Align(s.w.now, s.spec.scrape).Sub(s.w.start)
+	out := Counters{}
+	for _, c := range []splitterv1.Color{splitterv1.Blue, splitterv1.Green} {
+		for _, p := range s.pods[c] {
+			for _, slo := range s.spec.plan.SLOs {
+				var pairs []model.SamplePair
+				var bad []model.SamplePair
+				for _, x := range p.samples {
+					ts := model.Time(x.at.Milliseconds())
+					pairs = append(pairs, model.SamplePair{Timestamp: ts, Value: model.SampleValue(x.requests[slo.Name])})
+					bad = append(bad, model.SamplePair{Timestamp: ts, Value: model.SampleValue(x.bad[slo.Name])})
+				}
+				n, ok := analysis.ValueAt(pairs, model.Time(at.Milliseconds()))
+				if !ok {
+					continue
+				}
+				x, _ := analysis.ValueAt(bad, model.Time(at.Milliseconds()))
+				out = append(out, splitterv1.SeriesReading{Color: c, SLO: slo.Name, Series: p.id,
+					Requests: int64(math.Round(n)), Bad: int64(math.Round(x))})
+			}
+		}
 	}
-	return append(Counters(nil), s.scraped...), ""
+	return out, ""
 }
 
 // reconcile calls the engine the way the controller does and applies
@@ -235,8 +315,8 @@ func (s *promSim) reconcile() time.Duration {
 			}
 		}
 		req := d.Requeue
-		if _, _, ok := Watched(s.status); ok && (req == 0 || req > 30*time.Second) {
-			req = 30 * time.Second
+		if every := s.spec.plan.Timing.CheckpointEvery(); (req == 0 || req > every) && func() bool { _, _, ok := Watched(s.status); return ok }() {
+			req = every
 		}
 		if req > time.Millisecond {
 			return req
@@ -251,9 +331,8 @@ func (s *promSim) reconcile() time.Duration {
 // run simulates one release of v2, started 20 s in.
 func (s *promSim) run() simResult {
 	spec := s.spec
-	scrapePhase := time.Duration(s.rng.Int64N(int64(spec.scrape)))
 	sweepPhase := time.Duration(s.rng.Int64N(int64(spec.scrape)))
-	nextScrape, nextSweep := scrapePhase, sweepPhase
+	nextSweep := sweepPhase
 	nextWake := time.Duration(0)
 	released := false
 	restartNext := map[splitterv1.Color]time.Duration{}
@@ -268,6 +347,7 @@ func (s *promSim) run() simResult {
 	drawRestart(splitterv1.Green, 0)
 	const releaseAt = 20 * time.Second
 	for {
+		nextScrape := s.nextScrape()
 		next := min(nextScrape, nextSweep, nextWake, restartNext[splitterv1.Blue], restartNext[splitterv1.Green])
 		if !released {
 			next = min(next, releaseAt)
@@ -283,7 +363,6 @@ func (s *promSim) run() simResult {
 			nextWake = next
 		case next == nextScrape:
 			s.scrape()
-			nextScrape += spec.scrape
 		case next == restartNext[splitterv1.Blue] || next == restartNext[splitterv1.Green]:
 			c := splitterv1.Blue
 			if next == restartNext[splitterv1.Green] {

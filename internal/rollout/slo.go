@@ -51,7 +51,7 @@ func (e *engine) evidence() (analysis.Evidence, bool) {
 	if _, _, ok := Watched(e.s); !ok {
 		return analysis.Evidence{}, false
 	}
-	return analysis.Evidence{Policy: e.p.Policy, Stage: stage(e.s), State: e.s.Analysis}, true
+	return analysis.Evidence{Policy: e.p.Policy, Stage: stage(e.s), Timing: e.p.Timing, State: e.s.Analysis}, true
 }
 
 func (e *engine) look() analysis.Look {
@@ -66,6 +66,9 @@ func (e *engine) watch() (analysis.Trip, bool) {
 		return analysis.Trip{}, false
 	}
 	trip, _ := ev.Observe(e.look())
+	if a := e.s.Analysis; a != nil && a.TripPendingAt != nil {
+		e.wake(e.p.Timing.Settle() / 2) // the confirming look, a scrape on
+	}
 	return trip, trip.Tripped
 }
 
@@ -135,7 +138,7 @@ func SweepLook(p *policy.Plan, s splitterv1.SplitStatus, counters Counters, now 
 	if _, _, ok := Watched(s); !ok {
 		return analysis.Trip{}, false
 	}
-	ev := analysis.Evidence{Policy: p.Policy, Stage: stage(s), State: s.Analysis.DeepCopy()}
+	ev := analysis.Evidence{Policy: p.Policy, Stage: stage(s), Timing: p.Timing, State: s.Analysis.DeepCopy()}
 	trip, fresh := ev.Sweep(analysis.Look{At: now, Readings: counters})
 	return trip, trip.Tripped || fresh
 }
