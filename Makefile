@@ -87,9 +87,8 @@ test: lint tools prometheus build ## Run every test: unit, generated-file freshn
 .PHONY: bench
 bench: tools prometheus build ## Report (not assert) figures: tool build times, test bed start and memory (BENCH_COLD=1: rebuild cold).
 	hack/bench-build.sh
-	$(GO) test -run '^$$' -bench FalseRollback -benchtime 1x -count 1 ./internal/rollout
+	$(GO) test -run '^$$' -bench 'MonteCarlo|DetectionByWeight' -benchtime 1x -count 1 -timeout 60m ./internal/rollout
 	$(GO) test -run '^$$' -bench NextWithWatchdog -count 1 ./internal/rollout
-	$(GO) test -run '^$$' -bench WatchdogDetection -benchtime 1x -count 1 ./internal/analysis
 	$(GO) test -run '^$$' -bench . -benchtime 5x -count 1 -timeout 30m ./test/testbed
 	$(MAKE) -s bench-e2e
 

@@ -11,10 +11,11 @@ import (
 	"splitter.dev/splitter/test/testbed"
 )
 
-// startSplitterAs is startSplitter under another identity: with
-// tb.ControllerKubeconfig, the API server's audit log names the
-// controller's requests (user testbed.ControllerUser) apart from the
-// test's, kube-controller-manager's and the simulator's (all the admin).
+// startSplitterAs starts `splitter run` for one namespace with a
+// kubeconfig. startSplitter passes tb.ControllerKubeconfig, so the API
+// server's audit log names the controller's requests (user
+// testbed.ControllerUser) apart from the test's, kube-controller-manager's
+// and the simulator's (all the admin).
 func startSplitterAs(t testing.TB, tb *testbed.TestBed, ns, kubeconfig string) *controllerProcess {
 	t.Helper()
 	metricsPort, err := testbed.FreePort()

@@ -64,32 +64,7 @@ type controllerProcess struct {
 
 func startSplitter(t testing.TB, tb *testbed.TestBed, ns string) *controllerProcess {
 	t.Helper()
-	metricsPort, err := testbed.FreePort()
-	if err != nil {
-		t.Fatal(err)
-	}
-	metrics := fmt.Sprintf("127.0.0.1:%d", metricsPort)
-	p, err := testbed.StartProcess("splitter-"+ns, tb.StateDir()+"/logs", splitterBinary(t), "run",
-		"--kubeconfig="+tb.Kubeconfig,
-		"--prometheus-url="+tb.PrometheusURL,
-		"--namespaces="+ns,
-		"--leader-election-namespace="+ns,
-		"--metrics-bind-address="+metrics,
-		"--health-probe-bind-address=127.0.0.1:0",
-		"--query-timeout=5s",
-		"--scrape-interval="+tb.ScrapeInterval().String(), // the watchdog looks once per scrape
-	)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := &controllerProcess{Process: p, metricsAddr: metrics}
-	t.Cleanup(func() {
-		p.Stop(5 * time.Second)
-		if t.Failed() {
-			t.Logf("controller log %s (tail):\n%s", p.Log(), p.Tail())
-		}
-	})
-	return c
+	return startSplitterAs(t, tb, ns, tb.ControllerKubeconfig)
 }
 
 // fastPolicy suits the test bed: 1 s scrapes, 100 req/s.

@@ -275,6 +275,16 @@ func TestInvalidWeightsAreRejectedAndRoutingKept(t *testing.T) {
 	vs := virtualService(ns, 90, 10)
 	tb.Create(t, vs)
 	waitForTraffic(t, tb, ns, "app-blue", "app-green")
+	// The 90/10 routing must be in effect (and so be the simulator's last
+	// valid version) before it is broken: traffic reaches both colors
+	// without any VirtualService too, 50/50.
+	testbed.Eventually(t, 30*time.Second, 0, "the 90/10 split in effect", func(ctx context.Context) error {
+		counts := countOver(t, tb, ns, "", 3*time.Second)
+		if green, total := share(counts, "app-green"); total == 0 || green > 25 {
+			return fmt.Errorf("green has %.1f%% of %.0f requests", green, total)
+		}
+		return nil
+	})
 
 	// 50 + 60 = 110: the API server stores it (there is no Istio webhook
 	// here); the simulator must refuse it as Istio would.
