@@ -230,3 +230,38 @@ func TestMixturesAveragedOverSLOs(t *testing.T) {
 		t.Errorf("both SLOs at the threshold: not tripped")
 	}
 }
+
+// A trip stands only when a look a scrape later, pooling both, still
+// trips: a burst both colors share that reached green's counts first is
+// cleared once blue's arrive; a real fault is confirmed.
+func TestTripConfirmedAScrapeLater(t *testing.T) {
+	p := Policy{SLOs: []SLO{{Name: "availability", Objective: 0.995}}, Alpha: 0.01, MaxRatio: 1.5, FailRatio: 2, Margin: 0.5, Looks: 6, WatchdogOn: true}
+	read := func(gn, gx, bn, bx int64) []splitterv1.SeriesReading {
+		return []splitterv1.SeriesReading{
+			{Color: splitterv1.Green, SLO: "availability", Series: "g", Requests: gn, Bad: gx},
+			{Color: splitterv1.Blue, SLO: "availability", Series: "b", Requests: bn, Bad: bx},
+		}
+	}
+	start := func() Evidence {
+		ev := Evidence{Policy: p, Stage: Stage{Green: splitterv1.Green, Blue: splitterv1.Blue, Weight: 20}, Timing: Timing{Scrape: 10 * time.Second}, State: Begin(time.Unix(0, 0))}
+		ev.Observe(Look{At: time.Unix(0, 0), Readings: read(0, 0, 0, 0)})
+		return ev
+	}
+	// A shared burst: green's counts show it at 10 s, blue's only at 20 s.
+	ev := start()
+	if trip, changed := ev.Observe(Look{At: time.Unix(10, 0), Readings: read(200, 100, 800, 0)}); trip.Tripped || !changed || ev.State.TripPendingAt == nil {
+		t.Fatalf("first look: trip %+v changed %v, want a pending trip", trip, changed)
+	}
+	if trip, _ := ev.Observe(Look{At: time.Unix(15, 0), Readings: read(300, 150, 1200, 0)}); trip.Tripped {
+		t.Fatalf("half a scrape later: tripped")
+	}
+	if trip, _ := ev.Observe(Look{At: time.Unix(20, 0), Readings: read(400, 150, 1600, 600)}); trip.Tripped || ev.State.TripPendingAt != nil {
+		t.Errorf("blue's share of the burst arrived: trip %+v, pending %v; want neither", trip, ev.State.TripPendingAt)
+	}
+	// A fault on green alone is confirmed a scrape later.
+	ev = start()
+	ev.Observe(Look{At: time.Unix(10, 0), Readings: read(200, 60, 800, 1)})
+	if trip, _ := ev.Observe(Look{At: time.Unix(20, 0), Readings: read(400, 120, 1600, 2)}); !trip.Tripped {
+		t.Errorf("30%% errors on green alone, a scrape after the first trip: not confirmed")
+	}
+}

@@ -123,9 +123,10 @@ func newPromSim(spec simSpec, rng *rand.Rand) *promSim {
 	s.res.ended = -1
 	s.outageAt = -1
 	if spec.outage.length > 0 {
-		// Somewhere in the first two steps (release at 20 s, the 100% step
-		// from about 5.5 minutes), or after outage.from when set.
-		s.outageAt = time.Minute + time.Duration(rng.Int64N(int64(4*time.Minute)))
+		// Somewhere in the first two steps (release at 20 s; the 100% step
+		// starts after 4m50s at 1 s scrapes, later at slower ones), or
+		// after outage.from when set.
+		s.outageAt = time.Minute + time.Duration(rng.Int64N(int64(150*time.Second)))
 		if spec.outage.from > 0 {
 			s.outageAt = spec.outage.from + time.Duration(rng.Int64N(int64(2*time.Minute)))
 		}
