@@ -214,6 +214,10 @@ type AnalysisStatus struct {
 	// past what tripped it, still trips.
 	// +optional
 	TripPendingAt *metav1.Time `json:"tripPendingAt,omitempty"`
+	// FailPending says the current step's gate failed once and is held for
+	// another stepDuration on fresh evidence: a second Fail rolls back.
+	// +optional
+	FailPending bool `json:"failPending,omitempty"`
 }
 
 // SplitStatus is the live state of a workload's releases: everything the

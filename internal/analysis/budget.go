@@ -67,10 +67,13 @@ const (
 	ShareAbsolute = 0.1
 	// ShareGates: the step gates' Fail (the relative test's lower bound
 	// above failRatio), Bonferroni over every SLO of every look.
-	ShareGates = 0.2
-	// ShareTraffic: the traffic-share test, Bonferroni over every look.
-	ShareTraffic = 0.05
+	ShareGates = 0.25
 )
+
+// ShareTraffic is the traffic-share test's level, Bonferroni over every
+// look. It is not part of the budget: a mismatch makes the step wait
+// (and pause), it never rolls back.
+const ShareTraffic = 0.05
 
 // WatchdogAlpha is the relative watchdog's level.
 func (p Policy) WatchdogAlpha() float64 { return ShareWatchdog * p.Alpha }
@@ -103,8 +106,7 @@ var BudgetTable = []BudgetRow{
 	{"watchdog, relative (every look, every step)", ShareWatchdog, "Ville's inequality: averaged mixture likelihood ratio, null ratio = maxRatio"},
 	{"reference rate for 100% and standby", ShareReference, "Clopper-Pearson upper bound, Bonferroni over SLOs"},
 	{"watchdog, absolute (100% and standby)", ShareAbsolute, "Ville's inequality: averaged mixture SPRT, null rate = the reference bound"},
-	{"step gates' Fail", ShareGates, "Bonferroni over SLOs x steps x (1 + maxExtensions)"},
-	{"traffic share", ShareTraffic, "Bonferroni over steps x (1 + maxExtensions)"},
+	{"step gates' Fail", ShareGates, "Bonferroni over SLOs x steps x (1 + maxExtensions); each Fail is confirmed on fresh evidence before it rolls back"},
 }
 
 // Timing is what the controller knows about its Prometheus.

@@ -62,7 +62,7 @@ func (e Evidence) Unsettle(weights ...int32) {
 	for _, w := range weights {
 		a.MixedWeight = max(a.MixedWeight, w)
 	}
-	a.BaselineAt, a.SettleAt, a.Step = nil, nil, nil
+	a.BaselineAt, a.SettleAt, a.Step, a.FailPending = nil, nil, nil, false
 }
 
 // Confirmed records when the router reported the new weights: the step's

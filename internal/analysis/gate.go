@@ -29,8 +29,11 @@ const TrafficShareCheck = "traffic-share"
 //     pauses after its extensions, rather than roll back or promote).
 //
 // And once per step, the traffic share: green's share of the requests
-// must match the weight (Error when it surely does not, at the traffic
-// share of alpha): the mesh is not following the weights.
+// must match the weight. When it surely does not, the mesh is not
+// following the weights, or counts were lost (a pod replaced loses the
+// requests before its first scrape): that is no evidence against the
+// release, so the step waits (Inconclusive, then onInconclusive) and
+// says so, rather than roll back.
 func (p Policy) Gate(green, blue, ref map[string]Count, weight int32, greenName, blueName string) []Result {
 	var out []Result
 	for _, s := range p.SLOs {
@@ -107,7 +110,7 @@ func (p Policy) trafficShare(g, b Count, weight int32, greenName string) Result 
 	case g.N+b.N <= 0:
 		r.Verdict, r.Message = splitterv1.VerdictInconclusive, "no requests since the step's baseline"
 	case mismatch:
-		r.Verdict = splitterv1.VerdictError
+		r.Verdict = splitterv1.VerdictInconclusive
 		r.Message = fmt.Sprintf("%s got %.2f%% of %.0f requests with weight %d%% (tolerance ±%.2g%% at level %.2g): the mesh does not follow the weights",
 			greenName, 100*share, g.N+b.N, weight, 100*tol, alpha)
 	default:

@@ -295,7 +295,8 @@ func (e *engine) shifting() {
 		e.wake(time.Millisecond) // the controller evaluates the checks and calls again
 		return
 	}
-	verdicts := append(append([]analysis.Result(nil), e.o.Verdicts...), e.gateResults()...)
+	gates := e.gateResults()
+	verdicts := append(append([]analysis.Result(nil), e.o.Verdicts...), gates...)
 	e.recordVerdicts(verdicts)
 	var failed, unsure, errored []analysis.Result
 	for _, v := range verdicts {
@@ -311,6 +312,19 @@ func (e *engine) shifting() {
 	}
 	pending := append(append([]analysis.Result(nil), errored...), unsure...)
 	switch {
+	case len(failed) > 0 && e.failNeedsConfirming(gates, failed):
+		// The step's evidence starts and ends at instants, and a scrape's
+		// growth is spread over its interval: an incident both colors
+		// share, within a scrape of either end, can leave more of itself
+		// in one color's counts. A gate's Fail rolls back only if fresh
+		// evidence, gathered for another stepDuration, fails again (the
+		// watchdog keeps watching meanwhile).
+		ev, _ := e.evidence()
+		ev.Restart(e.look())
+		e.s.Analysis.FailPending = true
+		e.transition = &Transition{Reason: ReasonStepExtended, Warning: true, Message: fmt.Sprintf(
+			"step %d held for another %s to confirm on fresh evidence: %s", e.s.Step, e.p.StepDuration, describe(failed))}
+		e.wake(stepEnd(e.p, e.s).Sub(e.o.Now))
 	case len(failed) > 0:
 		e.startRollback(ReasonCheckFailed, describe(failed), splitterv1.OutcomeRolledBack)
 	case len(pending) > 0 && int(e.s.Extensions) < e.p.MaxExtensions:
@@ -365,6 +379,25 @@ func (e *engine) watchdogTripped() bool {
 		return true
 	}
 	e.startRollback(ReasonWatchdog, fmt.Sprintf("watchdog (%s): %s", trip.Reason, trip.Message), splitterv1.OutcomeRolledBack)
+	return true
+}
+
+// failNeedsConfirming says a Fail comes from the count-based gates alone
+// and has not been confirmed on fresh evidence yet (threshold checks
+// roll back at once, as they always did).
+func (e *engine) failNeedsConfirming(gates, failed []analysis.Result) bool {
+	if a := e.s.Analysis; a == nil || a.FailPending || a.TripPendingAt != nil || a.BaselineAt == nil {
+		return false
+	}
+	counted := map[string]bool{}
+	for _, g := range gates {
+		counted[g.Name] = true
+	}
+	for _, f := range failed {
+		if !counted[f.Name] {
+			return false
+		}
+	}
 	return true
 }
 

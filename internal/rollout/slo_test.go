@@ -68,7 +68,8 @@ func TestWatchdogFromTheFirstSecond(t *testing.T) {
 // Finding 9: with 15 s scrapes and 1,000 req/s, a 5 -> 10% step used to
 // give a false traffic-share Error (the baseline lagged a scrape behind
 // the weights). The step's evidence now begins two scrapes after the
-// weights are confirmed.
+// weights are confirmed, and the share is judged with a slack for counts
+// lost at pod churn.
 func TestTrafficShareAtRealScrapes(t *testing.T) {
 	spec := mcSpec(mcScenarios[0], 15*time.Second, 0)
 	spec.rps = 1000
@@ -81,8 +82,8 @@ func TestTrafficShareAtRealScrapes(t *testing.T) {
 			t.Fatalf("run %d: %s, want promoted:\n%s", i, o, strings.Join(r.lines, "\n"))
 		}
 		for _, l := range r.lines {
-			if strings.Contains(l, analysis.TrafficShareCheck+" Error") {
-				t.Fatalf("run %d: false traffic-share Error: %s", i, l)
+			if strings.Contains(l, analysis.TrafficShareCheck+" Inconclusive") {
+				t.Fatalf("run %d: false traffic-share mismatch: %s", i, l)
 			}
 		}
 	}
@@ -125,4 +126,23 @@ func TestGuardSnapsBackWhileStalled(t *testing.T) {
 		return
 	}
 	t.Errorf("Guard never snapped back a candidate with 50%% errors")
+}
+
+// A gate's Fail is confirmed on fresh evidence before it rolls back: a
+// real regression fails twice (the step is held once more); the watchdog
+// is off here so only the gates act.
+func TestGateFailConfirmedOnFreshEvidence(t *testing.T) {
+	p := sloPlan()
+	p.WatchdogOn = false
+	w := newFakeWorld("v1")
+	w.rps, w.errRate = 100, map[string]float64{"v1": 0.002, "v2": 0.03}
+	sc := scenario{plan: p, world: w, until: 10 * time.Minute,
+		events: map[time.Duration]func(*fakeWorld){20 * time.Second: release("v2")}}
+	out := sc.run()
+	if len(sc.status.History) == 0 || sc.status.History[0].Reason != ReasonCheckFailed {
+		t.Fatalf("a 15x regression was not rolled back by the gates:\n%s", out)
+	}
+	if !strings.Contains(out, "to confirm on fresh evidence") {
+		t.Errorf("the Fail rolled back without a confirming hold:\n%s", out)
+	}
 }
