@@ -182,7 +182,7 @@ func TestNoPromotionWithoutEvidence(t *testing.T) {
 // regressions. SPLITTER_MC_RELEASES sets the releases per scenario.
 func BenchmarkMonteCarlo(b *testing.B) {
 	n := mcSize(1000)
-	for _, scrape := range []time.Duration{time.Second, 15 * time.Second, 30 * time.Second} {
+	for _, scrape := range []time.Duration{time.Second, 15 * time.Second, 30 * time.Second, time.Minute} {
 		for i, sc := range mcScenarios {
 			standby := time.Hour
 			if scrape == time.Second {
