@@ -75,7 +75,8 @@ func (e Evidence) Confirmed(at time.Time, settle time.Duration) {
 }
 
 // Restart starts the step's evidence again from the look (folded first):
-// an extension after an incident judges what follows it.
+// an extension after an incident judges what follows it, and a gate's
+// first Fail is confirmed on evidence that does not share its edges.
 func (e Evidence) Restart(l Look) {
 	if !l.OK() || e.State.BaselineAt == nil || e.State.TripPendingAt != nil {
 		return
@@ -84,10 +85,6 @@ func (e Evidence) Restart(l Look) {
 	t := metav1.NewTime(l.At)
 	e.State.BaselineAt, e.State.Step = &t, nil
 }
-
-// Settled says whether the current chunk is pure (the weights held still
-// since it began).
-func (e Evidence) Settled() bool { return e.State.BaselineAt != nil }
 
 // Observe takes one look: it starts the checkpoint if there is none, runs
 // the watchdog on everything up to the look, and folds the look into the

@@ -284,6 +284,12 @@ func (e *engine) shifting() {
 		e.wake(stepEnd(e.p, e.s).Sub(e.o.Now))
 		return
 	}
+	if a := e.s.Analysis; a != nil && a.TripPendingAt != nil {
+		// The watchdog's trip awaits its confirming look: judge the step
+		// after it, on evidence that look has settled.
+		e.wake(pollInterval)
+		return
+	}
 	if len(e.p.SLOs) > 0 && e.o.CountersErr != "" && e.o.Now.Sub(stepEnd(e.p, e.s)) < e.p.StepDuration {
 		// A failed read is Error for this look only: look again soon
 		// rather than extend the step; a read failing for a whole
@@ -386,7 +392,7 @@ func (e *engine) watchdogTripped() bool {
 // and has not been confirmed on fresh evidence yet (threshold checks
 // roll back at once, as they always did).
 func (e *engine) failNeedsConfirming(gates, failed []analysis.Result) bool {
-	if a := e.s.Analysis; a == nil || a.FailPending || a.TripPendingAt != nil || a.BaselineAt == nil {
+	if a := e.s.Analysis; a == nil || a.FailPending || a.BaselineAt == nil {
 		return false
 	}
 	counted := map[string]bool{}
