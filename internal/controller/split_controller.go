@@ -20,6 +20,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/validation/field"
 	"k8s.io/client-go/tools/events"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
@@ -203,9 +204,7 @@ func (r *SplitReconciler) release(ctx context.Context, split *splitterv1.Split, 
 		}
 	}
 
-	_, _, watched := rollout.Watched(split.Status)
-	watching := len(plan.SLOs) > 0 && watched
-	if watching {
+	if _, _, watched := rollout.Watched(split.Status); watched && len(plan.SLOs) > 0 {
 		r.readCounters(ctx, plan, split, user, &obs)
 	}
 
@@ -250,13 +249,7 @@ func (r *SplitReconciler) release(ctx context.Context, split *splitterv1.Split, 
 			return ctrl.Result{}, err
 		}
 	}
-	// The watchdog sweep wakes this Split when it trips; a release is
-	// still looked at every checkpoint interval so its evidence is saved.
-	requeue := d.Requeue
-	if every := plan.Timing.CheckpointEvery(); watching && (requeue == 0 || requeue > every) {
-		requeue = every
-	}
-	return ctrl.Result{RequeueAfter: requeue}, nil
+	return ctrl.Result{RequeueAfter: d.Requeue}, nil
 }
 
 // readCounters fills the observations with the colors' request counters;
@@ -292,12 +285,22 @@ func (r *SplitReconciler) plan(ctx context.Context, split *splitterv1.Split) (*p
 		}
 		return nil, nil, err
 	}
-	plan, errs := policy.Compile(pol.Spec)
+	plan, errs := r.compile(pol.Spec)
 	if len(errs) > 0 {
 		return nil, nil, &stallError{reason: "PolicyInvalid", msg: fmt.Sprintf("SplitPolicy %s: %s", pol.Name, errs.ToAggregate().Error())}
 	}
-	plan.Timing = analysis.Timing{Scrape: r.ScrapeInterval}
 	return plan, pol.Spec.DeepCopy(), nil
+}
+
+// compile compiles a policy spec with the controller's timing (its
+// --scrape-interval), which the plan needs but the policy does not say.
+func (r *SplitReconciler) compile(spec splitterv1.SplitPolicySpec) (*policy.Plan, field.ErrorList) {
+	plan, errs := policy.Compile(spec)
+	if len(errs) > 0 {
+		return nil, errs
+	}
+	plan.Timing = analysis.Timing{Scrape: r.ScrapeInterval}
+	return plan, nil
 }
 
 // lastPlan is the plan kept in status: the last one that compiled.
@@ -305,11 +308,7 @@ func (r *SplitReconciler) lastPlan(split *splitterv1.Split) *policy.Plan {
 	if split.Status.Policy == nil {
 		return nil
 	}
-	plan, errs := policy.Compile(*split.Status.Policy)
-	if len(errs) > 0 {
-		return nil
-	}
-	plan.Timing = analysis.Timing{Scrape: r.ScrapeInterval}
+	plan, _ := r.compile(*split.Status.Policy)
 	return plan
 }
 
@@ -493,7 +492,7 @@ func (r *SplitReconciler) stalled(ctx context.Context, split *splitterv1.Split, 
 // resolved Service. done says it acted.
 func (r *SplitReconciler) guard(ctx context.Context, split *splitterv1.Split, user *appsv1.Deployment, plan *policy.Plan, cause error) (ctrl.Result, bool, error) {
 	st := split.Status
-	if !rollout.OnCandidate(st) && st.Phase != splitterv1.PhaseRollingBack {
+	if !rollout.Guarded(st) {
 		return ctrl.Result{}, false, nil
 	}
 	if plan == nil {
@@ -541,9 +540,7 @@ func (r *SplitReconciler) guard(ctx context.Context, split *splitterv1.Split, us
 		}
 		logger.Info("Weights set while stalled", "weight", w.String(), "phase", d.Status.Phase)
 	}
-	// Checkpoints are due every CheckpointEvery while traffic is on the
-	// candidate; the sweep wakes this Split at once when it trips.
-	return ctrl.Result{RequeueAfter: min(res.RequeueAfter, plan.Timing.CheckpointEvery())}, true, nil
+	return ctrl.Result{RequeueAfter: min(res.RequeueAfter, d.Requeue)}, true, nil
 }
 
 // markStalled writes status with Stalled set.

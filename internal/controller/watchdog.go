@@ -99,12 +99,7 @@ func (w *watchdogSweep) plan(ctx context.Context, s *splitterv1.Split) *policy.P
 	if c, ok := w.plans[key]; ok && c.resourceVersion == pol.ResourceVersion {
 		return c.plan
 	}
-	plan, errs := policy.Compile(pol.Spec)
-	if len(errs) > 0 {
-		plan = nil
-	} else {
-		plan.Timing = analysis.Timing{Scrape: w.r.ScrapeInterval}
-	}
+	plan, _ := w.r.compile(pol.Spec)
 	if w.plans == nil {
 		w.plans = map[string]cachedPlan{}
 	}

@@ -76,6 +76,7 @@ func Next(p *policy.Plan, current splitterv1.SplitStatus, o Observations) Decisi
 		// the safe state is all traffic on the live color.
 		e.startRollback(ReasonRolledBack, fmt.Sprintf("unknown phase %q", e.s.Phase), splitterv1.OutcomeRolledBack)
 	}
+	e.checkpointDue()
 	want := desired(p, e.s, o)
 	setConditions(&e.s, want, o)
 	return Decision{Status: e.s, Desired: want, Requeue: e.requeue, Transition: e.transition}

@@ -72,6 +72,15 @@ func (e *engine) watch() (analysis.Trip, bool) {
 	return trip, trip.Tripped
 }
 
+// checkpointDue asks to be called again by the next checkpoint while the
+// release's counters are watched (the sweep wakes it sooner on a trip), so
+// the evidence is saved at least that often.
+func (e *engine) checkpointDue() {
+	if _, _, ok := Watched(e.s); ok && len(e.p.SLOs) > 0 {
+		e.wake(e.p.Timing.CheckpointEvery())
+	}
+}
+
 // unsettle folds the evidence up to now and marks the weights as moving,
 // from the candidate's weight before to the weights given.
 func (e *engine) unsettle(weights ...int32) {
@@ -155,6 +164,12 @@ func OnCandidate(s splitterv1.SplitStatus) bool {
 	return false
 }
 
+// Guarded says whether a stalled release still needs Guard: traffic may be
+// on its candidate, or its snap-back is not finished.
+func Guarded(s splitterv1.SplitStatus) bool {
+	return OnCandidate(s) || s.Phase == splitterv1.PhaseRollingBack
+}
+
 // Guard is the engine reduced to its safety part, for a release whose
 // reconcile is stalled (an invalid or deleted policy, an ambiguous
 // Service, a conflicting VirtualService): with the last valid plan, the
@@ -166,16 +181,17 @@ func Guard(p *policy.Plan, current splitterv1.SplitStatus, o Observations) (d De
 	e := &engine{p: p, o: o, s: *current.DeepCopy()}
 	e.s.Replicas = &o.Replicas
 	switch {
+	case !Guarded(current):
+		return Decision{}, false
 	case e.s.Phase == splitterv1.PhaseRollingBack:
 		e.rollingBack() // RolledBack once the router reports the live color at 100%
-	case !OnCandidate(current):
-		return Decision{}, false
 	case e.s.Phase != splitterv1.PhasePromoting && o.Colors != nil && o.Colors[e.s.Candidate].Ready == 0:
 		e.startRollback(ReasonCandidateUnavailable, fmt.Sprintf("%s has no Ready pod", e.s.Candidate), splitterv1.OutcomeRolledBack)
 	case e.watchdogTripped():
 	case equality.Semantic.DeepEqual(e.s.Analysis, current.Analysis):
 		return Decision{}, false
 	}
+	e.checkpointDue()
 	want := desired(p, e.s, o)
 	setConditions(&e.s, want, o)
 	// The stall goes on: keep its condition as it was (the reconciler
