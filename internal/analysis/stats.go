@@ -104,14 +104,6 @@ func RatioBounds(g, b Count, alpha float64) (lower, upper float64) {
 	return rhoOf(lo, share), rhoOf(hi, share)
 }
 
-// Ratio is the estimate of rho: NaN when blue has no bad request.
-func Ratio(g, b Count) float64 {
-	if b.X <= 0 || g.N <= 0 || b.N <= 0 {
-		return math.NaN()
-	}
-	return g.Rate() / b.Rate()
-}
-
 // ShareSlack is how far, relative to the smaller of the two weights,
 // green's share may stray from its weight before the mesh is said not to
 // follow the weights. Counting loses a little at pod churn (a new pod's

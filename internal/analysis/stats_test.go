@@ -67,9 +67,6 @@ func TestRatioWithBlueClean(t *testing.T) {
 	if !math.IsInf(hi, 1) || !(lo > 0) {
 		t.Errorf("RatioBounds(5/1000, 0/9000) = %v, %v: want a positive lower bound and no upper bound", lo, hi)
 	}
-	if !math.IsNaN(Ratio(g, b)) {
-		t.Errorf("Ratio estimate with blue clean: %v, want NaN", Ratio(g, b))
-	}
 	p := Policy{SLOs: []SLO{{Name: "availability", Objective: 0.999}}, Alpha: 0.01, MaxRatio: 1.5, FailRatio: 2, Margin: 0.5, Looks: 6}
 	rs := p.Gate(map[string]Count{"availability": g}, map[string]Count{"availability": b}, nil, 10, "green", "blue")
 	if rs[0].Verdict == splitterv1.VerdictPass {
