@@ -474,7 +474,6 @@ func adopt(t *testing.T, e *env, ns string) *splitterv1.Split {
 func TestOptIn(t *testing.T) {
 	e := setup(t)
 	t.Parallel()
-	ctx := context.Background()
 	ns := newNamespace(t, e)
 	create(t, e, shortPolicy(ns))
 	create(t, e, service(ns))
@@ -596,17 +595,23 @@ func TestOptIn(t *testing.T) {
 	}
 
 	// The transition is an Event on the Split.
-	waitFor(t, "the Adopted Event", func() error {
+	waitEvent(t, e, ns, rollout.ReasonAdopted)
+}
+
+// waitEvent waits for an Event with reason on the workload's Split.
+func waitEvent(t *testing.T, e *env, ns, reason string) {
+	t.Helper()
+	waitFor(t, "the "+reason+" Event", func() error {
 		var list eventsv1.EventList
-		if err := e.c.List(ctx, &list, client.InNamespace(ns)); err != nil {
+		if err := e.c.List(context.Background(), &list, client.InNamespace(ns)); err != nil {
 			return err
 		}
 		for _, ev := range list.Items {
-			if ev.Reason == rollout.ReasonAdopted && ev.Regarding.Kind == "Split" && ev.Regarding.Name == workload {
+			if ev.Reason == reason && ev.Regarding.Kind == "Split" && ev.Regarding.Name == workload {
 				return nil
 			}
 		}
-		return fmt.Errorf("no Adopted Event among %d", len(list.Items))
+		return fmt.Errorf("no %s Event among %d", reason, len(list.Items))
 	})
 }
 
@@ -1128,6 +1133,8 @@ func TestStallKeepsTheWatchdog(t *testing.T) {
 		return nil
 	})
 	waitWeights(t, e, ns, rollout.Weights{Blue: 80, Green: 20})
+	// The stall of a Split whose Stalled condition was False is announced.
+	waitEvent(t, e, ns, "PolicyInvalid")
 
 	// Green goes bad: 40% errors. The watchdog still snaps back.
 	e.counters.script(ns, map[splitterv1.Color][2]float64{splitterv1.Blue: {80, 0.08}, splitterv1.Green: {20, 8}})

@@ -122,6 +122,17 @@ func overTheWire(err *apierrors.StatusError) error {
 
 // writeLog records what a router reports to OnWrite, classified as the
 // controller's metrics classify it.
+// staleIstio is an Istio router with its memory, over a fake API server
+// holding objs behind a cache that can be frozen, recording its writes.
+func staleIstio(t *testing.T, objs ...client.Object) (*Istio, *staleCache, *writeLog) {
+	t.Helper()
+	cache := &staleCache{Client: fake.NewClientBuilder().WithScheme(fakeScheme(t)).WithObjects(objs...).Build()}
+	r := NewIstio(cache)
+	writes := &writeLog{}
+	r.OnWrite = writes.record
+	return r, cache, writes
+}
+
 type writeLog []string
 
 func (l *writeLog) record(kind string, err error) {
@@ -295,9 +306,7 @@ func TestIstioObserveStaleCache(t *testing.T) {
 	target, _ := testTarget()
 	key := client.ObjectKey{Namespace: "shop", Name: "checkout"}
 	vs := OwnedVirtualService(target, rollout.Weights{Blue: 100})
-	api := fake.NewClientBuilder().WithScheme(fakeScheme(t)).WithObjects(vs, OwnedDestinationRule(target)).Build()
-	cache := &staleCache{Client: api}
-	r := NewIstio(cache)
+	r, cache, _ := staleIstio(t, vs, OwnedDestinationRule(target))
 
 	observe := func(want rollout.Weights) {
 		t.Helper()
@@ -317,7 +326,7 @@ func TestIstioObserveStaleCache(t *testing.T) {
 	// The cache shows the first write only: still older than ours.
 	cache.thaw()
 	api2 := &networkingv1.VirtualService{}
-	if err := api.Get(ctx, key, api2); err != nil {
+	if err := cache.Client.Get(ctx, key, api2); err != nil {
 		t.Fatal(err)
 	}
 	first := api2.DeepCopy()
@@ -331,7 +340,7 @@ func TestIstioObserveStaleCache(t *testing.T) {
 	// Someone else's write, which the cache shows: it is what is routed,
 	// and our memory of the object is dropped.
 	api2.Spec.Http[0].Route[0].Weight, api2.Spec.Http[0].Route[1].Weight = 50, 50
-	if err := api.Update(ctx, api2); err != nil {
+	if err := cache.Client.Update(ctx, api2); err != nil {
 		t.Fatal(err)
 	}
 	cache.thaw()
@@ -347,11 +356,7 @@ func TestIstioCreatedObjectAbsentFromCache(t *testing.T) {
 	ctx := context.Background()
 	target, _ := testTarget()
 	key := client.ObjectKey{Namespace: "shop", Name: "checkout"}
-	api := fake.NewClientBuilder().WithScheme(fakeScheme(t)).Build()
-	cache := &staleCache{Client: api}
-	r := NewIstio(cache)
-	var writes writeLog
-	r.OnWrite = writes.record
+	r, cache, writes := staleIstio(t)
 	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	r.last.now = func() time.Time { return now }
 
@@ -366,7 +371,7 @@ func TestIstioCreatedObjectAbsentFromCache(t *testing.T) {
 	if got, err := r.Observe(ctx, target); err != nil || got == nil || *got != (rollout.Weights{Blue: 100}) {
 		t.Errorf("Observe right after the create = %s, %v; want blue=100 green=0", weightsString(got), err)
 	}
-	if want := []string{"DestinationRule ok", "VirtualService ok"}; !reflect.DeepEqual([]string(writes), want) {
+	if want := []string{"DestinationRule ok", "VirtualService ok"}; !reflect.DeepEqual([]string(*writes), want) {
 		t.Errorf("writes %q, want %q", writes, want)
 	}
 
@@ -395,11 +400,7 @@ func TestIstioReleaseStaleCache(t *testing.T) {
 			ctx := context.Background()
 			target, _ := testTarget()
 			key := client.ObjectKey{Namespace: "shop", Name: "checkout"}
-			api := fake.NewClientBuilder().WithScheme(fakeScheme(t)).Build()
-			cache := &staleCache{Client: api}
-			r := NewIstio(cache)
-			var writes writeLog
-			r.OnWrite = writes.record
+			r, cache, writes := staleIstio(t)
 			freeze := func() {
 				cache.freeze(t, &networkingv1.VirtualService{}, key)
 				cache.freeze(t, &networkingv1.DestinationRule{}, key)
@@ -419,11 +420,11 @@ func TestIstioReleaseStaleCache(t *testing.T) {
 				}
 			}
 			for _, obj := range []client.Object{&networkingv1.VirtualService{}, &networkingv1.DestinationRule{}} {
-				if err := api.Get(ctx, key, obj); !apierrors.IsNotFound(err) {
+				if err := cache.Client.Get(ctx, key, obj); !apierrors.IsNotFound(err) {
 					t.Errorf("%T after Release: %v, want NotFound", obj, err)
 				}
 			}
-			if !reflect.DeepEqual([]string(writes), tc.wantWrites) {
+			if !reflect.DeepEqual([]string(*writes), tc.wantWrites) {
 				t.Errorf("writes %q, want %q", writes, tc.wantWrites)
 			}
 			if got, err := r.Observe(ctx, target); err != nil || got != nil {

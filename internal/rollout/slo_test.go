@@ -8,7 +8,17 @@ import (
 
 	splitterv1 "splitter.dev/splitter/api/v1alpha1"
 	"splitter.dev/splitter/internal/analysis"
+	"splitter.dev/splitter/internal/policy"
 )
+
+// releaseV2 is a scenario of 100 req/s in which v2 is released 20 s in,
+// with v1's and v2's error rates.
+func releaseV2(p *policy.Plan, v1, v2 float64, until time.Duration) (*scenario, *fakeWorld) {
+	w := newFakeWorld("v1")
+	w.rps, w.errRate = 100, map[string]float64{"v1": v1, "v2": v2}
+	return &scenario{plan: p, world: w, until: until,
+		events: map[time.Duration]func(*fakeWorld){20 * time.Second: release("v2")}}, w
+}
 
 // Finding 4: a failed read when a step's evidence should begin (and at
 // every step entry) used to leave the step without a baseline and roll a
@@ -17,10 +27,7 @@ import (
 func TestFailedReadsAtStepStartsDoNotRollBack(t *testing.T) {
 	p := sloPlan()
 	p.StepDuration = 2 * time.Minute
-	w := newFakeWorld("v1")
-	w.rps, w.errRate = 100, map[string]float64{"v1": 0.001, "v2": 0.001}
-	sc := scenario{plan: p, world: w, until: 20 * time.Minute,
-		events: map[time.Duration]func(*fakeWorld){20 * time.Second: release("v2")}}
+	sc, w := releaseV2(p, 0.001, 0.001, 20*time.Minute)
 	// Every reading fails for the 5 s after each weight change and after
 	// each settle point.
 	w.readErr = func(now time.Time) string {
@@ -46,10 +53,7 @@ func TestFailedReadsAtStepStartsDoNotRollBack(t *testing.T) {
 // while the step's baseline cannot be read.
 func TestWatchdogFromTheFirstSecond(t *testing.T) {
 	p := sloPlan()
-	w := newFakeWorld("v1")
-	w.rps, w.errRate = 100, map[string]float64{"v1": 0.001, "v2": 0.4}
-	sc := scenario{plan: p, world: w, until: 3 * time.Minute,
-		events: map[time.Duration]func(*fakeWorld){20 * time.Second: release("v2")}}
+	sc, w := releaseV2(p, 0.001, 0.4, 3*time.Minute)
 	w.readErr = func(now time.Time) string {
 		if a := sc.status.Analysis; a != nil && a.SettleAt != nil && !now.Before(a.SettleAt.Time) {
 			return "no baseline for this step, ever"
@@ -93,10 +97,7 @@ func TestTrafficShareAtRealScrapes(t *testing.T) {
 // still runs the watchdog with the last valid plan, and a trip snaps back.
 func TestGuardSnapsBackWhileStalled(t *testing.T) {
 	p := sloPlan()
-	w := newFakeWorld("v1")
-	w.rps, w.errRate = 100, map[string]float64{"v1": 0.001, "v2": 0.001}
-	sc := scenario{plan: p, world: w, until: 2 * time.Minute,
-		events: map[time.Duration]func(*fakeWorld){20 * time.Second: release("v2")}}
+	sc, w := releaseV2(p, 0.001, 0.001, 2*time.Minute)
 	sc.run()
 	if sc.status.Phase != splitterv1.PhaseShifting || sc.status.Weight == 0 {
 		t.Fatalf("not mid-release: %s weight %d", sc.status.Phase, sc.status.Weight)
@@ -134,10 +135,7 @@ func TestGuardSnapsBackWhileStalled(t *testing.T) {
 func TestGateFailConfirmedOnFreshEvidence(t *testing.T) {
 	p := sloPlan()
 	p.WatchdogOn = false
-	w := newFakeWorld("v1")
-	w.rps, w.errRate = 100, map[string]float64{"v1": 0.002, "v2": 0.03}
-	sc := scenario{plan: p, world: w, until: 10 * time.Minute,
-		events: map[time.Duration]func(*fakeWorld){20 * time.Second: release("v2")}}
+	sc, _ := releaseV2(p, 0.002, 0.03, 10*time.Minute)
 	out := sc.run()
 	if len(sc.status.History) == 0 || sc.status.History[0].Reason != ReasonCheckFailed {
 		t.Fatalf("a 15x regression was not rolled back by the gates:\n%s", out)

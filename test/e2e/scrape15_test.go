@@ -95,6 +95,30 @@ func deletePod(t *testing.T, tb *testbed.TestBed, ns string, c splitterv1.Color)
 	return ""
 }
 
+// optedInUnder creates a namespace with the policy, a controller and the
+// opted-in workload, and waits for it to be Idle.
+func optedInUnder(t *testing.T, tb *testbed.TestBed, prefix string, pol func(ns string) *splitterv1.SplitPolicy) string {
+	t.Helper()
+	ns := tb.Namespace(t, prefix)
+	tb.Create(t, pol(ns))
+	startSplitter(t, tb, ns)
+	optedIn(t, tb, ns, "slo")
+	waitPhase(t, tb, ns, splitterv1.PhaseIdle, 2*time.Minute, readyCondition)
+	return ns
+}
+
+// waitStepEvidence waits until step 1's evidence has begun (its weights
+// confirmed and settled).
+func waitStepEvidence(t *testing.T, tb *testbed.TestBed, ns string) {
+	t.Helper()
+	waitPhase(t, tb, ns, splitterv1.PhaseShifting, 2*time.Minute, func(s *splitterv1.Split) error {
+		if s.Status.Analysis == nil || s.Status.Analysis.BaselineAt == nil {
+			return fmt.Errorf("step 1's evidence has not begun")
+		}
+		return nil
+	})
+}
+
 func checkOf(s *splitterv1.Split, name string) *splitterv1.CheckResult {
 	for i := range s.Status.Checks {
 		if s.Status.Checks[i].Name == name {
@@ -108,19 +132,9 @@ func checkOf(s *splitterv1.Split, name string) *splitterv1.CheckResult {
 // a green and a blue pod are deleted and recreated in the middle of its
 // first step; the latency SLO is judged on Prometheus' histogram.
 func healthyThroughPodChurn(t *testing.T, tb *testbed.TestBed) {
-	ns := tb.Namespace(t, "churn")
-	tb.Create(t, slowSLOPolicy(ns))
-	startSplitter(t, tb, ns)
-	optedIn(t, tb, ns, "slo")
-	waitPhase(t, tb, ns, splitterv1.PhaseIdle, 2*time.Minute, readyCondition)
-
+	ns := optedInUnder(t, tb, "churn", slowSLOPolicy)
 	release(t, tb, ns, "example.com/app:2", nil)
-	waitPhase(t, tb, ns, splitterv1.PhaseShifting, 2*time.Minute, func(s *splitterv1.Split) error {
-		if s.Status.Analysis == nil || s.Status.Analysis.BaselineAt == nil {
-			return fmt.Errorf("step 1's evidence has not begun")
-		}
-		return nil
-	})
+	waitStepEvidence(t, tb, ns)
 	time.Sleep(20 * time.Second)
 	t.Logf("deleted %s and %s mid-step", deletePod(t, tb, ns, splitterv1.Green), deletePod(t, tb, ns, splitterv1.Blue))
 
@@ -151,19 +165,9 @@ func healthyThroughPodChurn(t *testing.T, tb *testbed.TestBed) {
 // in between are Errors for themselves only; the release goes on and is
 // promoted, with no rollback.
 func prometheusOutage(t *testing.T, tb *testbed.TestBed) {
-	ns := tb.Namespace(t, "outage")
-	tb.Create(t, slowSLOPolicy(ns))
-	startSplitter(t, tb, ns)
-	optedIn(t, tb, ns, "slo")
-	waitPhase(t, tb, ns, splitterv1.PhaseIdle, 2*time.Minute, readyCondition)
-
+	ns := optedInUnder(t, tb, "outage", slowSLOPolicy)
 	release(t, tb, ns, "example.com/app:2", nil)
-	waitPhase(t, tb, ns, splitterv1.PhaseShifting, 2*time.Minute, func(s *splitterv1.Split) error {
-		if s.Status.Analysis == nil || s.Status.Analysis.BaselineAt == nil {
-			return fmt.Errorf("step 1's evidence has not begun")
-		}
-		return nil
-	})
+	waitStepEvidence(t, tb, ns)
 	time.Sleep(10 * time.Second)
 	// SIGSTOP: Prometheus neither answers nor scrapes, as when it hangs.
 	if err := tb.SignalProcess("prometheus", syscall.SIGSTOP); err != nil {
@@ -187,13 +191,11 @@ func prometheusOutage(t *testing.T, tb *testbed.TestBed) {
 // the Split stalls, but the watchdog keeps judging with the last valid
 // plan and snaps back.
 func invalidPolicyStillSnapsBack(t *testing.T, tb *testbed.TestBed) {
-	ns := tb.Namespace(t, "stalled")
-	pol := slowSLOPolicy(ns)
-	pol.Spec.StepDuration = &metav1.Duration{Duration: 10 * time.Minute}
-	tb.Create(t, pol)
-	startSplitter(t, tb, ns)
-	optedIn(t, tb, ns, "slo")
-	waitPhase(t, tb, ns, splitterv1.PhaseIdle, 2*time.Minute, readyCondition)
+	ns := optedInUnder(t, tb, "stalled", func(ns string) *splitterv1.SplitPolicy {
+		pol := slowSLOPolicy(ns)
+		pol.Spec.StepDuration = &metav1.Duration{Duration: 10 * time.Minute}
+		return pol
+	})
 
 	release(t, tb, ns, "example.com/app:bad", map[string]string{"meshsim.splitter.dev/error-rate": "0.3"})
 	waitPhase(t, tb, ns, splitterv1.PhaseShifting, 2*time.Minute, nil)
