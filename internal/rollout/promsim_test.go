@@ -37,8 +37,11 @@ type simSpec struct {
 	scrape time.Duration
 	pods   int
 	// restarts is each color's mean time between pod restarts (0: none).
-	restarts    time.Duration
-	readFail    float64
+	restarts time.Duration
+	readFail float64
+	// clump, when above 1, makes bad requests come in clumps of that many
+	// (same mean rate): one failure retried and counted several times.
+	clump       int
 	propagation time.Duration
 	until       time.Duration
 	// outage, when set, is a shared incident: from a random moment of the
@@ -201,7 +204,8 @@ func (s *promSim) advance(t time.Duration) {
 					for _, slo := range s.spec.plan.SLOs {
 						p.requests[slo.Name] += n
 						if q := 1 - (1-s.spec.bad[rev][slo.Name])*(1-extra); q > 0 && n > 0 {
-							p.bad[slo.Name] += distuv.Binomial{N: n, P: q, Src: randSource{s.rng}}.Rand()
+							k := float64(max(1, s.spec.clump))
+							p.bad[slo.Name] += min(n, k*distuv.Binomial{N: n, P: q / k, Src: randSource{s.rng}}.Rand())
 						}
 					}
 				}
@@ -316,9 +320,6 @@ func (s *promSim) reconcile() time.Duration {
 			}
 		}
 		req := d.Requeue
-		if every := s.spec.plan.Timing.CheckpointEvery(); (req == 0 || req > every) && func() bool { _, _, ok := Watched(s.status); return ok }() {
-			req = every
-		}
 		if req > time.Millisecond {
 			return req
 		}
