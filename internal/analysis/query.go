@@ -12,6 +12,7 @@ import (
 	"strings"
 	"text/template"
 	"time"
+	"unicode/utf8"
 
 	"github.com/prometheus/common/model"
 )
@@ -55,8 +56,24 @@ func ParseQuery(text string) (*Query, error) {
 	return q, nil
 }
 
-// Render executes the template with every value escaped.
+// Render executes the template with every value escaped. A value that
+// is not valid UTF-8 is an error rather than escaped byte by byte:
+// Prometheus' label values are UTF-8, so no series could match it, and a
+// regular expression would read its bytes as U+FFFD. (Kubernetes names
+// are always valid UTF-8.) Window, inserted as it is, must be a positive
+// Prometheus duration, so that no value can change a query's structure.
 func (q *Query) Render(v Vars) (string, error) {
+	for _, f := range []struct{ name, val string }{
+		{"Namespace", v.Namespace}, {"Workload", v.Workload}, {"Service", v.Service},
+		{"Candidate", v.Candidate}, {"Live", v.Live},
+	} {
+		if !utf8.ValidString(f.val) {
+			return "", fmt.Errorf("%s %q is not valid UTF-8", f.name, f.val)
+		}
+	}
+	if d, err := model.ParseDuration(v.Window); err != nil || d <= 0 {
+		return "", fmt.Errorf("Window %q is not a positive Prometheus duration such as 1m", v.Window)
+	}
 	esc := Vars{
 		Namespace: escapeLiteral(v.Namespace), Workload: escapeLiteral(v.Workload), Service: escapeLiteral(v.Service),
 		Candidate: escapeLiteral(v.Candidate), Live: escapeLiteral(v.Live), Window: v.Window,
@@ -68,14 +85,20 @@ func (q *Query) Render(v Vars) (string, error) {
 	return b.String(), nil
 }
 
-// escapeLiteral escapes s for the inside of a double-quoted PromQL string.
-func escapeLiteral(s string) string {
-	return strings.NewReplacer(`\`, `\\`, `"`, `\"`, "\n", `\n`, "\r", `\r`, "\t", `\t`).Replace(s)
-}
+// The escapes of a double-quoted PromQL string that escapeLiteral uses.
+// U+FFFD is escaped too: Prometheus' lexer cannot tell it from an invalid
+// byte and rejects the query.
+var (
+	literalEscaper   = strings.NewReplacer(`\`, `\\`, `"`, `\"`, "\n", `\n`, "\r", `\r`, "\t", `\t`, "\uFFFD", `\uFFFD`)
+	literalUnescaper = strings.NewReplacer(`\\`, `\`, `\"`, `"`, `\n`, "\n", `\r`, "\r", `\t`, "\t", `\uFFFD`, "\uFFFD")
+)
 
-func unescapeLiteral(s string) string {
-	return strings.NewReplacer(`\\`, `\`, `\"`, `"`, `\n`, "\n", `\r`, "\r", `\t`, "\t").Replace(s)
-}
+// escapeLiteral escapes s, valid UTF-8, for the inside of a double-quoted
+// PromQL string.
+func escapeLiteral(s string) string { return literalEscaper.Replace(s) }
+
+// unescapeLiteral undoes escapeLiteral.
+func unescapeLiteral(s string) string { return literalUnescaper.Replace(s) }
 
 // FormatWindow renders a duration as a PromQL range, in whole seconds.
 func FormatWindow(d time.Duration) string {
