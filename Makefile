@@ -21,7 +21,33 @@ ETCD := $(BIN)/etcd-$(ETCD_VERSION)/etcd
 KWOK_DIR := $(BIN)/kwok-$(KWOK_VERSION)
 KWOK := $(KWOK_DIR)/kwok
 CONTROLLER_GEN := $(BIN)/controller-gen-$(CONTROLLER_GEN_VERSION)/controller-gen
-PROMETHEUS ?= $(shell command -v prometheus 2>/dev/null || echo /usr/bin/prometheus)
+# Prometheus: the test bed runs 3.x built from its pinned module by default;
+# PROMETHEUS_FLAVOR=debian runs Debian's 2.42 (PROMETHEUS_LEGACY) instead, and
+# PROMETHEUS=/path/to/prometheus any other. `make test` runs the verdict e2e
+# tests on PROMETHEUS_LEGACY too (test/e2e/prometheus_legacy_test.go).
+PROMETHEUS_VERSION := $(call tool_version,prometheus,github.com/prometheus/prometheus)
+# The Go module's v0.316.0 is Prometheus 3.16.0 (minor = major*100 + minor).
+prom_minor := $(word 2,$(subst ., ,$(PROMETHEUS_VERSION)))
+PROMETHEUS_RELEASE := $(shell echo $$(($(prom_minor)/100)).$$(($(prom_minor)%100)).$(word 3,$(subst ., ,$(PROMETHEUS_VERSION))))
+PROMETHEUS_DIR := $(BIN)/prometheus-$(PROMETHEUS_VERSION)
+PROMETHEUS_LEGACY ?= $(shell command -v prometheus 2>/dev/null || echo /usr/bin/prometheus)
+PROMETHEUS_FLAVOR ?= source
+ifeq ($(PROMETHEUS_FLAVOR),debian)
+PROMETHEUS ?= $(PROMETHEUS_LEGACY)
+else ifeq ($(PROMETHEUS_FLAVOR),source)
+PROMETHEUS ?= $(PROMETHEUS_DIR)/prometheus
+else
+$(error PROMETHEUS_FLAVOR=$(PROMETHEUS_FLAVOR): want source (3.x, the default) or debian (2.42))
+endif
+# Only file_sd is used: remove_all_sd leaves out the cloud and Kubernetes
+# service discoveries (a third of the packages). No builtinassets: the web
+# UI is not needed, the API is.
+PROMETHEUS_TAGS := remove_all_sd
+PROMETHEUS_LDFLAGS := -s -w \
+	-X github.com/prometheus/common/version.Version=$(PROMETHEUS_RELEASE) \
+	-X github.com/prometheus/common/version.Revision=$(PROMETHEUS_VERSION) \
+	-X github.com/prometheus/common/version.Branch=module \
+	-X github.com/prometheus/common/version.BuildUser=splitter
 
 # Unstamped Kubernetes binaries report v0.0.0-master, which clients refuse.
 KUBE_MINOR := $(word 2,$(subst ., ,$(K8S_VERSION)))
@@ -41,6 +67,7 @@ export TESTBED_KUBE_SCHEDULER := $(KUBE_DIR)/kube-scheduler
 export TESTBED_KWOK := $(KWOK)
 export TESTBED_KWOK_STAGES := $(KWOK_DIR)/stages
 export TESTBED_PROMETHEUS := $(PROMETHEUS)
+export TESTBED_PROMETHEUS_LEGACY := $(PROMETHEUS_LEGACY)
 export TESTBED_ISTIO_CRDS = $(shell $(GO) list -m -f '{{.Dir}}' istio.io/api)/kubernetes/customresourcedefinitions.gen.yaml
 export TESTBED_CRDS := $(ROOT)/deploy/crds
 export TESTBED_STATE := $(ROOT)/.testbed
@@ -118,7 +145,7 @@ $(TESTBED):
 ##@ Tools
 
 .PHONY: tools
-tools: $(ETCD) $(KUBE_DIR)/kube-apiserver $(KWOK) $(CONTROLLER_GEN) ## Build the pinned tools into bin/ (cached per user).
+tools: $(ETCD) $(KUBE_DIR)/kube-apiserver $(KWOK) $(CONTROLLER_GEN) $(PROMETHEUS_DIR)/prometheus ## Build the pinned tools into bin/ (cached per user).
 
 $(ETCD):
 	hack/build-tool.sh etcd go.etcd.io/etcd/server/v3 etcd=go.etcd.io/etcd/server/v3 -- -ldflags "-s -w"
@@ -139,14 +166,20 @@ $(KWOK):
 $(CONTROLLER_GEN):
 	hack/build-tool.sh controller-gen sigs.k8s.io/controller-tools sigs.k8s.io/controller-tools/cmd/controller-gen -- -ldflags "-s -w"
 
+$(PROMETHEUS_DIR)/prometheus:
+	hack/build-tool.sh prometheus github.com/prometheus/prometheus github.com/prometheus/prometheus/cmd/prometheus -- \
+		-tags "$(PROMETHEUS_TAGS)" -ldflags "$(PROMETHEUS_LDFLAGS)"
+
 .PHONY: prometheus
-prometheus: ## Install Prometheus from Debian's packages when missing.
-	@if [ -x "$(PROMETHEUS)" ]; then exit 0; fi; \
-	if [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then \
-	  echo "Prometheus is missing: install it (Debian: apt-get install prometheus) or set PROMETHEUS=/path/to/prometheus"; exit 1; fi; \
-	echo ">> installing prometheus from Debian's packages"; \
-	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null || { \
-	  echo "apt-get could not install prometheus: install it by hand or set PROMETHEUS=/path/to/prometheus"; exit 1; }
+prometheus: $(PROMETHEUS_DIR)/prometheus ## Build Prometheus 3 (the default) and install Debian's 2.42 (PROMETHEUS_LEGACY) when missing.
+	@if [ ! -x "$(PROMETHEUS_LEGACY)" ]; then \
+	  if [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then \
+	    echo "Prometheus 2.42 is missing: install it (Debian: apt-get install prometheus) or set PROMETHEUS_LEGACY=/path/to/prometheus"; exit 1; fi; \
+	  echo ">> installing prometheus 2.42 from Debian's packages"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null || { \
+	    echo "apt-get could not install prometheus: install it by hand or set PROMETHEUS_LEGACY=/path/to/prometheus"; exit 1; }; \
+	fi; \
+	if [ ! -x "$(PROMETHEUS)" ]; then echo "PROMETHEUS=$(PROMETHEUS) is not an executable"; exit 1; fi
 
 .PHONY: clean
 clean: ## Remove bin/ and the test bed's state (the per-user tool cache stays).
