@@ -143,11 +143,44 @@ func AvailabilityQueries(scrape time.Duration) []string {
 }
 
 // LatencyQuery reads the +Inf and threshold buckets of every destination
-// proxy as raw samples. `le` may print as 250 or 250.0.
+// proxy as raw samples. The `le` matcher takes every spelling of the
+// threshold's value (see LeRegexp); ClassifyLatency then matches by value.
 func LatencyQuery(thresholdMs float64, scrape time.Duration) string {
-	le := regexp.QuoteMeta(strconv.FormatFloat(thresholdMs, 'f', -1, 64))
 	return `istio_request_duration_milliseconds_bucket{reporter="destination",` + colorSelector +
-		`,le=~"` + escapeLiteral(le) + `(\\.0+)?|\\+Inf"}[` + window(scrape) + `]`
+		`,le=~"` + escapeLiteral(LeRegexp(thresholdMs)) + `|\\+Inf"}[` + window(scrape) + `]`
+}
+
+// LeRegexp matches the spellings of a bucket boundary's value: `le` is a
+// string, and who wrote it decides its form. Prometheus 2 stores what the
+// target wrote (250, 1.8e+06 from Go's and Envoy's %g); Prometheus 3
+// normalises classic histograms' `le` on ingestion to the OpenMetrics form
+// (250.0, 1.8e+06). So: the decimal form with or without a fraction of
+// zeros, and the exponent form with optional trailing zeros, sign and
+// leading zeros of the exponent. Every spelling it takes has the same
+// value, so no other bucket can match.
+func LeRegexp(v float64) string {
+	if math.IsNaN(v) || math.IsInf(v, 0) {
+		s := regexp.QuoteMeta(strconv.FormatFloat(v, 'f', -1, 64))
+		return s + `(\.0+)?`
+	}
+	// mantissa: digits with optional trailing zeros after a decimal point.
+	mantissa := func(m string) string {
+		if strings.Contains(m, ".") {
+			return regexp.QuoteMeta(m) + `0*`
+		}
+		return regexp.QuoteMeta(m) + `(\.0*)?`
+	}
+	dec := mantissa(strconv.FormatFloat(v, 'f', -1, 64))
+	m, exp, _ := strings.Cut(strconv.FormatFloat(v, 'e', -1, 64), "e")
+	sign := `\+?`
+	if exp[0] == '-' {
+		sign = `-`
+	}
+	digits := strings.TrimLeft(exp[1:], "0")
+	if digits == "" { // e+00
+		digits = "0"
+	}
+	return `(` + dec + `|` + mantissa(m) + `[eE]` + sign + `0*` + digits + `)`
 }
 
 // ValueAt is a counter's value at t from its samples (oldest first):
@@ -263,38 +296,56 @@ func ClassifyAvailability(destination, source model.Matrix, at model.Time, grpcE
 // buckets, relabelling) is an error: reading it as zero fast requests
 // would make every request slow.
 func ClassifyLatency(m model.Matrix, at model.Time, thresholdMs float64) (Reading, error) {
-	var inf, fast sums
-	hasLe := map[string]bool{}
+	var inf sums
+	// One threshold bucket per proxy, matched by value. Two spellings of
+	// it for one proxy are one counter stored twice: Prometheus was
+	// upgraded from 2 to 3 within the window (250 before, 250.0 after).
+	// The series sampled last is the one Prometheus still scrapes; adding
+	// both would count fast requests twice.
+	type bucket struct {
+		v    float64
+		last model.Time
+	}
+	fast := map[string]bucket{}
 	for _, st := range m {
 		v, ok := ValueAt(st.Values, at)
 		if !ok {
 			continue
 		}
 		id := seriesID(st.Metric, proxyLabels...)
-		le := string(st.Metric["le"])
-		if le == "+Inf" {
+		f, err := strconv.ParseFloat(string(st.Metric["le"]), 64)
+		switch {
+		case err != nil:
+		case math.IsInf(f, 1):
 			inf.add(workloadOf(st.Metric), id, v, 0)
-			continue
-		}
-		if f, err := strconv.ParseFloat(le, 64); err == nil && math.Abs(f-thresholdMs) < 1e-9 {
-			fast.add(workloadOf(st.Metric), id, v, 0)
-			hasLe[id] = true
+		case sameBoundary(f, thresholdMs):
+			last := st.Values[len(st.Values)-1].Timestamp
+			if b, dup := fast[id]; !dup || last > b.last {
+				fast[id] = bucket{v, last}
+			}
 		}
 	}
 	out := Reading{}
 	for _, id := range inf.order {
 		total := inf.val[id].Requests
 		w := inf.w[id]
-		if !hasLe[id] {
+		b, ok := fast[id]
+		if !ok {
 			if total == 0 {
 				continue
 			}
 			return nil, fmt.Errorf("%s/%s has no istio_request_duration_milliseconds_bucket{le=%q}: the latency SLO's threshold must be one of the proxies' bucket boundaries",
 				w.Namespace, w.Name, strconv.FormatFloat(thresholdMs, 'f', -1, 64))
 		}
-		out[w] = append(out[w], Series{ID: id, Requests: total, Bad: math.Max(0, total-fast.val[id].Requests)})
+		out[w] = append(out[w], Series{ID: id, Requests: total, Bad: math.Max(0, total-b.v)})
 	}
 	return out, nil
+}
+
+// sameBoundary says whether two bucket boundaries are one: equal up to
+// the rounding of a decimal spelling (a relative 1e-12).
+func sameBoundary(a, b float64) bool {
+	return a == b || math.Abs(a-b) <= 1e-12*math.Max(math.Abs(a), math.Abs(b))
 }
 
 // ReadCounters reads every color Deployment's counter series for spec at

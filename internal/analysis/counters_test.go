@@ -2,12 +2,15 @@ package analysis
 
 import (
 	"context"
+	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	promv1 "github.com/prometheus/client_golang/api/prometheus/v1"
 	"github.com/prometheus/common/model"
+	"github.com/prometheus/prometheus/model/labels"
 
 	splitterv1 "splitter.dev/splitter/api/v1alpha1"
 )
@@ -179,8 +182,68 @@ func TestClassifyLatency(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), `le="250"`) {
 		t.Errorf("missing bucket: err %v, want one naming le=250", err)
 	}
-	if q := LatencyQuery(250, 15*time.Second); !strings.Contains(q, `le=~"250(\\.0+)?|\\+Inf"}[45s]`) {
+	if q := LatencyQuery(250, 15*time.Second); !strings.Contains(q, `,le=~"(250(\\.0*)?|2\\.50*[eE]\\+?0*2)|\\+Inf"}[45s]`) {
 		t.Errorf("latency query %s", q)
+	}
+}
+
+// Prometheus 3 rewrites a classic histogram's `le` on ingestion (250 is
+// stored as 250.0, 1800000 as 1.8e+06); Prometheus 2 keeps the target's
+// spelling. The threshold's bucket is found by value under either, and
+// the query's matcher takes every spelling of the value and no other
+// bucket's.
+func TestLatencyBucketMatchedByValue(t *testing.T) {
+	proxy := []string{"destination_workload_namespace", "shop", "destination_workload", "checkout-green", "reporter", "destination", "pod", "p1"}
+	with := func(le string) []string { return append(append([]string(nil), proxy...), "le", le) }
+	// sampled is a series with samples from t=0 to t=last (ms).
+	sampled := func(last model.Time, v float64, le string) *model.SampleStream {
+		return &model.SampleStream{Metric: metric(with(le)...), Values: []model.SamplePair{{Timestamp: 0, Value: model.SampleValue(v)}, {Timestamp: last, Value: model.SampleValue(v)}}}
+	}
+	for _, tc := range []struct {
+		name      string
+		threshold float64
+		buckets   model.Matrix // besides +Inf at 1000
+		wantBad   float64
+	}{
+		{"Prometheus 2, integer", 250, model.Matrix{stream(0, 990, with("250")...), stream(0, 995, with("500")...)}, 10},
+		{"Prometheus 3, integer", 250, model.Matrix{stream(0, 990, with("250.0")...), stream(0, 995, with("500.0")...)}, 10},
+		{"Prometheus 3, exponent", 1800000, model.Matrix{stream(0, 999, with("1.8e+06")...), stream(0, 990, with("600000.0")...)}, 1},
+		{"Prometheus 2, Go's %g", 3600000, model.Matrix{stream(0, 999, with("1.8e+06")...), stream(0, 1000, with("3.6e+06")...)}, 0},
+		{"fraction", 0.5, model.Matrix{stream(0, 100, with("0.5")...), stream(0, 200, with("1.0")...)}, 900},
+		{"uppercase exponent", 250, model.Matrix{stream(0, 990, with("2.5E2")...)}, 10},
+		// Upgraded from 2 to 3 within the window: the series still
+		// scraped stands, whichever order they come in.
+		{"two spellings of one bucket", 250, model.Matrix{sampled(5000, 900, "250"), sampled(10000, 990, "250.0")}, 10},
+		{"two spellings, newer first", 250, model.Matrix{sampled(10000, 990, "250.0"), sampled(5000, 900, "250")}, 10},
+		{"an unparsable le is no bucket", 250, model.Matrix{stream(0, 990, with("250")...), stream(0, 0, with("fast")...)}, 10},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			m := append(model.Matrix{stream(0, 1000, with("+Inf")...)}, tc.buckets...)
+			r, err := ClassifyLatency(m, 10000, tc.threshold)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if s := r[Workload{"shop", "checkout-green"}]; len(s) != 1 || s[0].Requests != 1000 || s[0].Bad != tc.wantBad {
+				t.Errorf("latency series %+v, want %v slow of 1000", s, tc.wantBad)
+			}
+		})
+	}
+
+	// The matcher, anchored as Prometheus anchors it, against the
+	// spellings of Istio's buckets: Prometheus 3's own normaliser, Go's
+	// %g (Prometheus 2 storing a Go or Envoy target's), the decimal form.
+	spell := func(b float64) []string {
+		return []string{labels.FormatOpenMetricsFloat(b), strconv.FormatFloat(b, 'g', -1, 64), strconv.FormatFloat(b, 'f', -1, 64), strconv.FormatFloat(b, 'e', -1, 64)}
+	}
+	for _, threshold := range IstioBuckets {
+		re := regexp.MustCompile(`^(?:` + LeRegexp(threshold) + `)$`)
+		for _, b := range IstioBuckets {
+			for _, le := range spell(b) {
+				if got, want := re.MatchString(le), b == threshold; got != want {
+					t.Errorf("LeRegexp(%v) = %s matches le=%q: %v, want %v", threshold, re, le, got, want)
+				}
+			}
+		}
 	}
 }
 

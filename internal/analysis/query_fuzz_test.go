@@ -243,8 +243,8 @@ func FuzzWindow(f *testing.F) {
 }
 
 // FuzzLatencyQuery: the latency SLO's threshold, whatever the float,
-// gives a query whose `le` matcher takes the threshold's bucket (as 250
-// or 250.0) and +Inf, and no other bucket boundary of Istio's.
+// gives a query whose `le` matcher takes the threshold's bucket (as 250,
+// 250.0 or 2.5e+02) and +Inf, and no other bucket boundary of Istio's.
 func FuzzLatencyQuery(f *testing.F) {
 	for _, b := range append([]float64{0, -1, 0.5, 1e-300, 1e300, math.Inf(1), math.NaN(), 2.5}, IstioBuckets...) {
 		f.Add(b, int64(15*time.Second))
@@ -267,7 +267,9 @@ func FuzzLatencyQuery(f *testing.F) {
 			t.Fatalf("no le=~ matcher in %s", q)
 		}
 		s := strconv.FormatFloat(threshold, 'f', -1, 64)
-		for _, want := range []string{s, s + ".0", "+Inf"} {
+		// Prometheus 2 keeps the target's spelling (250, Go's %g); 3
+		// stores the OpenMetrics one (250.0, 1.8e+06).
+		for _, want := range []string{s, strconv.FormatFloat(threshold, 'g', -1, 64), labels.FormatOpenMetricsFloat(threshold), "+Inf"} {
 			if !le.Matches(want) {
 				t.Errorf("%s does not match le=%q", le, want)
 			}
