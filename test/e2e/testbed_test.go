@@ -286,9 +286,9 @@ func TestInvalidWeightsAreRejectedAndRoutingKept(t *testing.T) {
 		return nil
 	})
 
-	// 50 + 60 = 110: the API server stores it (there is no Istio webhook
-	// here); the simulator must refuse it as Istio would.
-	vs.Spec.Http[0].Route[0].Weight, vs.Spec.Http[0].Route[1].Weight = 50, 60
+	// A total of 0 over two destinations: the API server stores it (there
+	// is no Istio webhook here); the simulator must refuse it as Istio would.
+	vs.Spec.Http[0].Route[0].Weight, vs.Spec.Http[0].Route[1].Weight = 0, 0
 	if err := tb.Client.Update(context.Background(), vs); err != nil {
 		t.Fatal(err)
 	}
@@ -302,7 +302,7 @@ func TestInvalidWeightsAreRejectedAndRoutingKept(t *testing.T) {
 		}
 		return nil
 	})
-	if why := tb.MeshSim.Rejection(ns, "app"); !strings.Contains(why, "total destination weight 110 != 100") {
+	if why := tb.MeshSim.Rejection(ns, "app"); !strings.Contains(why, "total destination weight = 0") {
 		t.Errorf("rejection reason %q, want the weight sum named", why)
 	}
 	time.Sleep(time.Second)

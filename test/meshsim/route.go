@@ -9,7 +9,6 @@
 package meshsim
 
 import (
-	"fmt"
 	"math"
 	"math/rand/v2"
 	"regexp"
@@ -103,7 +102,7 @@ func resolveHost(host, namespace string) string {
 }
 
 // NewWorld builds a snapshot. VirtualServices and DestinationRules must
-// already be validated (see ValidateVirtualService). Where two objects claim
+// already be admitted by Istio's validation (see validate.go). Where two objects claim
 // the same host, the oldest wins, as Istio picks the oldest on conflict.
 func NewWorld(services []*corev1.Service, pods []*corev1.Pod, vss []*networkingv1.VirtualService, drs []*networkingv1.DestinationRule) *World {
 	w := &World{
@@ -411,66 +410,6 @@ func pickDestination(ds []*networkingapi.HTTPRouteDestination, rng *rand.Rand) *
 			return d
 		}
 		n -= int(d.Weight)
-	}
-	return nil
-}
-
-// ValidateVirtualService applies the rules Istio's validation enforces on
-// HTTP route weights: no negative weight, and when a route has more than
-// one destination their weights sum to 100. Istio's webhook would refuse
-// such an object; the test bed has no webhook, so the simulator refuses it
-// instead and keeps the last valid version.
-func ValidateVirtualService(vs *networkingv1.VirtualService) error {
-	if len(vs.Spec.Hosts) == 0 {
-		return fmt.Errorf("virtual service must have at least one host")
-	}
-	for i, r := range vs.Spec.Http {
-		if r == nil {
-			continue
-		}
-		if len(r.Route) == 0 && r.DirectResponse == nil && r.Redirect == nil && r.Delegate == nil {
-			return fmt.Errorf("http[%d]: HTTP route or redirect or direct_response is required", i)
-		}
-		sum := 0
-		for j, d := range r.Route {
-			if d == nil || d.Destination == nil || d.Destination.Host == "" {
-				return fmt.Errorf("http[%d].route[%d]: destination.host is required", i, j)
-			}
-			if d.Weight < 0 {
-				return fmt.Errorf("http[%d].route[%d]: weight %d is negative", i, j, d.Weight)
-			}
-			sum += int(d.Weight)
-		}
-		if len(r.Route) > 1 && sum != 100 {
-			return fmt.Errorf("http[%d]: total destination weight %d != 100", i, sum)
-		}
-		for _, m := range r.Match {
-			if m == nil {
-				continue
-			}
-			for _, sm := range []*networkingapi.StringMatch{m.Uri, m.Method} {
-				if err := validateRegex(sm); err != nil {
-					return fmt.Errorf("http[%d].match: %w", i, err)
-				}
-			}
-			for _, sm := range m.Headers {
-				if err := validateRegex(sm); err != nil {
-					return fmt.Errorf("http[%d].match.headers: %w", i, err)
-				}
-			}
-		}
-	}
-	return nil
-}
-
-func validateRegex(sm *networkingapi.StringMatch) error {
-	if sm == nil {
-		return nil
-	}
-	if r, ok := sm.MatchType.(*networkingapi.StringMatch_Regex); ok {
-		if _, err := regexp.Compile(r.Regex); err != nil {
-			return fmt.Errorf("invalid regex %q: %w", r.Regex, err)
-		}
 	}
 	return nil
 }

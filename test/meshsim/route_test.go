@@ -1,6 +1,7 @@
 package meshsim
 
 import (
+	"errors"
 	"math"
 	"math/rand/v2"
 	"sort"
@@ -102,11 +103,13 @@ func binomialTolerance(n int, p float64) float64 {
 func TestRouteFollowsWeights(t *testing.T) {
 	for _, tc := range []struct {
 		blue, green int32
-	}{{100, 0}, {90, 10}, {50, 50}, {5, 95}, {0, 100}} {
+	}{{100, 0}, {90, 10}, {50, 50}, {5, 95}, {0, 100}, {50, 60}, {1, 3}} {
 		w, svc := checkoutWorld(nil, weightedVS("checkout", tc.blue, tc.green))
 		const n = 20000
 		got, _, _ := tally(w, svc, n, Request{Method: "GET", Path: "/"}, 1)
-		p := float64(tc.green) / 100
+		// Weights are relative, as in Envoy's weighted clusters: Istio
+		// admits 50/60 and sends green 60/110 of requests.
+		p := float64(tc.green) / float64(tc.blue+tc.green)
 		want := float64(n) * p
 		if d := math.Abs(float64(got["checkout-green"]) - want); d > binomialTolerance(n, p)+0.5 {
 			t.Errorf("weights %d/%d: green got %d of %d, want %.0f ± %.0f", tc.blue, tc.green, got["checkout-green"], n, want, binomialTolerance(n, p))
@@ -233,22 +236,103 @@ func TestWorkloadName(t *testing.T) {
 	}
 }
 
-func TestValidateVirtualService(t *testing.T) {
+// Istio's own validation, as istiod's webhook runs it: refusals and
+// warnings carry Istio's messages. What Istio admits is admitted here too
+// (weights are relative; no sum to 100 is asked).
+func TestIstioValidation(t *testing.T) {
+	regex := func(re string) map[string]*networkingapi.StringMatch {
+		return map[string]*networkingapi.StringMatch{"x-beta": {MatchType: &networkingapi.StringMatch_Regex{Regex: re}}}
+	}
 	for _, tc := range []struct {
 		name        string
-		blue, green int32
-		wantErr     string
+		vs          func(*networkingv1.VirtualService)
+		dr          func(*networkingv1.DestinationRule)
+		wantErr     []string // each a substring of one of Istio's messages
+		wantWarning string
 	}{
-		{"sums to 100", 90, 10, ""},
-		{"sums to 110", 50, 60, "total destination weight 110 != 100"},
-		{"sums to 90", 80, 10, "total destination weight 90 != 100"},
-		{"negative", 110, -10, "negative"},
+		{name: "90/10"},
+		{name: "100/0"},
+		{name: "weights 50/60 are relative", vs: func(vs *networkingv1.VirtualService) { setWeights(vs, 50, 60) }},
+		{name: "lone destination with weight 0", vs: func(vs *networkingv1.VirtualService) {
+			vs.Spec.Http[0].Route = vs.Spec.Http[0].Route[:1]
+			vs.Spec.Http[0].Route[0].Weight = 0
+		}},
+		{name: "delegate without hosts", vs: func(vs *networkingv1.VirtualService) { vs.Spec.Hosts = nil }},
+		{name: "subset no DestinationRule defines", vs: func(vs *networkingv1.VirtualService) {
+			vs.Spec.Http[0].Route[1].Destination.Subset = "purple"
+		}},
+		{name: "weights 0/0", vs: func(vs *networkingv1.VirtualService) { setWeights(vs, 0, 0) },
+			wantErr: []string{"total destination weight = 0"}},
+		{name: "negative weight", vs: func(vs *networkingv1.VirtualService) { setWeights(vs, 110, -10) },
+			wantErr: []string{"weight -10 < 0"}},
+		{name: "no destination", vs: func(vs *networkingv1.VirtualService) { vs.Spec.Http[0].Route = nil },
+			wantErr: []string{"HTTP route, redirect or direct_response is required"}},
+		{name: "no http, tcp or tls", vs: func(vs *networkingv1.VirtualService) { vs.Spec.Http = nil },
+			wantErr: []string{"http, tcp or tls must be provided in virtual service"}},
+		{name: "wildcard host bound to the mesh", vs: func(vs *networkingv1.VirtualService) { vs.Spec.Hosts = []string{"*"} },
+			wantErr: []string{"wildcard host * is not allowed"}},
+		{name: "bad regex and bad subset name, both named", vs: func(vs *networkingv1.VirtualService) {
+			vs.Spec.Http[0].Match = []*networkingapi.HTTPMatchRequest{{Headers: regex("(")}}
+			vs.Spec.Http[0].Route[0].Destination.Subset = "Blue_1"
+		}, wantErr: []string{"error parsing regexp: missing closing ): `(`", "subset name is invalid: Blue_1"}},
+		{name: "dry-run annotation (metadata checks)", vs: func(vs *networkingv1.VirtualService) {
+			vs.Annotations = map[string]string{"istio.io/dry-run": "true"}
+		}, wantErr: []string{"has unsupported annotation istio.io/dry-run"}},
+		{name: "unreachable route warns", vs: func(vs *networkingv1.VirtualService) {
+			vs.Spec.Http = append(vs.Spec.Http, vs.Spec.Http[0])
+		}, wantWarning: "virtualService rule #1 not used (only the last rule can have no matches)"},
+		{name: "duplicate subset", dr: func(dr *networkingv1.DestinationRule) {
+			dr.Spec.Subsets = append(dr.Spec.Subsets, dr.Spec.Subsets[0])
+		}, wantErr: []string{"duplicate subset names: blue"}},
+		{name: "DestinationRule without host", dr: func(dr *networkingv1.DestinationRule) { dr.Spec.Host = "" },
+			wantErr: []string{"empty domain name not allowed"}},
+		{name: "subset label", dr: func(dr *networkingv1.DestinationRule) {
+			dr.Spec.Subsets[0].Labels = map[string]string{"track": "blue/1"}
+		}, wantErr: []string{"invalid tag value: \"blue/1\""}},
 	} {
-		err := ValidateVirtualService(weightedVS("checkout", tc.blue, tc.green))
-		if (err == nil) != (tc.wantErr == "") || (err != nil && !strings.Contains(err.Error(), tc.wantErr)) {
-			t.Errorf("%s: err = %v, want %q", tc.name, err, tc.wantErr)
-		}
+		t.Run(tc.name, func(t *testing.T) {
+			var warnings []string
+			var err error
+			if tc.dr != nil {
+				dr := subsetDR("checkout")
+				tc.dr(dr)
+				warnings, err = ValidateDestinationRule(dr)
+			} else {
+				vs := weightedVS("checkout", 90, 10)
+				if tc.vs != nil {
+					tc.vs(vs)
+				}
+				warnings, err = ValidateVirtualService(vs)
+			}
+			if len(tc.wantErr) == 0 && err != nil {
+				t.Fatalf("refused: %v", err)
+			}
+			if len(tc.wantErr) > 0 {
+				var verr *ValidationError
+				if !errors.As(err, &verr) {
+					t.Fatalf("err = %v, want Istio's refusal", err)
+				}
+				if len(verr.Messages) != len(tc.wantErr) {
+					t.Errorf("messages %q, want %d", verr.Messages, len(tc.wantErr))
+				}
+				for _, want := range tc.wantErr {
+					if !strings.Contains(err.Error(), want) {
+						t.Errorf("err = %q, want it to contain %q", err, want)
+					}
+				}
+				if strings.Contains(err.Error(), "\n") {
+					t.Errorf("err = %q spans lines, want one line for logs and conditions", err)
+				}
+			}
+			if got := strings.Join(warnings, "; "); (tc.wantWarning == "") != (got == "") || !strings.Contains(got, tc.wantWarning) {
+				t.Errorf("warnings %q, want %q", got, tc.wantWarning)
+			}
+		})
 	}
+}
+
+func setWeights(vs *networkingv1.VirtualService, blue, green int32) {
+	vs.Spec.Http[0].Route[0].Weight, vs.Spec.Http[0].Route[1].Weight = blue, green
 }
 
 func TestOldestVirtualServiceWinsHost(t *testing.T) {

@@ -20,6 +20,7 @@ import (
 	istioclient "istio.io/client-go/pkg/clientset/versioned"
 	istioinformers "istio.io/client-go/pkg/informers/externalversions"
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
@@ -79,14 +80,14 @@ type Simulator struct {
 	rejected *prometheus.GaugeVec
 	sent     prometheus.Counter
 
-	mu        sync.Mutex
-	dirty     bool
-	world     *World
-	lastValid map[string]*networkingv1.VirtualService // ns/name -> last valid version
-	rejectMsg map[string]string                       // ns/name -> why the stored version is refused
-	carry     map[string]float64                      // fractional requests per Service
-	rng       *rand.Rand
-	listener  net.Listener
+	mu       sync.Mutex
+	dirty    bool
+	world    *World
+	objects  map[string]*objectState // kind/ns/name -> Istio's verdict and what is in force
+	verdicts []Verdict               // every version judged, oldest first (at most maxVerdicts)
+	carry    map[string]float64      // fractional requests per Service
+	rng      *rand.Rand
+	listener net.Listener
 
 	// What has series, so they can go when their reporter goes: a dead
 	// sidecar's series vanish from its /metrics (Prometheus marks them
@@ -127,16 +128,27 @@ func New(cfg *rest.Config, opts Options) (*Simulator, error) {
 		UpdateFunc: func(any, any) { s.markDirty() },
 		DeleteFunc: func(any) { s.markDirty() },
 	}
-	for _, inf := range []cache.SharedIndexInformer{
-		s.kube.Core().V1().Services().Informer(),
-		s.kube.Core().V1().Pods().Informer(),
-		s.istio.Networking().V1().VirtualServices().Informer(),
-		s.istio.Networking().V1().DestinationRules().Informer(),
+	// Routing objects are judged as each version arrives, not only when a
+	// world is built: two writes within one tick must both meet Istio's
+	// validation, as both would meet its webhook.
+	judged := cache.ResourceEventHandlerFuncs{
+		AddFunc:    s.observe,
+		UpdateFunc: func(_, obj any) { s.observe(obj) },
+		DeleteFunc: func(any) { s.markDirty() },
+	}
+	for _, h := range []struct {
+		inf     cache.SharedIndexInformer
+		handler cache.ResourceEventHandler
+	}{
+		{s.kube.Core().V1().Services().Informer(), markDirty},
+		{s.kube.Core().V1().Pods().Informer(), markDirty},
+		{s.istio.Networking().V1().VirtualServices().Informer(), judged},
+		{s.istio.Networking().V1().DestinationRules().Informer(), judged},
 	} {
-		if _, err := inf.AddEventHandler(markDirty); err != nil {
+		if _, err := h.inf.AddEventHandler(h.handler); err != nil {
 			return nil, err
 		}
-		s.synced = append(s.synced, inf.HasSynced)
+		s.synced = append(s.synced, h.inf.HasSynced)
 	}
 	return s, nil
 }
@@ -147,8 +159,7 @@ func newSimulator(opts Options) *Simulator {
 	s := &Simulator{
 		opts:      opts,
 		registry:  prometheus.NewRegistry(),
-		lastValid: map[string]*networkingv1.VirtualService{},
-		rejectMsg: map[string]string{},
+		objects:   map[string]*objectState{},
 		carry:     map[string]float64{},
 		rng:       rand.New(rand.NewPCG(opts.Seed, opts.Seed^0x9e3779b97f4a7c15)),
 		servedBy:  map[string]podRef{},
@@ -259,45 +270,132 @@ func (s *Simulator) send(dt time.Duration) {
 	}
 }
 
-// snapshot builds a World from the caches, validating VirtualServices and
-// keeping the last valid version of any that fails.
+// snapshot builds a World from the caches.
 func (s *Simulator) snapshot() *World {
 	svcs, _ := s.kube.Core().V1().Services().Lister().List(labels.Everything())
 	pods, _ := s.kube.Core().V1().Pods().Lister().List(labels.Everything())
-	stored, _ := s.istio.Networking().V1().VirtualServices().Lister().List(labels.Everything())
+	vss, _ := s.istio.Networking().V1().VirtualServices().Lister().List(labels.Everything())
 	drs, _ := s.istio.Networking().V1().DestinationRules().Lister().List(labels.Everything())
+	return s.admitWorld(svcs, pods, vss, drs)
+}
 
+// admitWorld builds a World from stored objects, routing by the version of
+// each VirtualService and DestinationRule Istio's validation admits: the
+// stored one, else the last valid one (what a webhook would have left in
+// the API server), else none. Call with s.mu held.
+func (s *Simulator) admitWorld(svcs []*corev1.Service, pods []*corev1.Pod, vss []*networkingv1.VirtualService, drs []*networkingv1.DestinationRule) *World {
 	present := map[string]bool{}
-	var vss []*networkingv1.VirtualService
-	for _, vs := range stored {
-		key := vs.Namespace + "/" + vs.Name
-		present[key] = true
-		if err := ValidateVirtualService(vs); err != nil {
-			if s.rejectMsg[key] != err.Error() {
-				s.opts.Log.Info("Rejected VirtualService, keeping the last valid routing",
-					"virtualService", key, "resourceVersion", vs.ResourceVersion, "reason", err.Error())
-			}
-			s.rejectMsg[key] = err.Error()
-			s.rejected.WithLabelValues("VirtualService", vs.Namespace, vs.Name).Set(1)
-			if prev, ok := s.lastValid[key]; ok {
-				vss = append(vss, prev)
-			}
-			continue
-		}
-		delete(s.rejectMsg, key)
-		s.rejected.WithLabelValues("VirtualService", vs.Namespace, vs.Name).Set(0)
-		s.lastValid[key] = vs
-		vss = append(vss, vs)
-	}
-	for key := range s.lastValid {
+	admittedVSs := admitted(s, vss, present)
+	admittedDRs := admitted(s, drs, present)
+	for key := range s.objects {
 		if !present[key] {
-			delete(s.lastValid, key)
-			delete(s.rejectMsg, key)
-			ns, name, _ := strings.Cut(key, "/")
-			s.rejected.DeleteLabelValues("VirtualService", ns, name)
+			delete(s.objects, key)
+			kind, rest, _ := strings.Cut(key, "/")
+			ns, name, _ := strings.Cut(rest, "/")
+			s.rejected.DeleteLabelValues(kind, ns, name)
 		}
 	}
-	return NewWorld(svcs, pods, vss, drs)
+	return NewWorld(svcs, pods, admittedVSs, admittedDRs)
+}
+
+// routingObject is what Istio's validation is run on here.
+type routingObject interface {
+	*networkingv1.VirtualService | *networkingv1.DestinationRule
+	metav1.Object
+}
+
+// admitted returns the version in force of each stored object, and marks
+// their keys present.
+func admitted[T routingObject](s *Simulator, stored []T, present map[string]bool) []T {
+	var out []T
+	for _, obj := range stored {
+		key, st := s.judge(obj)
+		present[key] = true
+		if st.reason == "" {
+			out = append(out, obj)
+		} else if prev, ok := st.lastValid.(T); ok {
+			out = append(out, prev)
+		}
+	}
+	return out
+}
+
+// maxVerdicts bounds the verdict history: the demo can run for days and the
+// controller writes a VirtualService at every step.
+const maxVerdicts = 10000
+
+// objectState is what the simulator knows of one VirtualService or
+// DestinationRule.
+type objectState struct {
+	uid, resourceVersion string // the version judged last
+	reason               string // why Istio refuses that version; "" when it admits it
+	// lastValid is the last version admitted since the object was created
+	// (nil when none was): the one in force while the stored one is refused.
+	lastValid metav1.Object
+}
+
+// observe judges a version delivered by an informer.
+func (s *Simulator) observe(obj any) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch o := obj.(type) {
+	case *networkingv1.VirtualService:
+		s.judge(o)
+	case *networkingv1.DestinationRule:
+		s.judge(o)
+	}
+	s.dirty = true
+}
+
+// judge runs Istio's validation on obj unless this version was judged
+// already, records the verdict, and returns the object's key and state.
+// Call with s.mu held.
+func (s *Simulator) judge(obj metav1.Object) (string, *objectState) {
+	var kind string
+	var validate func() ([]string, error)
+	switch o := obj.(type) {
+	case *networkingv1.VirtualService:
+		kind, validate = "VirtualService", func() ([]string, error) { return ValidateVirtualService(o) }
+	case *networkingv1.DestinationRule:
+		kind, validate = "DestinationRule", func() ([]string, error) { return ValidateDestinationRule(o) }
+	default:
+		panic(fmt.Sprintf("meshsim: cannot validate %T", obj))
+	}
+	ns, name, uid, rv := obj.GetNamespace(), obj.GetName(), string(obj.GetUID()), obj.GetResourceVersion()
+	key := kind + "/" + ns + "/" + name
+	st := s.objects[key]
+	if st != nil && st.uid == uid && st.resourceVersion == rv && rv != "" {
+		return key, st
+	}
+	if st == nil || st.uid != uid {
+		// A new object, or one deleted and created again under the same
+		// name: no version of the old one is in force.
+		st = &objectState{uid: uid}
+		s.objects[key] = st
+	}
+	st.resourceVersion = rv
+	warnings, err := validate()
+	v := Verdict{Kind: kind, Namespace: ns, Name: name, ResourceVersion: rv, Generation: obj.GetGeneration(),
+		Managers: managers(obj), Warnings: warnings}
+	if err != nil {
+		v.Err = err.Error()
+		st.reason = v.Err
+		s.rejected.WithLabelValues(kind, ns, name).Set(1)
+		s.opts.Log.Info("Istio's validation refuses "+kind+", keeping the last valid version",
+			"object", ns+"/"+name, "resourceVersion", rv, "managers", v.Managers, "reason", v.Err)
+	} else {
+		st.reason, st.lastValid = "", obj
+		s.rejected.WithLabelValues(kind, ns, name).Set(0)
+	}
+	if len(warnings) > 0 {
+		s.opts.Log.Info("Istio's validation warns about "+kind,
+			"object", ns+"/"+name, "resourceVersion", rv, "managers", v.Managers, "warnings", warnings)
+	}
+	if len(s.verdicts) == maxVerdicts {
+		s.verdicts = append(s.verdicts[:0], s.verdicts[1:]...)
+	}
+	s.verdicts = append(s.verdicts, v)
+	return key, st
 }
 
 // setWorld makes w the world requests go through, and deletes the series
@@ -349,12 +447,36 @@ func podKey(p *corev1.Pod) string {
 	return p.Namespace + "/" + p.Name + "/" + string(p.UID)
 }
 
-// Rejection returns why the stored version of a VirtualService is refused,
-// or "" when it is in force.
+// Rejection returns why Istio's validation refuses the stored version of a
+// VirtualService, or "" when it is in force.
 func (s *Simulator) Rejection(namespace, name string) string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.rejectMsg[namespace+"/"+name]
+	if st := s.objects["VirtualService/"+namespace+"/"+name]; st != nil {
+		return st.reason
+	}
+	return ""
+}
+
+// Verdicts lists Istio's verdict on every version of a VirtualService or
+// DestinationRule the simulator has seen, oldest first (the latest
+// maxVerdicts).
+func (s *Simulator) Verdicts() []Verdict {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]Verdict(nil), s.verdicts...)
+}
+
+// Rejected lists the verdicts that refused a version: what istiod's
+// webhook would have refused to store.
+func (s *Simulator) Rejected() []Verdict {
+	var out []Verdict
+	for _, v := range s.Verdicts() {
+		if v.Err != "" {
+			out = append(out, v)
+		}
+	}
+	return out
 }
 
 // record counts one request as both proxies would: the client's sidecar

@@ -2,11 +2,15 @@ package meshsim
 
 import (
 	"fmt"
+	"math"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/go-logr/logr/funcr"
 	networkingv1 "istio.io/client-go/pkg/apis/networking/v1"
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 )
 
@@ -139,5 +143,121 @@ func TestPodChurnKeepsSeriesBounded(t *testing.T) {
 	// Each label set has one histogram: source + one per live pod (all 200s).
 	if n := histogramSeries(t, s); n > 3 {
 		t.Errorf("%d histogram series after churn, want at most 3", n)
+	}
+}
+
+// gauge reads meshsim_config_rejected for one object; -1 when it has no series.
+func gauge(t *testing.T, s *Simulator, kind, name string) float64 {
+	t.Helper()
+	mfs, err := s.registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != "meshsim_config_rejected" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			got := map[string]string{}
+			for _, lp := range m.GetLabel() {
+				got[lp.GetName()] = lp.GetValue()
+			}
+			if got["kind"] == kind && got["namespace"] == ns && got["name"] == name {
+				return m.GetGauge().GetValue()
+			}
+		}
+	}
+	return -1
+}
+
+// version is a stored version of the checkout VirtualService.
+func version(uid types.UID, rv string, blue, green int32) *networkingv1.VirtualService {
+	vs := weightedVS("checkout", blue, green)
+	vs.UID, vs.ResourceVersion = uid, rv
+	vs.ManagedFields = []metav1.ManagedFieldsEntry{{Manager: "splitter"}}
+	return vs
+}
+
+// Every version an informer delivers is judged by Istio's validation; the
+// routing in force is the last version admitted, as if a webhook had kept
+// the refused ones out of the API server.
+func TestRefusedVersionsKeepTheLastValid(t *testing.T) {
+	var logged []string
+	s := newSimulator(Options{Seed: 3, Log: funcr.New(func(_, args string) { logged = append(logged, args) }, funcr.Options{})})
+	svc := service("checkout", map[string]string{"app": "checkout"})
+	w0, _ := checkoutWorld(nil)
+	var pods []*corev1.Pod
+	for _, ps := range w0.pods {
+		pods = append(pods, ps...)
+	}
+	dr := subsetDR("checkout")
+	dr.UID, dr.ResourceVersion = "dr", "1"
+	greenShare := func(stored ...*networkingv1.VirtualService) float64 {
+		t.Helper()
+		w := s.admitWorld([]*corev1.Service{svc}, pods, stored, []*networkingv1.DestinationRule{dr})
+		got, _, _ := tally(w, svc, 4000, Request{}, 7)
+		return float64(got["checkout-green"]) / 4000
+	}
+
+	if g := greenShare(version("u1", "1", 90, 10)); math.Abs(g-0.10) > 0.03 || gauge(t, s, "VirtualService", "checkout") != 0 {
+		t.Fatalf("90/10 admitted: green share %.3f, gauge %v", g, gauge(t, s, "VirtualService", "checkout"))
+	}
+	// Three writes within one tick: only the last reaches a snapshot, all
+	// three are judged.
+	s.observe(version("u1", "2", 0, 0))
+	s.observe(version("u1", "3", 50, 50))
+	s.observe(version("u1", "4", 110, -10))
+	if g := greenShare(version("u1", "4", 110, -10)); math.Abs(g-0.5) > 0.04 {
+		t.Errorf("after refused 110/-10: green share %.3f, want the last valid 50/50", g)
+	}
+	if why := s.Rejection(ns, "checkout"); !strings.Contains(why, "weight -10 < 0") {
+		t.Errorf("Rejection = %q, want Istio's message on the negative weight", why)
+	}
+	if gauge(t, s, "VirtualService", "checkout") != 1 {
+		t.Errorf("meshsim_config_rejected = %v, want 1", gauge(t, s, "VirtualService", "checkout"))
+	}
+	rej := s.Rejected()
+	if len(rej) != 2 || rej[0].ResourceVersion != "2" || !strings.Contains(rej[0].Err, "total destination weight = 0") ||
+		rej[1].ResourceVersion != "4" || len(rej[1].Managers) != 1 || rej[1].Managers[0] != "splitter" {
+		t.Errorf("Rejected = %v, want versions 2 and 4 written by splitter", rej)
+	}
+	if n := len(logged); n != 2 || !strings.Contains(logged[0], "total destination weight = 0") {
+		t.Errorf("log lines %q, want one per refused version", logged)
+	}
+	// The same stored version seen again is not judged again.
+	greenShare(version("u1", "4", 110, -10))
+	var rvs []string
+	for _, v := range s.Verdicts() {
+		if v.Kind == "VirtualService" {
+			rvs = append(rvs, v.ResourceVersion)
+		}
+	}
+	if strings.Join(rvs, ",") != "1,2,3,4" {
+		t.Errorf("VirtualService versions judged: %v, want 1 to 4, once each", rvs)
+	}
+
+	// A refused DestinationRule leaves the last valid subsets in force.
+	bad := subsetDR("checkout")
+	bad.UID, bad.ResourceVersion = "dr", "2"
+	bad.Spec.Subsets[1].Name = "Green!"
+	s.observe(bad)
+	w := s.admitWorld([]*corev1.Service{svc}, pods, []*networkingv1.VirtualService{version("u1", "5", 0, 100)}, []*networkingv1.DestinationRule{bad})
+	if got, _, _ := tally(w, svc, 100, Request{}, 8); got["checkout-green"] != 100 {
+		t.Errorf("with the DestinationRule refused: %v, want all to green through the last valid subsets", got)
+	}
+	if gauge(t, s, "DestinationRule", "checkout") != 1 {
+		t.Errorf("DestinationRule gauge = %v, want 1", gauge(t, s, "DestinationRule", "checkout"))
+	}
+
+	// Deleted and created again, invalid: nothing of the old object is in
+	// force, so requests spread over the selector as without a VirtualService.
+	if g := greenShare(version("u2", "6", 0, 0)); math.Abs(g-0.5) > 0.04 {
+		t.Errorf("recreated invalid: green share %.3f, want about 0.5 (no VirtualService in force)", g)
+	}
+	// Deleted: its series goes.
+	greenShare()
+	if gauge(t, s, "VirtualService", "checkout") != -1 || len(s.objects) != 1 {
+		t.Errorf("after deletion: gauge %v, %d objects tracked, want no series and the DestinationRule only",
+			gauge(t, s, "VirtualService", "checkout"), len(s.objects))
 	}
 }
