@@ -122,6 +122,9 @@ func run(args []string) int {
 	probeAddr := fs.String("health-probe-bind-address", ":8081", "address of /healthz and /readyz")
 	leaderElect := fs.Bool("leader-elect", true, "elect a leader with a Lease so only one replica acts")
 	leaderNS := fs.String("leader-election-namespace", "", "namespace of the Lease; empty uses the pod's namespace")
+	leaseDuration := fs.Duration("leader-election-lease-duration", 15*time.Second, "how long a replica waits after the leader's last renewal before taking over: the longest a killed leader's releases go unattended")
+	renewDeadline := fs.Duration("leader-election-renew-deadline", 10*time.Second, "how long the leader retries renewing before it stops acting and exits (less than the lease duration)")
+	retryPeriod := fs.Duration("leader-election-retry-period", 2*time.Second, "how often replicas try to acquire or renew the Lease")
 	concurrency := fs.Int("max-concurrent-reconciles", 4, "Splits reconciled in parallel")
 	logFormat := fs.String("log-format", "json", "json or console")
 	logLevel := fs.String("log-level", "info", "debug, info or error")
@@ -162,8 +165,15 @@ func run(args []string) int {
 		LeaderElection:          *leaderElect,
 		LeaderElectionID:        "splitter.dev",
 		LeaderElectionNamespace: *leaderNS,
-		// A new leader takes over within seconds of the old one's death.
+		// A replica stopped cleanly hands the Lease over at once; a killed
+		// one is replaced a lease duration after its last renewal. A leader
+		// that cannot renew within the deadline exits (its pod restarts),
+		// and every write it might still send carries a resourceVersion
+		// precondition that a new leader's first write invalidates.
 		LeaderElectionReleaseOnCancel: true,
+		LeaseDuration:                 leaseDuration,
+		RenewDeadline:                 renewDeadline,
+		RetryPeriod:                   retryPeriod,
 		Controller:                    config.Controller{MaxConcurrentReconciles: *concurrency},
 	})
 	if err != nil {

@@ -329,6 +329,13 @@ func (e *engine) shifting() {
 		ev, _ := e.evidence()
 		ev.Restart(e.look())
 		e.s.Analysis.FailPending = true
+		// A Fail in status is final: the candidate's weight never rises
+		// after one. A Fail still to be confirmed is shown as what it is.
+		for i := range e.s.Checks {
+			if c := &e.s.Checks[i]; c.Verdict == splitterv1.VerdictFail {
+				c.Verdict, c.Message = splitterv1.VerdictInconclusive, "failed once, to be confirmed on fresh evidence: "+c.Message
+			}
+		}
 		e.transition = &Transition{Reason: ReasonStepExtended, Warning: true, Message: fmt.Sprintf(
 			"step %d held for another %s to confirm on fresh evidence: %s", e.s.Step, e.p.StepDuration, describe(failed))}
 		e.wake(stepEnd(e.p, e.s).Sub(e.o.Now))

@@ -1,6 +1,7 @@
 package rollout
 
 import (
+	"fmt"
 	"math/rand/v2"
 	"strings"
 	"testing"
@@ -136,9 +137,30 @@ func TestGateFailConfirmedOnFreshEvidence(t *testing.T) {
 	p := sloPlan()
 	p.WatchdogOn = false
 	sc, _ := releaseV2(p, 0.002, 0.03, 10*time.Minute)
+	// A Fail shown in status is final (the candidate's weight never rises
+	// after one, which the chaos observer checks on the test bed): one still
+	// to be confirmed is not shown as a Fail.
+	held := false
+	sc.checkInvariants = func(_ splitterv1.SplitStatus, _ Observations, d Decision) error {
+		if a := d.Status.Analysis; a != nil && a.FailPending && d.Status.Phase == splitterv1.PhaseShifting {
+			held = true
+			for _, c := range d.Status.Checks {
+				if c.Verdict == splitterv1.VerdictFail {
+					return fmt.Errorf("check %s shows Fail while the Fail awaits confirmation", c.Name)
+				}
+			}
+		}
+		return nil
+	}
 	out := sc.run()
 	if len(sc.status.History) == 0 || sc.status.History[0].Reason != ReasonCheckFailed {
 		t.Fatalf("a 15x regression was not rolled back by the gates:\n%s", out)
+	}
+	if len(sc.violations) > 0 {
+		t.Errorf("%v\n%s", sc.violations, out)
+	}
+	if !held {
+		t.Errorf("no step was held to confirm a Fail:\n%s", out)
 	}
 	if !strings.Contains(out, "to confirm on fresh evidence") {
 		t.Errorf("the Fail rolled back without a confirming hold:\n%s", out)

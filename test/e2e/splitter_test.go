@@ -3,9 +3,6 @@ package e2e
 import (
 	"context"
 	"fmt"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -23,37 +20,8 @@ import (
 	"splitter.dev/splitter/test/testbed"
 )
 
-var (
-	buildOnce   sync.Once
-	splitterBin string
-	buildErr    error
-)
-
-// splitterBinary is the real binary: $SPLITTER_BIN (make test builds it),
-// or built once per test run.
-func splitterBinary(t testing.TB) string {
-	t.Helper()
-	buildOnce.Do(func() {
-		if b := os.Getenv("SPLITTER_BIN"); b != "" {
-			splitterBin = b
-			return
-		}
-		dir, err := os.MkdirTemp("", "splitter-bin-")
-		if err != nil {
-			buildErr = err
-			return
-		}
-		splitterBin = filepath.Join(dir, "splitter")
-		out, err := exec.Command("go", "build", "-o", splitterBin, "splitter.dev/splitter/cmd/splitter").CombinedOutput()
-		if err != nil {
-			buildErr = fmt.Errorf("building splitter: %v\n%s", err, out)
-		}
-	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
-	}
-	return splitterBin
-}
+// splitterBinary is the real binary (testbed.SplitterBinary).
+func splitterBinary(t testing.TB) string { return testbed.SplitterBinary(t) }
 
 // controllerProcess is a running `splitter run`, watching one namespace
 // with its own leader-election Lease there, so tests run side by side.
@@ -177,7 +145,10 @@ func colorReplicas(ctx context.Context, tb *testbed.TestBed, ns string, c splitt
 
 func TestHealthyReleasePromoted(t *testing.T) {
 	t.Parallel()
-	tb := testbed.Shared(t)
+	healthyReleasePromoted(t, testbed.Shared(t))
+}
+
+func healthyReleasePromoted(t *testing.T, tb *testbed.TestBed) {
 	ns := tb.Namespace(t, "promote")
 	tb.Create(t, fastPolicy(ns, "fast", []int32{20, 100}))
 	startSplitter(t, tb, ns)
@@ -215,8 +186,7 @@ func TestHealthyReleasePromoted(t *testing.T) {
 
 // faultRelease releases a bad version and checks it is snapped back with
 // the failing check named.
-func faultRelease(t *testing.T, prefix string, ann map[string]string, wantCheck string) {
-	tb := testbed.Shared(t)
+func faultRelease(t *testing.T, tb *testbed.TestBed, prefix string, ann map[string]string, wantCheck string) {
 	ns := tb.Namespace(t, prefix)
 	tb.Create(t, fastPolicy(ns, "fast", []int32{20, 50, 100}))
 	startSplitter(t, tb, ns)
@@ -248,12 +218,12 @@ func faultRelease(t *testing.T, prefix string, ann map[string]string, wantCheck 
 
 func TestErrorFaultSnapsBack(t *testing.T) {
 	t.Parallel()
-	faultRelease(t, "errors", map[string]string{"meshsim.splitter.dev/error-rate": "0.3"}, "success-rate")
+	faultRelease(t, testbed.Shared(t), "errors", map[string]string{"meshsim.splitter.dev/error-rate": "0.3"}, "success-rate")
 }
 
 func TestLatencyFaultSnapsBack(t *testing.T) {
 	t.Parallel()
-	faultRelease(t, "slow", map[string]string{"meshsim.splitter.dev/latency-ms": "400"}, "latency-p99")
+	faultRelease(t, testbed.Shared(t), "slow", map[string]string{"meshsim.splitter.dev/latency-ms": "400"}, "latency-p99")
 }
 
 // The controller is killed with SIGKILL mid-release and restarted: the

@@ -27,6 +27,9 @@ type pki struct {
 	caCert, servingCert, servingKey, adminCert, adminKey, saKey, saPub string // file paths
 	caPEM                                                              []byte
 	admin, controller                                                  clientCert
+	// issue signs a client certificate with the CA: more identities for
+	// the audit log (KubeconfigAs).
+	issue func(serial int64, tmpl *x509.Certificate) (certPEM, keyPEM []byte, err error)
 }
 
 // clientCert is a client certificate and its key, PEM-encoded.
@@ -127,6 +130,7 @@ func newPKI(dir string) (*pki, error) {
 		caPEM:       pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER}),
 		admin:       clientCert{user: AdminUser, certPEM: adminCert, keyPEM: adminKey},
 		controller:  clientCert{user: ControllerUser, certPEM: controllerCert, keyPEM: controllerKey},
+		issue:       issue,
 	}
 	files := map[string][]byte{
 		p.caCert:      p.caPEM,
@@ -154,4 +158,13 @@ func (p *pki) writeKubeconfig(path, host string, c clientCert) error {
 	cfg.Contexts["testbed"] = &clientcmdapi.Context{Cluster: "testbed", AuthInfo: c.user, Namespace: "default"}
 	cfg.CurrentContext = "testbed"
 	return clientcmd.WriteToFile(*cfg, path)
+}
+
+// clientCertFor issues a client certificate in system:masters for user.
+func (p *pki) clientCertFor(serial int64, user string) (clientCert, error) {
+	certPEM, keyPEM, err := p.issue(serial, &x509.Certificate{
+		Subject:     pkix.Name{CommonName: user, Organization: []string{"system:masters"}},
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+	})
+	return clientCert{user: user, certPEM: certPEM, keyPEM: keyPEM}, err
 }
