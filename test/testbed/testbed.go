@@ -167,6 +167,9 @@ type TestBed struct {
 	targetsDir string
 	auditLog   string
 	stopped    bool
+	pki        *pki   // KubeconfigAs issues more client certificates
+	apiHost    string // the API server's URL
+	certSerial int64  // the last serial issued
 }
 
 // NodeName is the kwok node every pod lands on.
@@ -292,6 +295,7 @@ func Start(ctx context.Context, cfg Config) (_ *TestBed, err error) {
 	if err := pki.writeKubeconfig(tb.ControllerKubeconfig, host, pki.controller); err != nil {
 		return nil, err
 	}
+	tb.pki, tb.apiHost, tb.certSerial = pki, host, 100
 	if tb.RESTConfig, err = clientcmd.BuildConfigFromFlags("", tb.Kubeconfig); err != nil {
 		return nil, err
 	}
