@@ -10,7 +10,6 @@ import (
 	"time"
 
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
-	"sigs.k8s.io/yaml"
 
 	splitterv1 "splitter.dev/splitter/api/v1alpha1"
 	"splitter.dev/splitter/internal/analysis"
@@ -62,7 +61,7 @@ func LintPlans(data []byte) (int, []Finding, []NamedPlan) {
 			APIVersion string `json:"apiVersion"`
 			Kind       string `json:"kind"`
 		}
-		if err := yaml.Unmarshal(raw, &meta); err != nil {
+		if err := decode(raw, &meta, lenient); err != nil {
 			findings = append(findings, Finding{Document: doc, Message: "not YAML: " + err.Error()})
 			continue
 		}
@@ -75,7 +74,7 @@ func LintPlans(data []byte) (int, []Finding, []NamedPlan) {
 			continue
 		}
 		var pol splitterv1.SplitPolicy
-		if err := yaml.UnmarshalStrict(raw, &pol); err != nil {
+		if err := decode(raw, &pol, strict); err != nil {
 			findings = append(findings, Finding{Document: doc, Message: err.Error()})
 			continue
 		}
