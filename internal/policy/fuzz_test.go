@@ -229,7 +229,9 @@ func TestDecodeNamesThePath(t *testing.T) {
 		{"out of range", head + "spec: {maxExtensions: 99999999999}\n", `spec.maxExtensions: `},
 		{"wrong shape", head + "spec: [1]\n", `spec: `},
 		{"metadata", head[:len(head)-len("metadata: {name: p}\n")] + "metadata: {labels: [1]}\n", `metadata.labels: `},
-		{"the second of two errors", head + "spec: {stepDuration: 1m, steps: [a], aaa: 1}\n", `spec.steps[0]: `},
+		// Of two errors, the path is the one of the error reported.
+		{"two errors", head + "spec: {stepDuration: 1m, steps: [a], aaa: 1}\n", `spec.aaa: error unmarshaling JSON: while decoding JSON: json: unknown field "aaa"`},
+		{"two errors, other order", head + "spec: {steps: [a], zzz: 1}\n", `spec.steps[0]: error unmarshaling JSON: while decoding JSON: json: cannot unmarshal string`},
 		{"duplicate key", head + "spec: {}\nspec: {}\n", "line 5"},
 		{"kind of the wrong type", "kind: [1]\n", "not YAML: kind: "},
 	} {
