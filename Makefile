@@ -110,6 +110,28 @@ lint: ## gofmt and go vet.
 .PHONY: test
 test: lint tools prometheus build ## Run every test: unit, generated-file freshness, and the test bed end-to-end.
 	SPLITTER_BIN=$(BIN)/splitter SPLITTER_REQUIRE_TOOLS=1 $(GO) test -count=1 -timeout 30m $(GO_TEST_FLAGS) $(TEST_PKGS)
+	$(call fuzz_each,$(FUZZ_BRIEF))
+
+# Fuzz targets, package:Target (go test -fuzz takes one target per run).
+# Their seed corpora (testdata/fuzz) run with the other tests; make test
+# then fuzzes each for FUZZ_BRIEF when it runs every package (FUZZ_BRIEF=
+# skips), make fuzz for FUZZTIME. A failing input is written to the
+# package's testdata/fuzz (commit it with the fix); the rest of the corpus
+# stays in GOCACHE. Minimizing a new input is capped at 5s (default 60s,
+# which stalls short runs).
+FUZZ_TARGETS := ./internal/policy:FuzzDecodePolicy ./internal/analysis:FuzzRender ./internal/analysis:FuzzWindow \
+	./internal/analysis:FuzzLatencyQuery ./internal/analysis:FuzzAvailabilityQueries
+FUZZTIME ?= 60s
+FUZZ_BRIEF ?= $(if $(filter ./...,$(TEST_PKGS)),10s,)
+define fuzz_each
+	@if [ -n "$(1)" ]; then for t in $(FUZZ_TARGETS); do \
+	  echo ">> fuzz $${t##*:} ($${t%%:*}) for $(1)"; \
+	  $(GO) test -run '^$$' -fuzz "^$${t##*:}\$$" -fuzztime $(1) -fuzzminimizetime 5s $${t%%:*}; done; fi
+endef
+
+.PHONY: fuzz
+fuzz: ## Run each fuzz target for FUZZTIME (default 60s) and print its execs.
+	$(call fuzz_each,$(FUZZTIME))
 
 .PHONY: bench
 bench: tools prometheus build ## Report (not assert) figures: tool build times, test bed start and memory (BENCH_COLD=1: rebuild cold).
