@@ -38,7 +38,10 @@ func sloPolicy(ns string, steps []int32, stepDuration time.Duration) *splitterv1
 // scrapes, long before its step would have ended.
 func TestWatchdogSnapsBackGrossFault(t *testing.T) {
 	t.Parallel()
-	tb := testbed.Shared(t)
+	watchdogSnapsBack(t, testbed.Shared(t))
+}
+
+func watchdogSnapsBack(t *testing.T, tb *testbed.TestBed) {
 	ns := tb.Namespace(t, "watchdog")
 	tb.Create(t, sloPolicy(ns, []int32{20, 100}, 2*time.Minute))
 	startSplitter(t, tb, ns)
@@ -69,7 +72,10 @@ func TestWatchdogSnapsBackGrossFault(t *testing.T) {
 // never promoted.
 func TestLowTrafficPausesInsteadOfPromoting(t *testing.T) {
 	t.Parallel()
-	tb := testbed.Shared(t)
+	lowTrafficPauses(t, testbed.Shared(t))
+}
+
+func lowTrafficPauses(t *testing.T, tb *testbed.TestBed) {
 	ns := tb.Namespace(t, "low-traffic")
 	tb.Create(t, sloPolicy(ns, []int32{50, 100}, 5*time.Second))
 	startSplitter(t, tb, ns)

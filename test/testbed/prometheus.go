@@ -39,3 +39,17 @@ func (tb *TestBed) QueryByLabel(ctx context.Context, query, label string) (map[s
 	}
 	return out, nil
 }
+
+// PrometheusVersion is the running Prometheus' version (3.16.0, 2.42.0+ds),
+// from its build information, so that tests can say what they ran on.
+func (tb *TestBed) PrometheusVersion(ctx context.Context) (string, error) {
+	c, err := promapi.NewClient(promapi.Config{Address: tb.PrometheusURL})
+	if err != nil {
+		return "", err
+	}
+	info, err := promv1.NewAPI(c).Buildinfo(ctx)
+	if err != nil {
+		return "", fmt.Errorf("Prometheus build information: %w", err)
+	}
+	return info.Version, nil
+}

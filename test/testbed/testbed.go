@@ -1,9 +1,9 @@
 // Package testbed builds a real local cluster for tests and the demo: etcd,
 // kube-apiserver, kube-controller-manager and kube-scheduler built from Go
 // modules, kwok for fake nodes and pods, the Istio and splitter CRDs, a
-// Prometheus from Debian's package, and the mesh simulator in-process. Every
-// server listens on 127.0.0.1 on a free port, and every child process dies
-// with the test bed.
+// Prometheus (3.x from its Go module, or Debian's 2.42), and the mesh
+// simulator in-process. Every server listens on 127.0.0.1 on a free port,
+// and every child process dies with the test bed.
 package testbed
 
 import (
@@ -46,6 +46,10 @@ type Config struct {
 	KwokStages                                                                  string // directory of kwok Stage YAML files
 	IstioCRDs                                                                   string // the istio.io/api module's customresourcedefinitions.gen.yaml
 	CRDs                                                                        string // directory of splitter's CRDs (deploy/crds)
+	// PrometheusLegacy is a second Prometheus binary (Debian's 2.42) that
+	// tests may start a test bed on, as Prometheus; empty if there is none.
+	// ConfigFromEnv reads TESTBED_PROMETHEUS_LEGACY.
+	PrometheusLegacy string
 
 	// StateDir holds data, certificates, logs and the kubeconfig. It is
 	// created if missing and never removed by Stop (logs stay for a look).
@@ -69,7 +73,8 @@ type Config struct {
 // ConfigFromEnv reads the TESTBED_* variables set by the Makefile. It fails
 // with the list of missing variables when the Makefile did not run. Besides
 // the tools' paths: TESTBED_STATE (the state directory),
-// TESTBED_SCRAPE_INTERVAL (default 1s) and TESTBED_AUDIT (default on).
+// TESTBED_SCRAPE_INTERVAL (default 1s), TESTBED_AUDIT (default on) and
+// TESTBED_PROMETHEUS_LEGACY (optional).
 func ConfigFromEnv() (Config, error) {
 	vars := map[string]*string{}
 	var c Config
@@ -94,6 +99,7 @@ func ConfigFromEnv() (Config, error) {
 		return c, fmt.Errorf("test bed not configured: %s unset (run through `make`, which builds the tools and sets them)", strings.Join(missing, ", "))
 	}
 	c.StateDir = os.Getenv("TESTBED_STATE")
+	c.PrometheusLegacy = os.Getenv("TESTBED_PROMETHEUS_LEGACY")
 	if v := os.Getenv("TESTBED_SCRAPE_INTERVAL"); v != "" {
 		d, err := ParseScrapeInterval(v)
 		if err != nil {
@@ -547,6 +553,9 @@ scrape_configs:
 		return err
 	}
 	tb.PrometheusURL = fmt.Sprintf("http://127.0.0.1:%d", port)
+	// These flags and the config mean the same to Prometheus 2.42 and 3.x
+	// (3 renamed none of them; its UI is not built in, the API is all the
+	// test bed uses).
 	prom, err := tb.start("prometheus", tb.cfg.Prometheus,
 		"--config.file="+cfgPath,
 		"--storage.tsdb.path="+filepath.Join(dir, "data"),
