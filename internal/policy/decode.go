@@ -6,6 +6,7 @@ import (
 	"sort"
 
 	"k8s.io/apimachinery/pkg/util/validation/field"
+	kjson "sigs.k8s.io/json"
 	"sigs.k8s.io/yaml"
 )
 
@@ -140,7 +141,27 @@ func render(path []any) string {
 	return p.String()
 }
 
-// lenient and strict are how `policy lint` reads a document's kind and
-// its SplitPolicy (unknown fields are errors).
+// lenient is how `policy lint` reads a document's kind.
 func lenient(y []byte, v any) error { return yaml.Unmarshal(y, v) }
-func strict(y []byte, v any) error  { return yaml.UnmarshalStrict(y, v) }
+
+// strict is how `policy lint` reads a SplitPolicy: unknown fields are
+// errors, and so is a field whose case differs from the API's ("speC",
+// "ApiVersion"): encoding/json, under sigs.k8s.io/yaml, would take it,
+// but the API server drops it, so the controller would never see it
+// (found by FuzzDecodePolicy). The second decode, case-sensitive as the
+// API server's, only looks for such fields: its numbers are not
+// converted to the strings the API expects, as the first decode's are.
+func strict(y []byte, v any) error {
+	if err := yaml.UnmarshalStrict(y, v); err != nil {
+		return err
+	}
+	j, err := yaml.YAMLToJSON(y)
+	if err != nil {
+		return err
+	}
+	strictErrs, _ := kjson.UnmarshalStrict(j, reflect.New(reflect.TypeOf(v).Elem()).Interface(), kjson.DisallowUnknownFields)
+	if len(strictErrs) > 0 {
+		return fmt.Errorf("%w (field names are case-sensitive)", strictErrs[0])
+	}
+	return nil
+}
