@@ -21,6 +21,17 @@ const (
 	// VirtualServiceAnnotation names a user-owned VirtualService whose
 	// route weights (and nothing else) splitter may change.
 	VirtualServiceAnnotation = "splitter.dev/virtual-service"
+	// RoutesAnnotation names, comma-separated, the HTTP routes of the
+	// user's VirtualService whose weights splitter manages. Without it,
+	// splitter manages every route that carries both color subsets.
+	RoutesAnnotation = "splitter.dev/routes"
+	// PinnedRoutesAnnotation says what happens to the routes of the user's
+	// VirtualService that send to one color only. Absent: they are left
+	// alone. PinnedRoutesFollowLive: they are moved to the live color in
+	// the same write as the weights.
+	PinnedRoutesAnnotation = "splitter.dev/pinned-routes"
+	// PinnedRoutesFollowLive is PinnedRoutesAnnotation's one value.
+	PinnedRoutesFollowLive = "follow-live"
 )
 
 // Color is one of the two Deployments a workload runs as.
@@ -97,6 +108,28 @@ type SplitSpec struct {
 	// splitter changes; empty means splitter owns one named after the Service.
 	// +optional
 	VirtualService string `json:"virtualService,omitempty"`
+
+	// Routes is the splitter.dev/routes annotation: the comma-separated
+	// names of the routes splitter manages; empty means every route that
+	// carries both color subsets.
+	// +optional
+	Routes string `json:"routes,omitempty"`
+
+	// PinnedRoutes is the splitter.dev/pinned-routes annotation: empty
+	// leaves routes to one color alone; "follow-live" moves them to the
+	// live color.
+	// +optional
+	PinnedRoutes string `json:"pinnedRoutes,omitempty"`
+}
+
+// PinnedRoute is a route of the VirtualService that sends to one color
+// subset only (a debug header route, say): splitter leaves it alone unless
+// the Deployment asks for splitter.dev/pinned-routes: follow-live.
+type PinnedRoute struct {
+	// Route is the route, e.g. "http[1] (name: debug)".
+	Route string `json:"route"`
+	// Color is the subset it sends to.
+	Color Color `json:"color"`
 }
 
 // CheckResult is the latest verdict of one check.
@@ -307,6 +340,17 @@ type SplitStatus struct {
 	// snap-back can still be written while its resolution is stalled.
 	// +optional
 	Service string `json:"service,omitempty"`
+
+	// Routes are the HTTP routes whose weights splitter manages, e.g.
+	// "http[0] (name: primary)", of the VirtualService spec.virtualService
+	// (or splitter's own, named after the Service); every other route is
+	// left as it is.
+	// +optional
+	Routes []string `json:"routes,omitempty"`
+
+	// PinnedRoutes are the VirtualService's routes to one color only.
+	// +optional
+	PinnedRoutes []PinnedRoute `json:"pinnedRoutes,omitempty"`
 
 	// History is the audit trail of the last releases, newest first.
 	// +optional

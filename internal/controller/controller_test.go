@@ -1148,3 +1148,485 @@ func TestStallKeepsTheWatchdog(t *testing.T) {
 		t.Errorf("after the snap-back Stalled = %+v, want still True (the policy is still invalid)", c)
 	}
 }
+
+// waitStalled waits for Stalled=True with reason and a message containing
+// msg, and for a Warning Event of that reason saying the same.
+func waitStalled(t *testing.T, e *env, ns, reason, msg string) *splitterv1.Split {
+	t.Helper()
+	split := &splitterv1.Split{}
+	waitFor(t, "Stalled "+reason, func() error {
+		if err := get(e, ns, workload, split); err != nil {
+			return err
+		}
+		c := meta.FindStatusCondition(split.Status.Conditions, rollout.ConditionStalled)
+		if c == nil || c.Status != metav1.ConditionTrue || c.Reason != reason || !strings.Contains(c.Message, msg) {
+			return fmt.Errorf("Stalled = %+v, want reason %s with %q", c, reason, msg)
+		}
+		return nil
+	})
+	waitFor(t, "the "+reason+" Event", func() error {
+		var list eventsv1.EventList
+		if err := e.c.List(context.Background(), &list, client.InNamespace(ns)); err != nil {
+			return err
+		}
+		for _, ev := range list.Items {
+			if ev.Reason == reason && ev.Type == corev1.EventTypeWarning && ev.Regarding.Name == workload && strings.Contains(ev.Note, msg) {
+				return nil
+			}
+		}
+		return fmt.Errorf("no Warning %s Event with %q among %d", reason, msg, len(list.Items))
+	})
+	return split
+}
+
+// userObjects records the resourceVersions of the Istio objects in ns.
+func userObjects(t *testing.T, e *env, ns string) map[string]string {
+	t.Helper()
+	out := map[string]string{}
+	var vss networkingv1.VirtualServiceList
+	var drs networkingv1.DestinationRuleList
+	if err := e.c.List(context.Background(), &vss, client.InNamespace(ns)); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.c.List(context.Background(), &drs, client.InNamespace(ns)); err != nil {
+		t.Fatal(err)
+	}
+	for _, vs := range vss.Items {
+		out["VirtualService/"+vs.Name] = vs.ResourceVersion
+	}
+	for _, dr := range drs.Items {
+		out["DestinationRule/"+dr.Name] = dr.ResourceVersion
+	}
+	return out
+}
+
+// update applies change to the object named by obj's kind and name, retrying on conflicts.
+func update(t *testing.T, e *env, obj client.Object, change func()) {
+	t.Helper()
+	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		if err := get(e, obj.GetNamespace(), obj.GetName(), obj); err != nil {
+			return err
+		}
+		change()
+		return e.c.Update(context.Background(), obj)
+	})
+	if err != nil {
+		t.Fatalf("updating %s: %v", obj.GetName(), err)
+	}
+}
+
+func remove(t *testing.T, e *env, obj client.Object) {
+	t.Helper()
+	if err := e.c.Delete(context.Background(), obj); err != nil {
+		t.Fatalf("deleting %s: %v", obj.GetName(), err)
+	}
+}
+
+// A user's VirtualService for web: a debug route pinned to blue, then the
+// weighted route.
+const userRoutesYAML = `
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: web-routes}
+spec:
+  hosts: [web]
+  http:
+  - name: debug
+    match:
+    - headers:
+        x-debug: {exact: "1"}
+    route:
+    - destination: {host: web, subset: blue}
+    timeout: 3s
+  - name: primary
+    route:
+    - destination: {host: web, subset: blue}
+      weight: 100
+    - destination: {host: web, subset: green}
+      weight: 0
+`
+
+const userDRYAML = `
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: web-subsets}
+spec:
+  host: web.NAMESPACE.svc.cluster.local
+  subsets:
+  - {name: blue, labels: {track: blue}}
+  - {name: green, labels: {track: green}}
+`
+
+// TestBadInput: each bad input stalls the Split with the cause (a field
+// path where there is one) in the Stalled condition and a Warning Event,
+// leaves traffic as it is (the user's pods serve, no routing object of
+// splitter's, the user's routing objects unwritten), and the Split
+// recovers by itself once the cause is fixed. Malformed and missing
+// policies are TestInvalidPolicy's; bad input mid-release is test/e2e's
+// TestBadInputMidRelease.
+func TestBadInput(t *testing.T) {
+	e := setup(t)
+	t.Parallel()
+	vsWith := func(ns, http string) *unstructured.Unstructured {
+		return fromYAML(t, ns, "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: web-routes}\nspec:\n  hosts: [web]\n  http:\n"+http)
+	}
+	const primary = `
+  - name: primary
+    route:
+    - destination: {host: web, subset: blue}
+      weight: 100
+    - destination: {host: web, subset: green}
+      weight: 0
+`
+	otherService := func(ns, name string, selector map[string]string) *corev1.Service {
+		s := service(ns)
+		s.Name, s.Spec.Selector = name, selector
+		return s
+	}
+	setAnnotation := func(t *testing.T, e *env, ns, key, value string) {
+		d := &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: workload}}
+		update(t, e, d, func() {
+			if value == "" {
+				delete(d.Annotations, key)
+			} else {
+				d.Annotations[key] = value
+			}
+		})
+	}
+	for _, tc := range []struct {
+		name string
+		// objs are created before the Deployment, besides the policy.
+		objs func(ns string) []client.Object
+		// ann are the Deployment's annotations besides the policy.
+		ann        map[string]string
+		wantReason string
+		wantInMsg  string
+		fix        func(t *testing.T, e *env, ns string)
+	}{
+		{
+			name:       "missing Service",
+			wantReason: "ServiceNotFound", wantInMsg: "no Service selects the pods of web",
+			fix: func(t *testing.T, e *env, ns string) { create(t, e, service(ns)) },
+		},
+		{
+			name: "two Services select the pods",
+			objs: func(ns string) []client.Object {
+				return []client.Object{service(ns), otherService(ns, "web-canary", map[string]string{"app": workload})}
+			},
+			wantReason: "ServiceAmbiguous", wantInMsg: "Services web, web-canary all select the pods of web: name one with splitter.dev/service",
+			fix: func(t *testing.T, e *env, ns string) {
+				remove(t, e, otherService(ns, "web-canary", nil))
+			},
+		},
+		{
+			name:       "a named Service without a selector",
+			objs:       func(ns string) []client.Object { return []client.Object{otherService(ns, "web-external", nil)} },
+			ann:        map[string]string{splitterv1.ServiceAnnotation: "web-external"},
+			wantReason: "ServiceInvalid", wantInMsg: "Service web-external spec.selector: empty",
+			fix: func(t *testing.T, e *env, ns string) {
+				s := otherService(ns, "web-external", nil)
+				update(t, e, s, func() { s.Spec.Selector = map[string]string{"app": workload} })
+			},
+		},
+		{
+			name: "a named Service that does not select the pods",
+			objs: func(ns string) []client.Object {
+				return []client.Object{otherService(ns, "web-other", map[string]string{"app": "other"})}
+			},
+			ann:        map[string]string{splitterv1.ServiceAnnotation: "web-other"},
+			wantReason: "ServiceInvalid", wantInMsg: "Service web-other spec.selector: map[app:other] does not select the pods of web",
+			fix: func(t *testing.T, e *env, ns string) {
+				s := otherService(ns, "web-other", nil)
+				update(t, e, s, func() { s.Spec.Selector = map[string]string{"app": workload} })
+			},
+		},
+		{
+			name:       "the service annotation names a Service that does not exist",
+			objs:       func(ns string) []client.Object { return []client.Object{service(ns)} },
+			ann:        map[string]string{splitterv1.ServiceAnnotation: "web-svc"},
+			wantReason: "ServiceNotFound", wantInMsg: `Service "web-svc" (named by splitter.dev/service) not found`,
+			fix: func(t *testing.T, e *env, ns string) {
+				create(t, e, otherService(ns, "web-svc", map[string]string{"app": workload}))
+			},
+		},
+		{
+			name:       "the virtual-service annotation names a VirtualService that does not exist",
+			objs:       func(ns string) []client.Object { return []client.Object{service(ns)} },
+			ann:        map[string]string{splitterv1.VirtualServiceAnnotation: "web-routes"},
+			wantReason: "RoutingConflict", wantInMsg: "VirtualService/web-routes: not found (named by the splitter.dev/virtual-service annotation)",
+			fix: func(t *testing.T, e *env, ns string) { create(t, e, fromYAML(t, ns, userRoutesYAML)) },
+		},
+		{
+			name:       "the routes annotation names a route that does not exist",
+			objs:       func(ns string) []client.Object { return []client.Object{service(ns), fromYAML(t, ns, userRoutesYAML)} },
+			ann:        map[string]string{splitterv1.VirtualServiceAnnotation: "web-routes", splitterv1.RoutesAnnotation: "primary,main"},
+			wantReason: "RoutingConflict", wantInMsg: `VirtualService/web-routes spec.http: no HTTP route named "main"`,
+			fix: func(t *testing.T, e *env, ns string) {
+				setAnnotation(t, e, ns, splitterv1.RoutesAnnotation, "primary")
+			},
+		},
+		{
+			name:       "the routes annotation names a route pinned to one color",
+			objs:       func(ns string) []client.Object { return []client.Object{service(ns), fromYAML(t, ns, userRoutesYAML)} },
+			ann:        map[string]string{splitterv1.VirtualServiceAnnotation: "web-routes", splitterv1.RoutesAnnotation: "debug"},
+			wantReason: "RoutingConflict", wantInMsg: "VirtualService/web-routes spec.http[0].route: route http[0] (name: debug) is named by the splitter.dev/routes annotation",
+			fix: func(t *testing.T, e *env, ns string) {
+				setAnnotation(t, e, ns, splitterv1.RoutesAnnotation, "primary")
+			},
+		},
+		{
+			name:       "the routes annotation without a VirtualService of the user's",
+			objs:       func(ns string) []client.Object { return []client.Object{service(ns)} },
+			ann:        map[string]string{splitterv1.RoutesAnnotation: "primary"},
+			wantReason: "AnnotationInvalid", wantInMsg: "Deployment web metadata.annotations[splitter.dev/routes]",
+			fix: func(t *testing.T, e *env, ns string) {
+				setAnnotation(t, e, ns, splitterv1.RoutesAnnotation, "")
+			},
+		},
+		{
+			name:       "an unknown pinned-routes value",
+			objs:       func(ns string) []client.Object { return []client.Object{service(ns)} },
+			ann:        map[string]string{splitterv1.PinnedRoutesAnnotation: "follow"},
+			wantReason: "AnnotationInvalid", wantInMsg: `Deployment web metadata.annotations[splitter.dev/pinned-routes]: "follow" is not a known value`,
+			fix: func(t *testing.T, e *env, ns string) {
+				setAnnotation(t, e, ns, splitterv1.PinnedRoutesAnnotation, splitterv1.PinnedRoutesFollowLive)
+			},
+		},
+		{
+			name: "the user's VirtualService is for other hosts",
+			objs: func(ns string) []client.Object {
+				vs := vsWith(ns, primary)
+				_ = unstructured.SetNestedStringSlice(vs.Object, []string{"cart", "web.example.com"}, "spec", "hosts")
+				return []client.Object{service(ns), vs}
+			},
+			ann:        map[string]string{splitterv1.VirtualServiceAnnotation: "web-routes"},
+			wantReason: "RoutingConflict", wantInMsg: "VirtualService/web-routes spec.hosts: [cart web.example.com] does not name web",
+			fix: func(t *testing.T, e *env, ns string) {
+				vs := vsWith(ns, "")
+				update(t, e, vs, func() { _ = unstructured.SetNestedStringSlice(vs.Object, []string{"cart", "web"}, "spec", "hosts") })
+			},
+		},
+		{
+			name: "the user's VirtualService routes to other subsets only",
+			objs: func(ns string) []client.Object {
+				return []client.Object{service(ns), vsWith(ns, `
+  - name: v1
+    route:
+    - destination: {host: web, subset: v1}
+`)}
+			},
+			ann:        map[string]string{splitterv1.VirtualServiceAnnotation: "web-routes"},
+			wantReason: "RoutingConflict", wantInMsg: "VirtualService/web-routes spec.http: no HTTP route sends traffic to web with both subsets blue and green",
+			fix: func(t *testing.T, e *env, ns string) {
+				vs := vsWith(ns, "")
+				update(t, e, vs, func() { vs.Object["spec"] = vsWith(ns, primary).Object["spec"] })
+			},
+		},
+		{
+			name: "the user's VirtualService has a third destination beside blue and green",
+			objs: func(ns string) []client.Object {
+				return []client.Object{service(ns), vsWith(ns, `
+  - name: main
+    route:
+    - destination: {host: web, subset: blue}
+      weight: 80
+    - destination: {host: web, subset: green}
+      weight: 10
+    - destination: {host: legacy}
+      weight: 10
+`)}
+			},
+			ann:        map[string]string{splitterv1.VirtualServiceAnnotation: "web-routes"},
+			wantReason: "RoutingConflict", wantInMsg: "VirtualService/web-routes spec.http[0].route: route http[0] (name: main) carries both color subsets",
+			fix: func(t *testing.T, e *env, ns string) {
+				vs := vsWith(ns, "")
+				update(t, e, vs, func() { vs.Object["spec"] = vsWith(ns, primary).Object["spec"] })
+			},
+		},
+		{
+			name: "the user's DestinationRule for the host, under another name, without the subsets",
+			objs: func(ns string) []client.Object {
+				dr := fromYAML(t, ns, userDRYAML)
+				unstructured.RemoveNestedField(dr.Object, "spec", "subsets")
+				return []client.Object{service(ns), dr}
+			},
+			wantReason: "RoutingConflict", wantInMsg: `DestinationRule/web-subsets spec.subsets: sets host web and needs a subset "blue" with labels {track: blue}`,
+			fix: func(t *testing.T, e *env, ns string) {
+				dr := fromYAML(t, ns, userDRYAML)
+				update(t, e, dr, func() { dr.Object["spec"] = fromYAML(t, ns, userDRYAML).Object["spec"] })
+			},
+		},
+		{
+			name: "two DestinationRules for the host",
+			objs: func(ns string) []client.Object {
+				other := fromYAML(t, ns, userDRYAML)
+				other.SetName("web-tls")
+				return []client.Object{service(ns), fromYAML(t, ns, userDRYAML), other}
+			},
+			wantReason: "RoutingConflict", wantInMsg: "spec.host: DestinationRules web-subsets, web-tls all set host web",
+			fix: func(t *testing.T, e *env, ns string) {
+				dr := fromYAML(t, ns, userDRYAML)
+				dr.SetName("web-tls")
+				remove(t, e, dr)
+			},
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			ns := newNamespace(t, e)
+			create(t, e, shortPolicy(ns))
+			if tc.objs != nil {
+				for _, obj := range tc.objs(ns) {
+					create(t, e, obj)
+				}
+			}
+			before := userObjects(t, e, ns)
+			ann := map[string]string{splitterv1.PolicyAnnotation: "standard"}
+			for k, v := range tc.ann {
+				ann[k] = v
+			}
+			create(t, e, userDeployment(ns, ann))
+
+			split := waitStalled(t, e, ns, tc.wantReason, tc.wantInMsg)
+			if c := meta.FindStatusCondition(split.Status.Conditions, rollout.ConditionReady); c == nil || c.Status != metav1.ConditionFalse {
+				t.Errorf("Ready = %+v, want False", c)
+			}
+			// Traffic as it was: the user's routing objects unwritten,
+			// no VirtualService of splitter's, the user's pods serving.
+			after := userObjects(t, e, ns)
+			for k := range after {
+				if strings.HasPrefix(k, "VirtualService/") && before[k] == "" {
+					t.Errorf("splitter created %s while stalled", k)
+				}
+			}
+			for k, rv := range before {
+				if after[k] != rv {
+					t.Errorf("%s was written while stalled: resourceVersion %s -> %s", k, rv, after[k])
+				}
+			}
+			user := &appsv1.Deployment{}
+			if err := get(e, ns, workload, user); err != nil || *user.Spec.Replicas != userReplicas {
+				t.Errorf("the user's Deployment: %v replicas (%v), want %d", user.Spec.Replicas, err, userReplicas)
+			}
+
+			// The fix is seen through a watch: the Split un-stalls and
+			// splitter adopts the workload, routing blue at 100%.
+			tc.fix(t, e, ns)
+			waitFor(t, "Stalled=False", func() error {
+				if err := get(e, ns, workload, split); err != nil {
+					return err
+				}
+				if c := meta.FindStatusCondition(split.Status.Conditions, rollout.ConditionStalled); c == nil || c.Status != metav1.ConditionFalse {
+					return fmt.Errorf("Stalled = %+v", c)
+				}
+				return nil
+			})
+			adopt(t, e, ns)
+		})
+	}
+}
+
+// TestPinnedRoutesThroughRelease (issue 8, 3b): a user's VirtualService
+// with a debug header route pinned to blue beside the weighted route, and
+// the user's DestinationRule under another name. splitter manages the
+// weighted route only and says so in status; the debug route is left
+// exactly as it is through a release and its promotion, with a Warning
+// Event once it points at the standby color, unless the Deployment asks
+// for follow-live: then it moves to the live color in the promotion's
+// write, and nothing else of it changes.
+func TestPinnedRoutesThroughRelease(t *testing.T) {
+	e := setup(t)
+	t.Parallel()
+	for _, tc := range []struct {
+		name       string
+		follow     bool
+		wantSubset string // the debug route's after the promotion
+	}{
+		{name: "left alone", wantSubset: "blue"},
+		{name: "follow-live", follow: true, wantSubset: "green"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			ns := newNamespace(t, e)
+			e.checks.script(ns, splitterv1.VerdictPass)
+			one := "1"
+			create(t, e, shortPolicy(ns, splitterv1.Check{Name: "errors", Query: `sum(errors_total{namespace="{{ .Namespace }}"})`, Max: &one}))
+			create(t, e, service(ns))
+			vs := fromYAML(t, ns, userRoutesYAML)
+			create(t, e, vs)
+			create(t, e, fromYAML(t, ns, userDRYAML))
+			ann := map[string]string{splitterv1.PolicyAnnotation: "standard", splitterv1.VirtualServiceAnnotation: "web-routes"}
+			if tc.follow {
+				ann[splitterv1.PinnedRoutesAnnotation] = splitterv1.PinnedRoutesFollowLive
+			}
+			create(t, e, userDeployment(ns, ann))
+			before := fromYAML(t, ns, userRoutesYAML)
+			if err := get(e, ns, "web-routes", before); err != nil {
+				t.Fatal(err)
+			}
+			debugBefore := nthRoute(t, before, 0, 0)
+
+			split := adopt(t, e, ns)
+			if want := []string{"http[1] (name: primary)"}; !reflect.DeepEqual(split.Status.Routes, want) {
+				t.Errorf("status.routes = %v, want %v", split.Status.Routes, want)
+			}
+			if want := []splitterv1.PinnedRoute{{Route: "http[0] (name: debug)", Color: splitterv1.Blue}}; !reflect.DeepEqual(split.Status.PinnedRoutes, want) {
+				t.Errorf("status.pinnedRoutes = %+v, want %+v", split.Status.PinnedRoutes, want)
+			}
+			// Splitter uses the user's DestinationRule for the host: none of its own.
+			if err := get(e, ns, workload, &networkingv1.DestinationRule{}); !apierrors.IsNotFound(err) {
+				t.Errorf("splitter's DestinationRule: %v, want NotFound (the user's web-subsets has the host)", err)
+			}
+
+			setImage(t, e, ns, "example.com/web:v2")
+			split = waitPhase(t, e, ns, splitterv1.PhasePreparing)
+			markReady(t, e, ns, splitterv1.Green, userReplicas, split.Status.CandidateRevision)
+			waitPhase(t, e, ns, splitterv1.PhaseShifting)
+			got := fromYAML(t, ns, userRoutesYAML)
+			waitFor(t, "green 100 on the primary route", func() error {
+				if err := get(e, ns, "web-routes", got); err != nil {
+					return err
+				}
+				if w, err := routeWeights(got, 1); err != nil || w != (rollout.Weights{Green: 100}) {
+					return fmt.Errorf("primary routes %s (%v)", w, err)
+				}
+				return nil
+			})
+			if d := nthRoute(t, got, 0, 0); !reflect.DeepEqual(d, debugBefore) {
+				t.Errorf("during the release the debug route became %v, want %v", d, debugBefore)
+			}
+
+			waitPhase(t, e, ns, splitterv1.PhasePromoting)
+			waitFor(t, "the debug route on "+tc.wantSubset, func() error {
+				if err := get(e, ns, "web-routes", got); err != nil {
+					return err
+				}
+				if s, _, _ := unstructured.NestedString(nthRoute(t, got, 0, 0), "destination", "subset"); s != tc.wantSubset {
+					return fmt.Errorf("subset %q", s)
+				}
+				return nil
+			})
+			// Nothing else of the debug route changed.
+			debugAfter := nthRoute(t, got, 0, 0)
+			_ = unstructured.SetNestedField(debugAfter, "blue", "destination", "subset")
+			if !reflect.DeepEqual(debugAfter, debugBefore) {
+				t.Errorf("the debug route changed beyond its subset: %v, want %v", debugAfter, debugBefore)
+			}
+			wantSpec, gotSpec := withoutWeights(t, before), withoutWeights(t, got)
+			_ = unstructured.SetNestedField(gotSpec["http"].([]any)[0].(map[string]any)["route"].([]any)[0].(map[string]any), "blue", "destination", "subset")
+			if !reflect.DeepEqual(gotSpec, wantSpec) {
+				t.Errorf("the VirtualService changed beyond the weights and the pinned subset:\n%v\nwant\n%v", gotSpec, wantSpec)
+			}
+			if !tc.follow {
+				waitEvent(t, e, ns, "PinnedRouteNotLive")
+			}
+			waitFor(t, "status.pinnedRoutes on "+tc.wantSubset, func() error {
+				s := splitOf(t, e, ns)
+				if len(s.Status.PinnedRoutes) != 1 || string(s.Status.PinnedRoutes[0].Color) != tc.wantSubset {
+					return fmt.Errorf("pinnedRoutes %+v", s.Status.PinnedRoutes)
+				}
+				return nil
+			})
+		})
+	}
+}

@@ -9,6 +9,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -137,6 +138,8 @@ func specFor(user *appsv1.Deployment) splitterv1.SplitSpec {
 		Policy:         user.Annotations[splitterv1.PolicyAnnotation],
 		Service:        user.Annotations[splitterv1.ServiceAnnotation],
 		VirtualService: user.Annotations[splitterv1.VirtualServiceAnnotation],
+		Routes:         user.Annotations[splitterv1.RoutesAnnotation],
+		PinnedRoutes:   user.Annotations[splitterv1.PinnedRoutesAnnotation],
 	}
 }
 
@@ -175,8 +178,11 @@ func (r *SplitReconciler) release(ctx context.Context, split *splitterv1.Split, 
 	if err != nil {
 		return r.stalled(ctx, split, user, plan, err)
 	}
+	if err := checkAnnotations(split); err != nil {
+		return r.stalled(ctx, split, user, plan, err)
+	}
 	router := r.router(plan)
-	target := mesh.Target{Namespace: split.Namespace, Service: svc, VirtualService: split.Spec.VirtualService, SubsetLabel: plan.SubsetLabel, Owner: split}
+	target := routeTarget(split, svc, plan.SubsetLabel, split.Status)
 
 	if err := router.Ensure(ctx, target); err != nil {
 		var cerr *mesh.ConfigError
@@ -185,7 +191,7 @@ func (r *SplitReconciler) release(ctx context.Context, split *splitterv1.Split, 
 		}
 		return ctrl.Result{}, fmt.Errorf("ensuring routing objects: %w", err)
 	}
-	obs, colors, err := r.observe(ctx, split, user, router, target, now)
+	obs, colors, routing, err := r.observe(ctx, split, user, router, target, now)
 	if err != nil {
 		return r.stalled(ctx, split, user, plan, err)
 	}
@@ -213,6 +219,19 @@ func (r *SplitReconciler) release(ctx context.Context, split *splitterv1.Split, 
 	// Kept for a stall: the watchdog judges with the last valid plan and
 	// snaps back through the last resolved Service.
 	d.Status.Policy, d.Status.Service = spec, svc
+	d.Status.Routes, d.Status.PinnedRoutes = nil, nil
+	if routing != nil {
+		d.Status.Routes, d.Status.PinnedRoutes = routing.Managed, routing.Pinned
+	}
+	// Writes go with where pinned routes belong after this decision.
+	target = routeTarget(split, svc, plan.SubsetLabel, d.Status)
+
+	// Routes pinned to a color that just stopped being live (patchStatus
+	// below replaces split.Status).
+	pinned := ""
+	if split.Spec.PinnedRoutes != splitterv1.PinnedRoutesFollowLive {
+		pinned = mesh.PinnedNotLive(split.Status, d.Status)
+	}
 
 	// Commit the decision, then act on it.
 	if err := r.patchStatus(ctx, split, d.Status); err != nil {
@@ -230,8 +249,11 @@ func (r *SplitReconciler) release(ctx context.Context, split *splitterv1.Split, 
 		}
 	}
 	r.Metrics.observe(split)
+	if pinned != "" {
+		r.event(split, corev1.EventTypeWarning, "PinnedRouteNotLive", "%s", pinned)
+	}
 
-	if w := d.Desired.Weights; w != nil && (obs.Routed == nil || *obs.Routed != *w) {
+	if w := d.Desired.Weights; w != nil && (obs.Routed == nil || *obs.Routed != *w || routing.PinsToMove(target)) {
 		if err := router.SetWeights(ctx, target, *w); err != nil {
 			var cerr *mesh.ConfigError
 			if errors.As(err, &cerr) {
@@ -323,6 +345,9 @@ func (r *SplitReconciler) service(ctx context.Context, split *splitterv1.Split, 
 			}
 			return "", err
 		}
+		if err := checkNamedService(svc, user, subsetLabel); err != nil {
+			return "", err
+		}
 		return name, nil
 	}
 	var list corev1.ServiceList
@@ -337,6 +362,7 @@ func (r *SplitReconciler) service(ctx context.Context, split *splitterv1.Split, 
 			found = append(found, list.Items[i].Name)
 		}
 	}
+	slices.Sort(found) // one message for one cause, whatever the cache's order
 	switch len(found) {
 	case 1:
 		return found[0], nil
@@ -360,7 +386,8 @@ func (r *SplitReconciler) router(p *policy.Plan) mesh.Router {
 }
 
 // observe reads what the engine needs.
-func (r *SplitReconciler) observe(ctx context.Context, split *splitterv1.Split, user *appsv1.Deployment, router mesh.Router, t mesh.Target, now time.Time) (rollout.Observations, map[splitterv1.Color]*appsv1.Deployment, error) {
+// routing is the router's report of the routes, when it makes one.
+func (r *SplitReconciler) observe(ctx context.Context, split *splitterv1.Split, user *appsv1.Deployment, router mesh.Router, t mesh.Target, now time.Time) (rollout.Observations, map[splitterv1.Color]*appsv1.Deployment, *mesh.Routing, error) {
 	o := rollout.Observations{
 		Now:      now,
 		Revision: TemplateRevision(&user.Spec.Template),
@@ -374,22 +401,30 @@ func (r *SplitReconciler) observe(ctx context.Context, split *splitterv1.Split, 
 		d := &appsv1.Deployment{}
 		err := r.Client.Get(ctx, client.ObjectKey{Namespace: split.Namespace, Name: ColorName(user.Name, c)}, d)
 		if client.IgnoreNotFound(err) != nil {
-			return o, nil, err
+			return o, nil, nil, err
 		}
 		if err == nil {
 			if !metav1.IsControlledBy(d, split) {
-				return o, nil, &stallError{reason: "NameConflict", msg: fmt.Sprintf("Deployment %s exists and is not splitter's: rename it", d.Name)}
+				return o, nil, nil, &stallError{reason: "NameConflict", msg: fmt.Sprintf("Deployment %s exists and is not splitter's: rename it", d.Name)}
 			}
 			colors[c] = d
 		}
 		o.Colors[c] = colorState(colors[c])
 	}
+	if in, ok := router.(mesh.Inspector); ok {
+		routing, err := in.Inspect(ctx, t)
+		if err != nil {
+			return o, nil, nil, err
+		}
+		o.Routed = routing.Weights
+		return o, colors, routing, nil
+	}
 	routed, err := router.Observe(ctx, t)
 	if err != nil {
-		return o, nil, err
+		return o, nil, nil, err
 	}
 	o.Routed = routed
-	return o, colors, nil
+	return o, colors, nil, nil
 }
 
 // applyColors converges the color Deployments to the desired specs,
@@ -506,8 +541,9 @@ func (r *SplitReconciler) guard(ctx context.Context, split *splitterv1.Split, us
 		return ctrl.Result{}, false, nil
 	}
 	router := r.router(plan)
-	target := mesh.Target{Namespace: split.Namespace, Service: svc, VirtualService: split.Spec.VirtualService, SubsetLabel: plan.SubsetLabel, Owner: split}
-	obs, _, err := r.observe(ctx, split, user, router, target, r.Now())
+	// Pinned routes stay where they are while stalled.
+	target := routeTarget(split, svc, plan.SubsetLabel, splitterv1.SplitStatus{})
+	obs, _, _, err := r.observe(ctx, split, user, router, target, r.Now())
 	if err != nil {
 		// Not even the colors or the routing can be read: judge on the
 		// counters alone (a lost pod is not seen).
@@ -607,7 +643,7 @@ func (r *SplitReconciler) finalize(ctx context.Context, split *splitterv1.Split,
 	}
 	if user != nil {
 		if svc, err := r.service(ctx, split, user, subsetLabel); err == nil {
-			target := mesh.Target{Namespace: split.Namespace, Service: svc, VirtualService: split.Spec.VirtualService, SubsetLabel: subsetLabel, Owner: split}
+			target := routeTarget(split, svc, subsetLabel, splitterv1.SplitStatus{})
 			if waiting := r.userRouteStillOnColors(ctx, split); waiting != "" {
 				// Deleting the colors now would leave the user's route
 				// pointing at subsets with no pods: wait for the user.
@@ -696,8 +732,10 @@ func (r *SplitReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Watches(&networkingv1.VirtualService{}, handler.EnqueueRequestsFromMapFunc(r.splitsInNamespace(func(s *splitterv1.Split, name string) bool {
 			return s.Spec.VirtualService == name || s.Spec.VirtualService == "" && s.Status.Phase != ""
 		}))).
-		Watches(&networkingv1.DestinationRule{}, handler.EnqueueRequestsFromMapFunc(r.splitsInNamespace(func(s *splitterv1.Split, _ string) bool {
-			return s.Status.Phase != ""
+		// Any Split in the namespace: a DestinationRule counts by its host,
+		// whatever its name, and fixing one may un-stall an opt-in.
+		Watches(&networkingv1.DestinationRule{}, handler.EnqueueRequestsFromMapFunc(r.splitsInNamespace(func(*splitterv1.Split, string) bool {
+			return true
 		}))).
 		Complete(r)
 }

@@ -64,18 +64,30 @@ func route(dests ...*networkingapi.HTTPRouteDestination) *networkingapi.HTTPRout
 	return &networkingapi.HTTPRoute{Route: dests}
 }
 
-func TestFindWeights(t *testing.T) {
+func named(name string, r *networkingapi.HTTPRoute) *networkingapi.HTTPRoute {
+	r.Name = name
+	return r
+}
+
+func TestFindRoutes(t *testing.T) {
+	pinned := func(route string, c splitterv1.Color) splitterv1.PinnedRoute {
+		return splitterv1.PinnedRoute{Route: route, Color: c}
+	}
 	for _, tc := range []struct {
-		name      string
-		vs        *networkingv1.VirtualService
-		want      []weightRef
-		wantField string // non-empty: a *ConfigError with this Field
-		wantMsg   string // substring of the error message
+		name        string
+		vs          *networkingv1.VirtualService
+		names       []string // splitter.dev/routes
+		want        []weightRef
+		wantManaged []int
+		wantPinned  []splitterv1.PinnedRoute
+		wantField   string // non-empty: a *ConfigError with this Field
+		wantMsg     string // substring of the error message
 	}{
 		{
-			name: "one route blue/green",
-			vs:   vsWith(route(dest("checkout", "blue", 90), dest("checkout", "green", 10))),
-			want: []weightRef{{0, 0, splitterv1.Blue}, {0, 1, splitterv1.Green}},
+			name:        "one route blue/green",
+			vs:          vsWith(route(dest("checkout", "blue", 90), dest("checkout", "green", 10))),
+			want:        []weightRef{{0, 0, splitterv1.Blue}, {0, 1, splitterv1.Green}},
+			wantManaged: []int{0},
 		},
 		{
 			name: "two routes to the service and one to another host",
@@ -88,6 +100,7 @@ func TestFindWeights(t *testing.T) {
 				{0, 0, splitterv1.Blue}, {0, 1, splitterv1.Green},
 				{1, 0, splitterv1.Green}, {1, 1, splitterv1.Blue},
 			},
+			wantManaged: []int{0, 1},
 		},
 		{
 			name: "other-host route first, service route second",
@@ -95,7 +108,8 @@ func TestFindWeights(t *testing.T) {
 				route(dest("cart", "", 100)),
 				route(dest("checkout", "blue", 0), dest("checkout", "green", 100)),
 			),
-			want: []weightRef{{1, 0, splitterv1.Blue}, {1, 1, splitterv1.Green}},
+			want:        []weightRef{{1, 0, splitterv1.Blue}, {1, 1, splitterv1.Green}},
+			wantManaged: []int{1},
 		},
 		{
 			name: "nil routes and destinations are skipped",
@@ -103,50 +117,65 @@ func TestFindWeights(t *testing.T) {
 				nil,
 				route(dest("checkout", "blue", 100), dest("checkout", "green", 0)),
 			),
-			want: []weightRef{{1, 0, splitterv1.Blue}, {1, 1, splitterv1.Green}},
+			want:        []weightRef{{1, 0, splitterv1.Blue}, {1, 1, splitterv1.Green}},
+			wantManaged: []int{1},
 		},
 		{
-			name:      "single destination to the service",
-			vs:        vsWith(route(dest("checkout", "blue", 100))),
+			// Issue 8, 3b: a debug header route pinned to blue beside the
+			// weighted route stalled the opt-in. It is the user's: left alone.
+			name: "a header route pinned to blue beside the weighted route",
+			vs: vsWith(
+				named("debug", route(dest("checkout", "blue", 100))),
+				named("primary", route(dest("checkout", "blue", 90), dest("checkout", "green", 10))),
+			),
+			want:        []weightRef{{1, 0, splitterv1.Blue}, {1, 1, splitterv1.Green}},
+			wantManaged: []int{1},
+			wantPinned:  []splitterv1.PinnedRoute{pinned("http[0] (name: debug)", splitterv1.Blue)},
+		},
+		{
+			name: "pinned to green after the managed route, and the same color twice",
+			vs: vsWith(
+				route(dest("checkout", "blue", 100), dest("checkout", "green", 0)),
+				route(dest("checkout", "green", 100)),
+				route(dest("checkout", "blue", 50), dest("checkout.shop", "blue", 50)),
+			),
+			want:        []weightRef{{0, 0, splitterv1.Blue}, {0, 1, splitterv1.Green}},
+			wantManaged: []int{0},
+			wantPinned:  []splitterv1.PinnedRoute{pinned("http[1]", splitterv1.Green), pinned("http[2]", splitterv1.Blue)},
+		},
+		{
+			name: "routes to another subset, no subset, or another host are left alone",
+			vs: vsWith(
+				route(dest("checkout", "canary", 100)),
+				route(dest("checkout", "", 100)),
+				route(dest("checkout", "blue", 50), dest("checkout", "green", 50)),
+				route(dest("checkout.other.svc.cluster.local", "blue", 100)),
+			),
+			want:        []weightRef{{2, 0, splitterv1.Blue}, {2, 1, splitterv1.Green}},
+			wantManaged: []int{2},
+		},
+		{
+			name:      "only a route pinned to one color",
+			vs:        vsWith(named("debug", route(dest("checkout", "blue", 100)))),
+			wantField: "spec.http",
+			wantMsg:   "routes to one color only (http[0] (name: debug) -> blue) are left alone",
+		},
+		{
+			name:      "both colors and the same color again",
+			vs:        vsWith(route(dest("checkout", "blue", 50), dest("checkout", "green", 25), dest("checkout", "blue", 25))),
 			wantField: "spec.http[0].route",
 			wantMsg:   "exactly two destinations",
 		},
 		{
-			name: "single destination in the second route",
-			vs: vsWith(
-				route(dest("checkout", "blue", 100), dest("checkout", "green", 0)),
-				route(dest("checkout", "green", 100)),
-			),
-			wantField: "spec.http[1].route",
-		},
-		{
-			name:      "same color twice",
-			vs:        vsWith(route(dest("checkout", "blue", 50), dest("checkout", "blue", 50))),
-			wantField: "spec.http[0].route",
-		},
-		{
 			name:      "blue/green plus a third destination on another host",
-			vs:        vsWith(route(dest("checkout", "blue", 80), dest("checkout", "green", 10), dest("cart", "", 10))),
+			vs:        vsWith(named("main", route(dest("checkout", "blue", 80), dest("checkout", "green", 10), dest("cart", "", 10)))),
 			wantField: "spec.http[0].route",
+			wantMsg:   "route http[0] (name: main) carries both color subsets",
 		},
 		{
-			name:      "subset canary",
-			vs:        vsWith(route(dest("checkout", "blue", 90), dest("checkout", "canary", 10))),
-			wantField: "spec.http[0].route[1].destination.subset",
-			wantMsg:   `subset "canary"`,
-		},
-		{
-			name: "subset canary in a later route",
-			vs: vsWith(
-				route(dest("cart", "", 100)),
-				route(dest("checkout", "canary", 100)),
-			),
-			wantField: "spec.http[1].route[0].destination.subset",
-		},
-		{
-			name:      "no subset on the service destination",
-			vs:        vsWith(route(dest("checkout", "", 100))),
-			wantField: "spec.http[0].route[0].destination.subset",
+			name:      "blue/green plus another subset",
+			vs:        vsWith(route(dest("checkout", "blue", 80), dest("checkout", "green", 10), dest("checkout", "canary", 10))),
+			wantField: "spec.http[0].route",
 		},
 		{
 			name:      "no route to the service",
@@ -164,27 +193,87 @@ func TestFindWeights(t *testing.T) {
 			vs:        vsWith(route(dest("checkout.other.svc.cluster.local", "blue", 50), dest("checkout.other", "green", 50))),
 			wantField: "spec.http",
 		},
+		{
+			name: "named routes: exactly those, others with both colors left alone",
+			vs: vsWith(
+				named("mirror-test", route(dest("checkout", "blue", 50), dest("checkout", "green", 40), dest("cart", "", 10))),
+				named("primary", route(dest("checkout", "blue", 90), dest("checkout", "green", 10))),
+				named("debug", route(dest("checkout", "green", 100))),
+				named("secondary", route(dest("checkout", "green", 10), dest("checkout", "blue", 90))),
+			),
+			names:       []string{"primary", "secondary"},
+			want:        []weightRef{{1, 0, splitterv1.Blue}, {1, 1, splitterv1.Green}, {3, 0, splitterv1.Green}, {3, 1, splitterv1.Blue}},
+			wantManaged: []int{1, 3},
+			wantPinned:  []splitterv1.PinnedRoute{pinned("http[2] (name: debug)", splitterv1.Green)},
+		},
+		{
+			name:      "a named route that does not exist",
+			vs:        vsWith(named("primary", route(dest("checkout", "blue", 90), dest("checkout", "green", 10)))),
+			names:     []string{"primary", "typo"},
+			wantField: "spec.http",
+			wantMsg:   `no HTTP route named "typo" (named by the splitter.dev/routes annotation`,
+		},
+		{
+			name:      "a named route pinned to one color",
+			vs:        vsWith(named("debug", route(dest("checkout", "blue", 100)))),
+			names:     []string{"debug"},
+			wantField: "spec.http[0].route",
+			wantMsg:   "is named by the splitter.dev/routes annotation",
+		},
+		{
+			name: "hosts without the service, bound to the mesh",
+			vs: func() *networkingv1.VirtualService {
+				vs := vsWith(route(dest("checkout", "blue", 100), dest("checkout", "green", 0)))
+				vs.Spec.Hosts = []string{"cart"}
+				return vs
+			}(),
+			wantField: "spec.hosts",
+			wantMsg:   "add checkout to spec.hosts",
+		},
+		{
+			name: "hosts without the service, bound to a gateway only: edge routing",
+			vs: func() *networkingv1.VirtualService {
+				vs := vsWith(route(dest("checkout", "blue", 100), dest("checkout", "green", 0)))
+				vs.Spec.Hosts, vs.Spec.Gateways = []string{"shop.example.com"}, []string{"shop/public"}
+				return vs
+			}(),
+			want:        []weightRef{{0, 0, splitterv1.Blue}, {0, 1, splitterv1.Green}},
+			wantManaged: []int{0},
+		},
+		{
+			name: "a wildcard host covers the service",
+			vs: func() *networkingv1.VirtualService {
+				vs := vsWith(route(dest("checkout", "blue", 100), dest("checkout", "green", 0)))
+				vs.Spec.Hosts = []string{"*.shop.svc.cluster.local"}
+				return vs
+			}(),
+			want:        []weightRef{{0, 0, splitterv1.Blue}, {0, 1, splitterv1.Green}},
+			wantManaged: []int{0},
+		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			refs, err := findWeights(tc.vs, "checkout")
+			rt, err := findRoutes(tc.vs, "checkout", tc.names)
 			if tc.wantField == "" {
 				if err != nil {
 					t.Fatalf("error %v", err)
 				}
-				if !reflect.DeepEqual(refs, tc.want) {
-					t.Fatalf("refs %+v, want %+v", refs, tc.want)
+				if !reflect.DeepEqual(rt.weights, tc.want) || !reflect.DeepEqual(rt.managed, tc.wantManaged) {
+					t.Fatalf("weights %+v managed %v, want %+v %v", rt.weights, rt.managed, tc.want, tc.wantManaged)
+				}
+				if got := pinnedRoutes(tc.vs, rt.pins); !reflect.DeepEqual(got, tc.wantPinned) {
+					t.Errorf("pinned %+v, want %+v", got, tc.wantPinned)
 				}
 				return
 			}
-			if refs != nil {
-				t.Errorf("refs %+v alongside an error", refs)
+			if rt != nil {
+				t.Errorf("routes %+v alongside an error", rt)
 			}
 			var ce *ConfigError
 			if !errors.As(err, &ce) {
 				t.Fatalf("error %v (%T), want a *ConfigError", err, err)
 			}
 			if ce.Field != tc.wantField {
-				t.Errorf("Field %q, want %q", ce.Field, tc.wantField)
+				t.Errorf("Field %q, want %q (%v)", ce.Field, tc.wantField, err)
 			}
 			if ce.Object != "VirtualService/checkout-vs" {
 				t.Errorf("Object %q, want VirtualService/checkout-vs", ce.Object)

@@ -2,8 +2,10 @@
 // moves traffic with VirtualService weights between DestinationRule subsets;
 // the service-selector router switches a Service's selector between the
 // colors in one patch. Neither ever rewrites an object it does not own: on a
-// user's VirtualService only the weights change, by JSON patch with a
-// resourceVersion precondition. A router made by NewIstio or
+// user's VirtualService only the weights of the managed routes change (and,
+// under splitter.dev/pinned-routes: follow-live, the subset of routes
+// pinned to one color), by JSON patch with a resourceVersion precondition;
+// which routes are managed is findRoutes' rule (istio.go). A router made by NewIstio or
 // NewServiceSelector remembers its last write per object, so a pass that
 // reads from a cache that has not seen that write yet neither reports the
 // old weights nor sends the write again (lastwrite.go); a write that loses a
@@ -29,6 +31,15 @@ type Target struct {
 	VirtualService string
 	// SubsetLabel is the pod label whose value is the color.
 	SubsetLabel string
+	// Routes names the HTTP routes of the VirtualService whose weights
+	// splitter manages (splitter.dev/routes); empty: every route that
+	// carries both color subsets of the Service.
+	Routes []string
+	// Follow is the color that routes pinned to one color are moved to
+	// when weights are written (splitter.dev/pinned-routes: follow-live,
+	// see PinColors); "" leaves pinned routes alone. Routes pinned to Keep
+	// stay where they are.
+	Follow, Keep splitterv1.Color
 	// Owner is the Split that owns the objects the router creates.
 	Owner metav1.Object
 }
@@ -48,6 +59,15 @@ type Router interface {
 	// are deleted, a user's are left with the live color at 100%.
 	Release(ctx context.Context, t Target) error
 }
+
+// Inspector is a Router that can also say which routes it manages.
+type Inspector interface {
+	// Inspect is Observe with the routes: which are managed, which are
+	// pinned to one color. Routing.Weights is what Observe returns.
+	Inspect(ctx context.Context, t Target) (*Routing, error)
+}
+
+var _ Inspector = Istio{}
 
 // ConfigError is a problem with the user's objects that no retry fixes:
 // the controller reports it as Stalled with the field path.
