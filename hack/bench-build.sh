@@ -33,4 +33,5 @@ build kube-apiserver+controller-manager+scheduler kube k8s.io/kubernetes k8s.io/
   k8s.io/kubernetes/cmd/kube-controller-manager k8s.io/kubernetes/cmd/kube-scheduler -- -ldflags "-s -w"
 build kwok kwok sigs.k8s.io/kwok sigs.k8s.io/kwok/cmd/kwok -- -ldflags "-s -w"
 build controller-gen controller-gen sigs.k8s.io/controller-tools sigs.k8s.io/controller-tools/cmd/controller-gen -- -ldflags "-s -w"
+build prometheus prometheus github.com/prometheus/prometheus github.com/prometheus/prometheus/cmd/prometheus -- -tags remove_all_sd -ldflags "-s -w"
 printf '  %-32s %5ss (cold, sequential)\n' "all tools" "$(( $(date +%s) - total_start ))"
