@@ -117,17 +117,12 @@ test: lint tools prometheus build ## Run every test: unit, generated-file freshn
 # then fuzzes each for FUZZ_BRIEF when it runs every package (FUZZ_BRIEF=
 # skips), make fuzz for FUZZTIME. A failing input is written to the
 # package's testdata/fuzz (commit it with the fix); the rest of the corpus
-# stays in GOCACHE. Minimizing a new input is capped at 5s (default 60s,
-# which stalls short runs).
+# stays in GOCACHE. See hack/fuzz.sh.
 FUZZ_TARGETS := ./internal/policy:FuzzDecodePolicy ./internal/analysis:FuzzRender ./internal/analysis:FuzzWindow \
 	./internal/analysis:FuzzLatencyQuery ./internal/analysis:FuzzAvailabilityQueries
 FUZZTIME ?= 60s
 FUZZ_BRIEF ?= $(if $(filter ./...,$(TEST_PKGS)),10s,)
-define fuzz_each
-	@if [ -n "$(1)" ]; then for t in $(FUZZ_TARGETS); do \
-	  echo ">> fuzz $${t##*:} ($${t%%:*}) for $(1)"; \
-	  $(GO) test -run '^$$' -fuzz "^$${t##*:}\$$" -fuzztime $(1) -fuzzminimizetime 5s $${t%%:*}; done; fi
-endef
+fuzz_each = $(if $(1),GO=$(GO) hack/fuzz.sh $(1) $(FUZZ_TARGETS))
 
 .PHONY: fuzz
 fuzz: ## Run each fuzz target for FUZZTIME (default 60s) and print its execs.
