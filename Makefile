@@ -141,6 +141,16 @@ BENCH_E2E ?= .
 bench-e2e: tools prometheus build ## Only the end-to-end benchmarks (BENCH_E2E=regexp selects some).
 	SPLITTER_BIN=$(BIN)/splitter $(GO) test -run '^$$' -bench '$(BENCH_E2E)' -benchtime 1x -count 1 -timeout 60m ./test/e2e
 
+# make chaos: releases run while the controller, the API server, etcd and
+# Prometheus fail (test/chaos). make test runs a short version of it.
+CHAOS_RELEASES ?= 100
+CHAOS_LANES ?= 10
+CHAOS_SEED ?= 1
+.PHONY: chaos
+chaos: tools prometheus build ## Long chaos run: CHAOS_RELEASES releases in CHAOS_LANES namespaces under seeded faults (CHAOS_SEED); prints the figures.
+	SPLITTER_BIN=$(BIN)/splitter CHAOS_RELEASES=$(CHAOS_RELEASES) CHAOS_LANES=$(CHAOS_LANES) CHAOS_SEED=$(CHAOS_SEED) \
+	  $(GO) test -count=1 -timeout 90m -v -run 'TestChaos|TestLeaderFailover' ./test/chaos
+
 ##@ Test bed
 
 .PHONY: testbed-up

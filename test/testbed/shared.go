@@ -25,9 +25,15 @@ var shared *TestBed
 // RunShared is a TestMain body: it starts one test bed for the package's
 // tests, runs them and tears the bed down, also on SIGINT/SIGTERM. Tests
 // reach the bed through Shared.
-func RunShared(m *testing.M) int {
+func RunShared(m *testing.M) int { return RunSharedWith(m, nil) }
+
+// RunSharedWith is RunShared with the configuration changed by edit.
+func RunSharedWith(m *testing.M, edit func(*Config)) int {
 	ctrllog.SetLogger(logr.Discard()) // the clients' own logs are noise in test output
 	cfg, err := ConfigFromEnv()
+	if err == nil && edit != nil {
+		edit(&cfg)
+	}
 	if err != nil {
 		if os.Getenv(RequireEnv) == "1" {
 			fmt.Fprintln(os.Stderr, err)

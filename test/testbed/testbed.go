@@ -51,6 +51,9 @@ type Config struct {
 	// ConfigFromEnv reads TESTBED_PROMETHEUS_LEGACY.
 	PrometheusLegacy string
 
+	// APIServerArgs are more kube-apiserver flags, e.g. --watch-cache=false.
+	APIServerArgs []string
+
 	// StateDir holds data, certificates, logs and the kubeconfig. It is
 	// created if missing and never removed by Stop (logs stay for a look).
 	StateDir string
@@ -282,6 +285,7 @@ func Start(ctx context.Context, cfg Config) (_ *TestBed, err error) {
 		// The advertised address is loopback, which the endpoint reconciler refuses.
 		"--endpoint-reconciler-type=none",
 	}
+	apiArgs = append(apiArgs, cfg.APIServerArgs...)
 	if cfg.Audit {
 		dir := filepath.Join(cfg.StateDir, "audit")
 		args, err := auditArgs(dir)
