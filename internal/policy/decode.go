@@ -16,8 +16,10 @@ import (
 // path for an unknown field or for an UnmarshalJSON method's error (a
 // Duration such as "1x"), and names a type error's field by its Go
 // struct, without list indexes (FuzzDecodePolicy asserts every error
-// has a path). A document that is not YAML keeps its error, which names
-// a line; one that is not a mapping fails as a whole (no path).
+// has a path). A document that is not YAML keeps its error (with a line
+// when the YAML parser gives one); one that is not a mapping fails as a
+// whole (no path). Finding the path decodes the document once per key
+// along it, only when the first decode failed.
 func decode(raw []byte, v any, unmarshal func([]byte, any) error) error {
 	err := unmarshal(raw, v)
 	if err == nil {
