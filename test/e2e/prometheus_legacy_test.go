@@ -18,9 +18,9 @@ import (
 // The verdicts on both Prometheus versions users run. The shared test bed
 // runs the default (3.x, built from its module); this test starts a second
 // test bed on TESTBED_PROMETHEUS_LEGACY (Debian's 2.42) and runs the
-// verdict tests' bodies on it side by side: 3.x normalises `le` on
-// ingestion and left-opened range selectors, and a verdict must not depend
-// on either.
+// verdict tests' bodies on it side by side (about 40 s of the package's
+// time): 3.x normalises `le` on ingestion and left-opened range selectors,
+// and a verdict must not depend on either.
 func TestVerdictsOnLegacyPrometheus(t *testing.T) {
 	t.Parallel()
 	shared := testbed.Shared(t) // skips, or fails under make test, without the tools
@@ -76,6 +76,7 @@ func TestVerdictsOnLegacyPrometheus(t *testing.T) {
 		faultRelease(t, tb, "slow", map[string]string{meshsim.LatencyAnnotation: "400"}, "latency-p99")
 	})
 	t.Run("HealthyReleasePromoted", func(t *testing.T) { t.Parallel(); healthyReleasePromoted(t, tb) })
+	t.Run("LowTrafficPausesInsteadOfPromoting", func(t *testing.T) { t.Parallel(); lowTrafficPauses(t, tb) })
 }
 
 // TestLatencySLOFaultSnapsBack: the latency SLO is read from the
