@@ -146,10 +146,11 @@ bench-e2e: tools prometheus build ## Only the end-to-end benchmarks (BENCH_E2E=r
 CHAOS_RELEASES ?= 100
 CHAOS_LANES ?= 10
 CHAOS_SEED ?= 1
+CHAOS_TESTS ?= .
 .PHONY: chaos
 chaos: tools prometheus build ## Long chaos run: CHAOS_RELEASES releases in CHAOS_LANES namespaces under seeded faults (CHAOS_SEED); prints the figures.
 	SPLITTER_BIN=$(BIN)/splitter CHAOS_RELEASES=$(CHAOS_RELEASES) CHAOS_LANES=$(CHAOS_LANES) CHAOS_SEED=$(CHAOS_SEED) \
-	  $(GO) test -count=1 -timeout 90m -v -run 'TestChaos|TestLeaderFailover' ./test/chaos
+	  $(GO) test -count=1 -timeout 90m -v -run '$(CHAOS_TESTS)' ./test/chaos
 
 ##@ Test bed
 

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
+	"net/http"
 	"os"
 	"sort"
 	"strconv"
@@ -146,6 +147,9 @@ func TestChaos(t *testing.T) {
 		injectFaults(ctx, t, tb, replicas, faults, faultSeed)
 	}()
 
+	// What Prometheus says of its scrapes, for the report.
+	scrapeErrs := watchScrapes(ctx, tb.PrometheusURL)
+
 	// Each lane releases its share, one after another.
 	t0 := time.Now()
 	var wg sync.WaitGroup
@@ -212,6 +216,9 @@ func TestChaos(t *testing.T) {
 	}
 	report = append(report, fmt.Sprintf("  violations %d, stuck %d, healthy rolled back %d, gross promoted %d, slow promoted %d",
 		len(v.violations), stuck, outcomes[kindHealthy][splitterv1.OutcomeRolledBack], outcomes[kindGross][splitterv1.OutcomePromoted], outcomes[kindSlow][splitterv1.OutcomePromoted]))
+	for _, e := range scrapeErrs() {
+		report = append(report, "  scrape error: "+e)
+	}
 	for _, line := range report {
 		t.Log(line)
 		fmt.Println(line) // make chaos prints the figures
@@ -427,5 +434,54 @@ func hang(t *testing.T, tb *testbed.TestBed, name string, d time.Duration) {
 	time.Sleep(d)
 	if err := tb.SignalProcess(name, syscall.SIGCONT); err != nil {
 		t.Errorf("continuing %s: %v", name, err)
+	}
+}
+
+// watchScrapes polls Prometheus' targets every second until ctx ends; the
+// function it returns lists each distinct scrape error with when it was
+// first and last seen.
+func watchScrapes(ctx context.Context, base string) func() []string {
+	var mu sync.Mutex
+	type seen struct{ first, last time.Time }
+	errs := map[string]*seen{}
+	go func() {
+		c := http.Client{Timeout: 2 * time.Second}
+		for ctx.Err() == nil {
+			time.Sleep(time.Second)
+			resp, err := c.Get(base + "/api/v1/targets")
+			if err != nil {
+				continue
+			}
+			var out struct {
+				Data struct {
+					ActiveTargets []struct {
+						LastError string `json:"lastError"`
+					} `json:"activeTargets"`
+				} `json:"data"`
+			}
+			_ = json.NewDecoder(resp.Body).Decode(&out)
+			resp.Body.Close()
+			mu.Lock()
+			for _, t := range out.Data.ActiveTargets {
+				if t.LastError == "" {
+					continue
+				}
+				if errs[t.LastError] == nil {
+					errs[t.LastError] = &seen{first: time.Now()}
+				}
+				errs[t.LastError].last = time.Now()
+			}
+			mu.Unlock()
+		}
+	}()
+	return func() []string {
+		mu.Lock()
+		defer mu.Unlock()
+		var out []string
+		for e, s := range errs {
+			out = append(out, fmt.Sprintf("%s (%s to %s)", e, s.first.Format("15:04:05"), s.last.Format("15:04:05")))
+		}
+		sort.Strings(out)
+		return out
 	}
 }
