@@ -18,8 +18,8 @@ import (
 // struct, without list indexes (FuzzDecodePolicy asserts every error
 // has a path). A document that is not YAML keeps its error (with a line
 // when the YAML parser gives one); one that is not a mapping fails as a
-// whole (no path). Finding the path decodes the document once per key
-// along it, only when the first decode failed.
+// whole (no path). Finding the path, only after a failure, decodes one
+// pruned document per sibling of each value along it.
 func decode(raw []byte, v any, unmarshal func([]byte, any) error) error {
 	err := unmarshal(raw, v)
 	if err == nil {
