@@ -37,38 +37,70 @@ func (l *faultLog) add(kind string, start, end time.Time, takeover time.Duration
 	l.faults = append(l.faults, fault{kind: kind, start: start, end: end, takeover: takeover})
 }
 
-// cost is how much a fault may delay a release, beyond its own length:
-// the Lease a leader that exits leaves behind, and for Prometheus a step
-// whose read at its end failed (retried for one stepDuration) or whose
-// extension the outage spent.
-func (l *faultLog) cost(f fault) time.Duration {
+// tail is how long a fault's effects outlast it: for the leader's death,
+// an API server restart or etcd hanging, a Lease (a leader that cannot
+// renew exits and is replaced) and a start; for Prometheus, a step whose
+// read at its end failed (retried for one stepDuration) or whose
+// extension the outage spent. A standby replica's death costs nothing.
+func (l *faultLog) tail(f fault) time.Duration {
 	switch f.kind {
 	case faultReplicaKill:
 		return 0
 	case faultPrometheus:
-		return f.end.Sub(f.start) + 2*l.step
-	default: // the leader dies, or cannot renew and exits: a lease and a start
-		return f.end.Sub(f.start) + l.lease + 5*time.Second
+		return 2 * l.step
+	default:
+		return l.lease + 5*time.Second
 	}
 }
 
-// allowance is the extra time the faults in [from, to] may cost a
-// release, and half a minute for a loaded machine.
-func (l *faultLog) allowance(from, to time.Time) time.Duration {
+// faulted measures how much of [from, to] the faults and their tails
+// covered (the union of their windows, so overlapping faults count once),
+// with half a minute for a loaded machine. A release's time outside them
+// must stay within its policy's bound.
+func (l *faultLog) faulted(from, to time.Time) time.Duration {
 	l.mu.Lock()
-	defer l.mu.Unlock()
-	total := 30 * time.Second
+	var spans [][2]time.Time
 	for _, f := range l.faults {
-		if f.end.After(from) && f.start.Before(to) {
-			total += l.cost(f)
+		if t := l.tail(f); t > 0 || f.end.After(f.start) {
+			spans = append(spans, [2]time.Time{f.start, f.end.Add(t)})
+		}
+	}
+	l.mu.Unlock()
+	return 30*time.Second + covered(spans, from, to)
+}
+
+// covered is the length of the union of spans within [from, to].
+func covered(spans [][2]time.Time, from, to time.Time) time.Duration {
+	slices.SortFunc(spans, func(a, b [2]time.Time) int { return a[0].Compare(b[0]) })
+	var total time.Duration
+	cur := from
+	for _, s := range spans {
+		start, end := maxTime(s[0], cur), minTime(s[1], to)
+		if end.After(start) {
+			total += end.Sub(start)
+			cur = end
 		}
 	}
 	return total
 }
 
-// allowanceCap bounds how long a lane waits for one release: generous,
-// the observer applies the real bound.
-func (l *faultLog) allowanceCap() time.Duration { return 10 * time.Minute }
+func maxTime(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
+}
+
+func minTime(a, b time.Time) time.Time {
+	if a.Before(b) {
+		return a
+	}
+	return b
+}
+
+// waitCap bounds how long a lane waits for one release: generous, the
+// observer applies the real bound.
+func (l *faultLog) waitCap() time.Duration { return 10 * time.Minute }
 
 func (l *faultLog) total() int {
 	l.mu.Lock()

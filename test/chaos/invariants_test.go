@@ -6,6 +6,7 @@ import (
 	"strings"
 	"time"
 
+	networkingapi "istio.io/api/networking/v1alpha3"
 	networkingv1 "istio.io/client-go/pkg/apis/networking/v1"
 	appsv1 "k8s.io/api/apps/v1"
 
@@ -17,11 +18,11 @@ import (
 // <workload>-blue and <workload>-green), how long a release may take, and
 // when faults were injected.
 type runFacts struct {
-	workload  string                                 // every lane's Deployment and Split are named so
-	lanes     map[string]bool                        // the namespaces the releases run in
-	bound     time.Duration                          // the longest a release may take without faults (from its policy)
-	allowance func(from, to time.Time) time.Duration // extra time the faults in [from, to] may cost
-	kinds     map[string]string                      // image -> candidate kind (healthy, gross, slow)
+	workload string                                 // every lane's Deployment and Split are named so
+	lanes    map[string]bool                        // the namespaces the releases run in
+	bound    time.Duration                          // the longest a release may take without faults (from its policy)
+	faulted  func(from, to time.Time) time.Duration // how much of [from, to] faults and their after-effects took
+	kinds    map[string]string                      // image -> candidate kind (healthy, gross, slow)
 }
 
 // releaseSeen is one release as the observer saw it.
@@ -99,18 +100,23 @@ func check(changes []change, f runFacts, end time.Time) verdict {
 			if rev := o.Spec.Template.Annotations[splitterv1.RevisionAnnotation]; rev != "" && len(o.Spec.Template.Spec.Containers) > 0 {
 				images[ns+"/"+rev] = o.Spec.Template.Spec.Containers[0].Image
 			}
+			for _, color := range []splitterv1.Color{splitterv1.Blue, splitterv1.Green} {
+				if o.Name != f.workload+"-"+string(color) {
+					continue
+				}
+				w := maxWeight(l.vs, color)
+				switch {
+				case w > 0 && c.deleted:
+					v.violate(c, "deleted while %s has weight %d", color, w)
+				case w > 0 && o.Spec.Replicas != nil && *o.Spec.Replicas == 0:
+					v.violate(c, "scaled to zero while %s has weight %d", color, w)
+				}
+			}
 			if c.deleted {
 				delete(l.deps, o.Name)
 				continue
 			}
 			l.deps[o.Name] = o
-			for _, color := range []splitterv1.Color{splitterv1.Blue, splitterv1.Green} {
-				if o.Name == f.workload+"-"+string(color) && o.Spec.Replicas != nil && *o.Spec.Replicas == 0 {
-					if w := weightOf(l.vs, color); w > 0 {
-						v.violate(c, "scaled to zero while %s has weight %d", color, w)
-					}
-				}
-			}
 		case *networkingv1.VirtualService:
 			if c.deleted {
 				l.vs = nil
@@ -120,17 +126,18 @@ func check(changes []change, f runFacts, end time.Time) verdict {
 			l.vs = o
 			v.checkRoutes(c, o, l)
 			for _, color := range []splitterv1.Color{splitterv1.Blue, splitterv1.Green} {
-				before, now := weightOf(prev, color), weightOf(o, color)
-				if now != before {
+				route, before, now, rose := weightRise(prev, o, color)
+				if maxWeight(prev, color) != maxWeight(o, color) {
 					v.transitions++
 				}
-				if now > before {
-					if d := l.deps[f.workload+"-"+string(color)]; d == nil || d.Status.ReadyReplicas == 0 {
-						v.violate(c, "%s's weight rose %d -> %d while its Deployment has no Ready pod", color, before, now)
-					}
+				if !rose {
+					continue
 				}
-				if r := l.current; r != nil && r.failed && color == r.color && now > before {
-					v.violate(c, "candidate %s's weight rose %d -> %d after a Fail verdict for revision %s", color, before, now, r.revision)
+				if d := l.deps[f.workload+"-"+string(color)]; !serving(d) {
+					v.violate(c, "http[%d]: %s's weight rose %d -> %d while its Deployment has no Ready pod of its current template", route, color, before, now)
+				}
+				if r := l.current; r != nil && r.failed && color == r.color {
+					v.violate(c, "http[%d]: candidate %s's weight rose %d -> %d after a Fail verdict for revision %s", route, color, before, now, r.revision)
 				}
 			}
 		case *splitterv1.Split:
@@ -151,18 +158,23 @@ func check(changes []change, f runFacts, end time.Time) verdict {
 					v.releases = append(v.releases, r)
 				}
 				l.current = r
-				if !r.failed && failRecorded(o) {
-					r.failed, r.failWeight = true, weightOf(l.vs, r.color)
-				}
+				r.failed = r.failed || failRecorded(o)
 			}
+			perRev := map[string][]splitterv1.Release{}
 			for _, h := range st.History {
+				perRev[h.Revision] = append(perRev[h.Revision], h)
 				r := byRev[ns+"/"+h.Revision]
 				if r == nil {
 					continue // released before the observer started
 				}
-				r.entries[fmt.Sprintf("%s %s %s", h.StartedAt.UTC().Format(time.RFC3339), h.Outcome, h.Reason)] = true
+				r.entries[entryKey(h)] = true
 				if r.end.IsZero() {
 					r.end, r.outcome, r.reason, r.message, r.last = c.at, h.Outcome, h.Reason, h.Message, o
+				}
+			}
+			for rev, hs := range perRev {
+				if !oneRelease(hs) {
+					v.violate(c, "revision %s is in the history %d times: %v", rev, len(hs), hs)
 				}
 			}
 		}
@@ -170,14 +182,17 @@ func check(changes []change, f runFacts, end time.Time) verdict {
 	for _, r := range v.releases {
 		r.image = images[r.ns+"/"+r.revision]
 		r.kind = f.kinds[r.image]
-		limit := f.bound + f.allowance(r.start, orNow(r.end, end))
+		// The time the release ran free of faults and their after-effects
+		// must stay within its policy's bound.
+		to := orNow(r.end, end)
+		quiet := to.Sub(r.start) - f.faulted(r.start, to)
 		switch {
 		case r.end.IsZero():
-			v.violations = append(v.violations, fmt.Sprintf("%s %s (%s): stuck, not ended after %s (bound %s)", r.ns, r.revision, r.kind, end.Sub(r.start).Round(time.Second), limit.Round(time.Second)))
-		case r.end.Sub(r.start) > limit:
-			v.violations = append(v.violations, fmt.Sprintf("%s %s (%s): ended after %s, over its bound %s", r.ns, r.revision, r.kind, r.end.Sub(r.start).Round(time.Second), limit.Round(time.Second)))
+			v.violations = append(v.violations, fmt.Sprintf("%s %s (%s): stuck, not ended after %s (%s of it free of faults; bound %s)", r.ns, r.revision, r.kind, to.Sub(r.start).Round(time.Second), quiet.Round(time.Second), f.bound))
+		case quiet > f.bound:
+			v.violations = append(v.violations, fmt.Sprintf("%s %s (%s): ended after %s, %s of it free of faults, over its bound %s", r.ns, r.revision, r.kind, to.Sub(r.start).Round(time.Second), quiet.Round(time.Second), f.bound))
 		}
-		if len(r.entries) > 1 {
+		if !oneReleaseKeys(r.entries) {
 			v.violations = append(v.violations, fmt.Sprintf("%s %s: %d different history entries %v", r.ns, r.revision, len(r.entries), keys(r.entries)))
 		}
 		if r.kind == "" {
@@ -226,21 +241,87 @@ func failRecorded(s *splitterv1.Split) bool {
 	return false
 }
 
-func weightOf(vs *networkingv1.VirtualService, c splitterv1.Color) int32 {
-	if vs == nil {
-		return 0
+// weightRise finds a route of after in which color's weight is higher
+// than in the same route of before.
+func weightRise(before, after *networkingv1.VirtualService, color splitterv1.Color) (route int, from, to int32, rose bool) {
+	if after == nil {
+		return 0, 0, 0, false
 	}
-	for _, r := range vs.Spec.Http {
-		for _, d := range r.GetRoute() {
-			if d.GetDestination().GetSubset() == string(c) {
-				if len(r.GetRoute()) == 1 && d.GetWeight() == 0 {
-					return 100
-				}
-				return d.GetWeight()
-			}
+	for i, r := range after.Spec.Http {
+		now := routeWeight(r, color)
+		was := int32(0)
+		if before != nil && i < len(before.Spec.Http) {
+			was = routeWeight(before.Spec.Http[i], color)
+		}
+		if now > was {
+			return i, was, now, true
 		}
 	}
-	return 0
+	return 0, 0, 0, false
+}
+
+// maxWeight is color's highest weight over the routes.
+func maxWeight(vs *networkingv1.VirtualService, color splitterv1.Color) int32 {
+	w := int32(0)
+	if vs != nil {
+		for _, r := range vs.Spec.Http {
+			w = max(w, routeWeight(r, color))
+		}
+	}
+	return w
+}
+
+func routeWeight(r *networkingapi.HTTPRoute, color splitterv1.Color) int32 {
+	w := int32(0)
+	for _, d := range r.GetRoute() {
+		if d.GetDestination().GetSubset() == string(color) {
+			if len(r.GetRoute()) == 1 && d.GetWeight() == 0 {
+				return 100
+			}
+			w += d.GetWeight()
+		}
+	}
+	return w
+}
+
+// serving says whether a color Deployment has Ready pods of its current
+// template, as its controller last reported: status for this generation,
+// replicas wanted, some updated, some Ready.
+func serving(d *appsv1.Deployment) bool {
+	return d != nil && d.Status.ObservedGeneration >= d.Generation && d.Spec.Replicas != nil && *d.Spec.Replicas > 0 &&
+		d.Status.UpdatedReplicas > 0 && d.Status.ReadyReplicas > 0
+}
+
+func entryKey(h splitterv1.Release) string {
+	return fmt.Sprintf("%s %s %s", h.StartedAt.UTC().Format(time.RFC3339), h.Outcome, h.Reason)
+}
+
+// oneRelease says whether a revision's history entries are one release:
+// one entry, or a promotion and the watchdog's snap-back during standby.
+func oneRelease(hs []splitterv1.Release) bool {
+	keys := map[string]bool{}
+	for _, h := range hs {
+		if keys[entryKey(h)] {
+			return false // the same entry twice
+		}
+		keys[entryKey(h)] = true
+	}
+	return oneReleaseKeys(keys)
+}
+
+func oneReleaseKeys(keys map[string]bool) bool {
+	switch len(keys) {
+	case 1:
+		return true
+	case 2:
+		promoted, tripped := false, false
+		for k := range keys {
+			promoted = promoted || strings.HasSuffix(k, " "+string(splitterv1.OutcomePromoted)+" "+string(splitterv1.OutcomePromoted))
+			tripped = tripped || strings.HasSuffix(k, " "+string(splitterv1.OutcomeRolledBack)+" WatchdogTripped")
+		}
+		return promoted && tripped
+	}
+	return false
 }
 
 // shortHost turns a host in the namespace into the Service's short name.

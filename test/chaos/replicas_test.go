@@ -147,6 +147,12 @@ func (rs *replicaSet) stop() {
 		p.Stop(5 * time.Second)
 	}
 	rs.done.Wait()
+	for _, r := range rs.all { // one a supervisor started as it was told to stop
+		r.mu.Lock()
+		p := r.proc
+		r.mu.Unlock()
+		p.Stop(5 * time.Second)
+	}
 	if rs.t.Failed() {
 		for _, r := range rs.all {
 			rs.t.Logf("%s's log: %s", r.user, r.proc.Log())
@@ -223,6 +229,25 @@ func (rs *replicaSet) restarts() int {
 		r.mu.Unlock()
 	}
 	return n
+}
+
+// setRestart turns the supervisors' restarts on or off.
+func (rs *replicaSet) setRestart(on bool) {
+	rs.mu.Lock()
+	rs.restartOff = !on
+	rs.mu.Unlock()
+}
+
+// waitHolder reads the Lease's holder, retrying for a few seconds (the API
+// server may be restarting); "" when it could not.
+func waitHolder(tb *testbed.TestBed) string {
+	for range 20 {
+		if h := leaseHolder(tb); h != "" {
+			return h
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+	return ""
 }
 
 // leaseHolder is the Lease's holder identity ("" when unknown).
