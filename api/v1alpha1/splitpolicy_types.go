@@ -47,6 +47,9 @@ type SplitPolicySpec struct {
 	// StepDuration is how long each step is held before its checks are
 	// evaluated. Default: 1m.
 	// +optional
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:MaxLength=32
+	// +kubebuilder:validation:Pattern=`^(0|([0-9]+([.][0-9]+)?(ns|us|µs|ms|s|m|h))+)$`
 	StepDuration *metav1.Duration `json:"stepDuration,omitempty"`
 
 	// Checks are evaluated at the end of every step; any failure snaps all
@@ -60,11 +63,17 @@ type SplitPolicySpec struct {
 	// Standby is how long the old color is kept running (instant rollback)
 	// after promotion. Default: 10m.
 	// +optional
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:MaxLength=32
+	// +kubebuilder:validation:Pattern=`^(0|([0-9]+([.][0-9]+)?(ns|us|µs|ms|s|m|h))+)$`
 	Standby *metav1.Duration `json:"standby,omitempty"`
 
 	// ProgressDeadline bounds how long the candidate may take to become
 	// Ready before the release is rolled back. Default: 10m.
 	// +optional
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:MaxLength=32
+	// +kubebuilder:validation:Pattern=`^(0|([0-9]+([.][0-9]+)?(ns|us|µs|ms|s|m|h))+)$`
 	ProgressDeadline *metav1.Duration `json:"progressDeadline,omitempty"`
 
 	// Router selects how traffic is moved. Default: istio.
@@ -151,6 +160,9 @@ type SLO struct {
 	// Threshold is the latency above which a request is bad; it must be one
 	// of Istio's histogram bucket boundaries (e.g. 100ms, 250ms, 500ms, 1s).
 	// +optional
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:MaxLength=32
+	// +kubebuilder:validation:Pattern=`^(0|([0-9]+([.][0-9]+)?(ns|us|µs|ms|s|m|h))+)$`
 	Threshold *metav1.Duration `json:"threshold,omitempty"`
 	// GRPCErrorCodes are the grpc-status codes that make a request bad for
 	// availability (gRPC failures arrive as HTTP 200). Default: 2, 4, 8,
