@@ -16,6 +16,7 @@ import (
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
+	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
@@ -204,7 +205,7 @@ func TestChaos(t *testing.T) {
 	report := []string{
 		fmt.Sprintf("chaos: %d releases in %d namespaces in %s (seed %d)", len(v.releases), cfg.lanes, elapsed.Round(time.Second), cfg.seed),
 		fmt.Sprintf("  faults: %d in all: %s", faults.total(), counts),
-		fmt.Sprintf("  takeover after a leader kill: %s", faults.takeovers()),
+		fmt.Sprintf("  takeover after a leader kill: %s; controller restarts %d (killed, or exited on losing the Lease); leader changes %d", faults.takeovers(), replicas.restarts(), leaderChanges(changes)),
 		fmt.Sprintf("  changes observed: %d (%d transitions: weight or phase changes); watch errors %d, gaps %d", len(changes), v.transitions, watchErrs, gaps),
 	}
 	for _, kind := range []string{kindHealthy, kindGross, kindSlow} {
@@ -488,4 +489,20 @@ func watchScrapes(ctx context.Context, base string) func() []string {
 		sort.Strings(out)
 		return out
 	}
+}
+
+// leaderChanges counts the changes of the Lease's holder.
+func leaderChanges(changes []change) int {
+	n, holder := 0, ""
+	for _, c := range changes {
+		l, ok := c.obj.(*coordinationv1.Lease)
+		if !ok || l.Namespace != leaseNamespace || l.Spec.HolderIdentity == nil || *l.Spec.HolderIdentity == holder {
+			continue
+		}
+		if holder != "" {
+			n++
+		}
+		holder = *l.Spec.HolderIdentity
+	}
+	return n
 }
