@@ -98,7 +98,12 @@ func lowTrafficPauses(t *testing.T, tb *testbed.TestBed) {
 			avail = &s.Status.Checks[i]
 		}
 	}
-	if avail == nil || avail.Verdict != splitterv1.VerdictInconclusive || !strings.Contains(avail.Message, "more green requests needed") {
+	// At 1 req/s a color may get a few requests since the step's baseline,
+	// or none at all (a Poisson count of a few): either way the verdict
+	// says the requests are too few.
+	if avail == nil || avail.Verdict != splitterv1.VerdictInconclusive ||
+		!(strings.Contains(avail.Message, "more green requests needed") || strings.Contains(avail.Message, "more blue requests needed") ||
+			strings.Contains(avail.Message, "got no requests since the step's baseline")) {
 		t.Errorf("availability verdict %+v, want Inconclusive saying more requests are needed", avail)
 	}
 	if h := s.Status.History; len(h) > 0 && h[0].Outcome == splitterv1.OutcomePromoted {
