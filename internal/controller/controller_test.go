@@ -1293,6 +1293,11 @@ func TestBadInput(t *testing.T) {
 			}
 		})
 	}
+	// restorePrimary gives the user's VirtualService back its one primary route.
+	restorePrimary := func(t *testing.T, e *env, ns string) {
+		vs := vsWith(ns, "")
+		update(t, e, vs, func() { vs.Object["spec"] = vsWith(ns, primary).Object["spec"] })
+	}
 	for _, tc := range []struct {
 		name string
 		// objs are created before the Deployment, besides the policy.
@@ -1417,10 +1422,7 @@ func TestBadInput(t *testing.T) {
 			},
 			ann:        map[string]string{splitterv1.VirtualServiceAnnotation: "web-routes"},
 			wantReason: "RoutingConflict", wantInMsg: "VirtualService/web-routes spec.http: no HTTP route sends traffic to web with both subsets blue and green",
-			fix: func(t *testing.T, e *env, ns string) {
-				vs := vsWith(ns, "")
-				update(t, e, vs, func() { vs.Object["spec"] = vsWith(ns, primary).Object["spec"] })
-			},
+			fix: restorePrimary,
 		},
 		{
 			name: "the user's VirtualService has a third destination beside blue and green",
@@ -1438,10 +1440,7 @@ func TestBadInput(t *testing.T) {
 			},
 			ann:        map[string]string{splitterv1.VirtualServiceAnnotation: "web-routes"},
 			wantReason: "RoutingConflict", wantInMsg: "VirtualService/web-routes spec.http[0].route: route http[0] (name: main) carries both color subsets",
-			fix: func(t *testing.T, e *env, ns string) {
-				vs := vsWith(ns, "")
-				update(t, e, vs, func() { vs.Object["spec"] = vsWith(ns, primary).Object["spec"] })
-			},
+			fix: restorePrimary,
 		},
 		{
 			name: "the user's DestinationRule for the host, under another name, without the subsets",

@@ -78,16 +78,18 @@ func chaosFromEnv(t *testing.T) chaosConfig {
 	return c
 }
 
-// chaosPolicy: one SLO, three steps long enough for 500 req/s at 1 s
-// scrapes (splitter policy lint --rps 500 --scrape-interval 1s agrees),
-// four extensions for the evidence outages cost, and an Inconclusive that
-// rolls back, so every release ends by itself.
-func chaosPolicy(ns string) *splitterv1.SplitPolicy {
+// chaosPolicy: one SLO, three steps long enough for 500 req/s (splitter
+// policy lint --rps 500 --scrape-interval 1s says 10 s; at slower scrapes
+// four scrape intervals, as a step's evidence starts two scrapes in and
+// the watchdog checkpoints every two), four extensions for the evidence
+// outages cost, and an Inconclusive that rolls back, so every release
+// ends by itself.
+func chaosPolicy(ns string, scrape time.Duration) *splitterv1.SplitPolicy {
 	return &splitterv1.SplitPolicy{
 		ObjectMeta: metav1.ObjectMeta{Name: "chaos", Namespace: ns},
 		Spec: splitterv1.SplitPolicySpec{
 			Steps:            []int32{20, 50, 100},
-			StepDuration:     &metav1.Duration{Duration: 10 * time.Second},
+			StepDuration:     &metav1.Duration{Duration: max(10*time.Second, 4*scrape)},
 			Standby:          &metav1.Duration{Duration: 5 * time.Second},
 			ProgressDeadline: &metav1.Duration{Duration: time.Minute},
 			SLOs:             []splitterv1.SLO{{Name: "availability", Objective: "99"}},
@@ -130,7 +132,7 @@ func TestChaos(t *testing.T) {
 	var lanes []string
 	for i := range cfg.lanes {
 		ns := tb.Namespace(t, fmt.Sprintf("chaos-%d", i))
-		tb.Create(t, chaosPolicy(ns))
+		tb.Create(t, chaosPolicy(ns, tb.ScrapeInterval()))
 		tb.Create(t, appService(ns))
 		tb.Create(t, appDeployment(ns))
 		lanes = append(lanes, ns)
@@ -138,10 +140,10 @@ func TestChaos(t *testing.T) {
 	for _, ns := range lanes {
 		waitSplit(t, tb, ns, 2*time.Minute, func(s *splitterv1.Split) bool { return s.Status.Phase == splitterv1.PhaseIdle })
 	}
-	bound := releaseBound(chaosPolicy(""), tb.ScrapeInterval())
+	bound := releaseBound(chaosPolicy("", tb.ScrapeInterval()), tb.ScrapeInterval())
 
 	// Faults run until the lanes are done.
-	faults := &faultLog{lease: cfg.lease, step: chaosPolicy("").Spec.StepDuration.Duration}
+	faults := &faultLog{lease: cfg.lease, step: chaosPolicy("", tb.ScrapeInterval()).Spec.StepDuration.Duration}
 	ctx, stopFaults := context.WithCancel(context.Background())
 	faultsDone := make(chan struct{})
 	faultSeed := rng.Uint64()
@@ -392,14 +394,14 @@ func injectFaults(ctx context.Context, t *testing.T, tb *testbed.TestBed, rs *re
 					go func() {
 						defer wg.Done()
 						took := rs.waitTakeover(tb, holder, killed)
-						log.add(faultLeaderKill, killed, killed.Add(took), took)
+						log.add(faultLeaderKill, killed, killed.Add(took))
 					}()
 					return true
 				}
 			}
 		}
 		rs.killOther()
-		log.add(faultReplicaKill, start, time.Now(), 0)
+		log.add(faultReplicaKill, start, time.Now())
 		return true
 	})
 	go loop(2, 3*time.Second, 9*time.Second, func(rng *rand.Rand) bool {
@@ -411,19 +413,19 @@ func injectFaults(ctx context.Context, t *testing.T, tb *testbed.TestBed, rs *re
 				t.Errorf("restarting kube-apiserver: %v", err)
 				return false
 			}
-			log.add(faultAPIServer, start, time.Now(), 0)
+			log.add(faultAPIServer, start, time.Now())
 		case x < 0.65:
 			hang(t, tb, "etcd", uniform(time.Second, 3*time.Second))
-			log.add(faultEtcd, start, time.Now(), 0)
+			log.add(faultEtcd, start, time.Now())
 		case x < 0.9:
 			hang(t, tb, "prometheus", uniform(3*time.Second, 10*time.Second))
-			log.add(faultPrometheus, start, time.Now(), 0)
+			log.add(faultPrometheus, start, time.Now())
 		default:
 			if err := tb.Restart(context.Background(), "prometheus", true); err != nil {
 				t.Errorf("restarting Prometheus: %v", err)
 				return false
 			}
-			log.add(faultPrometheus, start, time.Now(), 0)
+			log.add(faultPrometheus, start, time.Now())
 		}
 		return true
 	})

@@ -31,7 +31,7 @@ func TestLeaderFailover(t *testing.T) {
 	rs.setRestart(false) // this test decides who runs
 
 	ns := tb.Namespace(t, "failover")
-	pol := chaosPolicy(ns)
+	pol := chaosPolicy(ns, tb.ScrapeInterval())
 	pol.Spec.Steps = []int32{20, 50, 100}
 	pol.Spec.StepDuration.Duration = 30 * time.Second
 	pol.Spec.MaxExtensions = ptr.To(int32(3))

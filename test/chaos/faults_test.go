@@ -19,8 +19,7 @@ const (
 
 type fault struct {
 	kind       string
-	start, end time.Time
-	takeover   time.Duration // leader kills: until another identity held the Lease
+	start, end time.Time // a leader kill ends when another identity holds the Lease
 }
 
 // faultLog is every fault injected, and what each may cost a release.
@@ -31,10 +30,10 @@ type faultLog struct {
 	faults []fault
 }
 
-func (l *faultLog) add(kind string, start, end time.Time, takeover time.Duration) {
+func (l *faultLog) add(kind string, start, end time.Time) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	l.faults = append(l.faults, fault{kind: kind, start: start, end: end, takeover: takeover})
+	l.faults = append(l.faults, fault{kind: kind, start: start, end: end})
 }
 
 // tail is how long a fault's effects outlast it: for the leader's death,
@@ -128,7 +127,7 @@ func (l *faultLog) takeovers() string {
 	var ds []time.Duration
 	for _, f := range l.faults {
 		if f.kind == faultLeaderKill {
-			ds = append(ds, f.takeover)
+			ds = append(ds, f.end.Sub(f.start))
 		}
 	}
 	if len(ds) == 0 {

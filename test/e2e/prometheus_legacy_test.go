@@ -37,21 +37,7 @@ func TestVerdictsOnLegacyPrometheus(t *testing.T) {
 		t.Skipf("the shared test bed already runs %s (PROMETHEUS_FLAVOR=debian)", cfg.Prometheus)
 	}
 	cfg.Prometheus = cfg.PrometheusLegacy
-	cfg.StateDir, cfg.Progress = "", nil
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	tb, err := testbed.Start(ctx, cfg)
-	cancel()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		tb.Stop()
-		if !t.Failed() {
-			_ = os.RemoveAll(tb.StateDir())
-		} else {
-			t.Logf("the legacy Prometheus test bed's logs are in %s", tb.StateDir())
-		}
-	})
+	tb := testbed.StartOwn(t, cfg, "legacy Prometheus test bed")
 	vShared, err := shared.PrometheusVersion(context.Background())
 	if err != nil {
 		t.Fatal(err)

@@ -3,7 +3,6 @@ package e2e
 import (
 	"context"
 	"fmt"
-	"os"
 	"strings"
 	"syscall"
 	"testing"
@@ -31,24 +30,10 @@ func TestAtRealScrapeIntervals(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg.StateDir, cfg.Progress = "", nil
 	if cfg.ScrapeInterval < 15*time.Second {
 		cfg.ScrapeInterval = 15 * time.Second
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	tb, err := testbed.Start(ctx, cfg)
-	cancel()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		tb.Stop()
-		if !t.Failed() {
-			_ = os.RemoveAll(tb.StateDir())
-		} else {
-			t.Logf("the 15 s test bed's logs are in %s", tb.StateDir())
-		}
-	})
+	tb := testbed.StartOwn(t, cfg, "15 s test bed")
 	t.Logf("test bed scraping every %s", tb.ScrapeInterval())
 	t.Run("HealthyReleasePromotedThroughPodChurn", func(t *testing.T) { t.Parallel(); healthyThroughPodChurn(t, tb) })
 	t.Run("PrometheusOutageMidStep", func(t *testing.T) { t.Parallel(); prometheusOutage(t, tb) })

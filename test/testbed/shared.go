@@ -115,3 +115,27 @@ func (tb *TestBed) Create(t testing.TB, obj client.Object) {
 		t.Fatalf("creating %T %s: %v", obj, obj.GetName(), err)
 	}
 }
+
+// StartOwn starts a test bed of a test's own, from cfg (in a fresh
+// temporary directory, quietly), and tears it down when the test and its
+// subtests end, keeping its logs when they failed. what names it in the
+// message that says where those are.
+func StartOwn(t testing.TB, cfg Config, what string) *TestBed {
+	t.Helper()
+	cfg.StateDir, cfg.Progress = "", nil
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	tb, err := Start(ctx, cfg)
+	cancel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		tb.Stop()
+		if !t.Failed() {
+			_ = os.RemoveAll(tb.StateDir())
+		} else {
+			t.Logf("the %s's logs are in %s", what, tb.StateDir())
+		}
+	})
+	return tb
+}
