@@ -669,9 +669,12 @@ func (r *SplitReconciler) finalize(ctx context.Context, split *splitterv1.Split,
 			return ctrl.Result{}, err
 		}
 	}
+	// With a resourceVersion precondition: a merge patch replaces the whole
+	// finalizer list, so without it a replica that lost the Lease could
+	// drop a finalizer someone added since it read the Split.
 	base := split.DeepCopy()
 	controllerutil.RemoveFinalizer(split, Finalizer)
-	if err := r.Client.Patch(ctx, split, client.MergeFrom(base)); client.IgnoreNotFound(err) != nil {
+	if err := r.Client.Patch(ctx, split, client.MergeFromWithOptions(base, client.MergeFromWithOptimisticLock{})); client.IgnoreNotFound(err) != nil {
 		return ctrl.Result{}, err
 	}
 	r.Metrics.forget(split.Namespace, split.Name)
