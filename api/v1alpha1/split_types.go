@@ -34,6 +34,28 @@ const (
 	PinnedRoutesFollowLive = "follow-live"
 )
 
+// Annotations on a Split that act on its release (what `kubectl splitter`
+// writes; each names what it acts on, so a stale one never matches).
+const (
+	// PauseAnnotation on a Split holds the release of the revision it
+	// names (status.candidateRevision) where it is: no weight rises, no
+	// promotion; the watchdog keeps running. Removing it resumes.
+	PauseAnnotation = "splitter.dev/pause"
+	// RetryAnnotation on a Split starts again a rolled-back release: its
+	// value is status.candidateRevision + "/" + status.attempt, so it
+	// retries that attempt once.
+	RetryAnnotation = "splitter.dev/retry"
+	// PromoteAnnotation on a Split skips the remaining steps of the
+	// release of the revision it names: the candidate gets 100% at once
+	// (the previous live color stays up for standby, still watched).
+	PromoteAnnotation = "splitter.dev/promote"
+	// RequestedByAnnotation says who asked for the last action, for the
+	// audit trail in status and Events; the plugin sets it with the user
+	// the API server authenticated (SelfSubjectReview). It is what the
+	// client says: the API server's audit log is the authority.
+	RequestedByAnnotation = "splitter.dev/requested-by"
+)
+
 // Color is one of the two Deployments a workload runs as.
 // +kubebuilder:validation:Enum=blue;green
 type Color string
@@ -174,6 +196,70 @@ type Release struct {
 	Step int32 `json:"step,omitempty"`
 }
 
+// Action is one operator action the controller acted on.
+type Action struct {
+	// Verb is approve, abort, pause, resume, retry or promote.
+	Verb string `json:"verb"`
+	// Revision is the candidate revision it acted on.
+	Revision string `json:"revision"`
+	// By is who asked (splitter.dev/requested-by), or "unknown".
+	By string `json:"by"`
+	// At is when the controller acted on it.
+	At metav1.Time `json:"at"`
+	// Detail is the gate approved, or the step paused at.
+	// +optional
+	Detail string `json:"detail,omitempty"`
+}
+
+// HookResult is the outcome of one call of a policy hook.
+type HookResult struct {
+	// Token identifies the call: revision, attempt, hook point, step and name.
+	Token string `json:"token"`
+	// Name is the hook's name in the policy.
+	Name string `json:"name"`
+	// Verdict is Pass (2xx in time) or Fail.
+	Verdict Verdict `json:"verdict"`
+	// Message is the status code and the response body's first lines, or
+	// the error.
+	// +optional
+	// +kubebuilder:validation:MaxLength=1024
+	Message string `json:"message,omitempty"`
+	// At is when the result was recorded.
+	At metav1.Time `json:"at"`
+}
+
+// Notification is a transition waiting to be delivered to the policy's
+// receivers: committed in the same status write as the transition, so a
+// controller killed at any instant loses none.
+type Notification struct {
+	// Seq numbers the Split's notifications, from 1.
+	Seq int64 `json:"seq"`
+	// Event is what happened: ReleaseStarted, StepPassed, Paused,
+	// AwaitingApproval, RolledBack, Promoted, Stalled, ...
+	Event string `json:"event"`
+	// Reason is the transition's reason.
+	Reason string `json:"reason"`
+	// Message says what happened, with the numbers.
+	Message string `json:"message"`
+	// Warning marks bad news (a rollback, a stall, a pause).
+	// +optional
+	Warning bool `json:"warning,omitempty"`
+	// Phase, Revision, Step and Weight are the release's state after it.
+	// +optional
+	Phase Phase `json:"phase,omitempty"`
+	// +optional
+	Revision string `json:"revision,omitempty"`
+	// +optional
+	Step int32 `json:"step,omitempty"`
+	// +optional
+	Weight int32 `json:"weight,omitempty"`
+	// At is when it happened.
+	At metav1.Time `json:"at"`
+	// Pending are the receivers it has not been delivered to yet.
+	// +optional
+	Pending []string `json:"pending,omitempty"`
+}
+
 // SeriesReading is one counter series' cumulative reading: the requests
 // and bad requests one proxy counted under one label set, for one color
 // and one SLO. Growth is taken per series (a restarted proxy's counters
@@ -303,6 +389,35 @@ type SplitStatus struct {
 	// splitter.dev/approve to this value; a stale approval never matches.
 	// +optional
 	Gate string `json:"gate,omitempty"`
+
+	// PausedAt is when an operator paused the release
+	// (splitter.dev/pause); nil when not paused.
+	// +optional
+	PausedAt *metav1.Time `json:"pausedAt,omitempty"`
+
+	// Attempt counts the releases of CandidateRevision: 1 for the first,
+	// one more for each retry.
+	// +optional
+	Attempt int32 `json:"attempt,omitempty"`
+
+	// Hooks are the results of the current release's hook calls.
+	// +optional
+	// +kubebuilder:validation:MaxItems=64
+	Hooks []HookResult `json:"hooks,omitempty"`
+
+	// Actions are the operator actions acted on, newest first.
+	// +optional
+	// +kubebuilder:validation:MaxItems=20
+	Actions []Action `json:"actions,omitempty"`
+
+	// Outbox are the notifications not yet delivered to every receiver,
+	// oldest first.
+	// +optional
+	// +kubebuilder:validation:MaxItems=32
+	Outbox []Notification `json:"outbox,omitempty"`
+	// NotificationSeq is the Seq of the last notification queued.
+	// +optional
+	NotificationSeq int64 `json:"notificationSeq,omitempty"`
 
 	// Replicas is the user's Deployment replica count, remembered when it
 	// was scaled to zero, given to the live color and restored on opt-out.

@@ -145,6 +145,117 @@ type SplitPolicySpec struct {
 	// +kubebuilder:validation:Minimum=0
 	// +kubebuilder:validation:Maximum=20
 	MaxExtensions *int32 `json:"maxExtensions,omitempty"`
+
+	// Hooks are webhooks the release waits on: a smoke test before the
+	// first step, a test at each step, before and after promotion.
+	// +optional
+	// +listType=map
+	// +listMapKey=name
+	// +kubebuilder:validation:MaxItems=16
+	Hooks []Hook `json:"hooks,omitempty"`
+
+	// Notifications are the receivers told of every transition that
+	// matters (started, step passed, paused, awaiting approval, rolled
+	// back, promoted, stalled).
+	// +optional
+	// +listType=map
+	// +listMapKey=name
+	// +kubebuilder:validation:MaxItems=8
+	Notifications []Receiver `json:"notifications,omitempty"`
+}
+
+// HookPoint is where in a release a hook runs.
+// +kubebuilder:validation:Enum=pre-rollout;step;pre-promotion;post-promotion
+type HookPoint string
+
+const (
+	// HookPreRollout runs once the candidate is Ready, before any traffic
+	// moves (a smoke test against the candidate's pods).
+	HookPreRollout HookPoint = "pre-rollout"
+	// HookStep runs at the end of each step, beside the checks.
+	HookStep HookPoint = "step"
+	// HookPrePromotion runs after the last step passed, before the
+	// candidate becomes live.
+	HookPrePromotion HookPoint = "pre-promotion"
+	// HookPostPromotion runs once the candidate is live, during standby:
+	// a failure snaps back to the standby color.
+	HookPostPromotion HookPoint = "post-promotion"
+)
+
+// Hook is a webhook the release waits on: splitter POSTs the release's
+// state (JSON) and a 2xx answer within the timeout passes.
+//
+// +kubebuilder:validation:XValidation:rule="has(self.url) != has(self.urlFrom)",message="exactly one of url and urlFrom must be set"
+type Hook struct {
+	// Name identifies the hook in status and Events.
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`
+	// +kubebuilder:validation:MaxLength=63
+	Name string `json:"name"`
+	// At is where in the release it runs.
+	At HookPoint `json:"at"`
+	// URL is the http(s) endpoint to POST to.
+	// +optional
+	// +kubebuilder:validation:MaxLength=2048
+	URL string `json:"url,omitempty"`
+	// URLFrom reads the URL from a Secret in the policy's namespace, for
+	// URLs that carry a token.
+	// +optional
+	URLFrom *SecretKeyRef `json:"urlFrom,omitempty"`
+	// Timeout bounds one call; a timeout fails the hook. Default 30s,
+	// at most 10m.
+	// +optional
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:MaxLength=32
+	// +kubebuilder:validation:Pattern=`^(0|([0-9]+([.][0-9]+)?(ns|us|µs|ms|s|m|h))+)$`
+	Timeout *metav1.Duration `json:"timeout,omitempty"`
+	// OnFailure is what a failed hook does: rollback (snap back) or pause
+	// (hold the weights until approved or aborted). Default: rollback.
+	// +optional
+	// +kubebuilder:validation:Enum=pause;rollback
+	OnFailure string `json:"onFailure,omitempty"`
+	// Metadata is passed to the hook in the request body.
+	// +optional
+	// +kubebuilder:validation:MaxProperties=32
+	Metadata map[string]string `json:"metadata,omitempty"`
+}
+
+// ReceiverType is the message format a receiver takes.
+// +kubebuilder:validation:Enum=slack;teams;webhook
+type ReceiverType string
+
+const (
+	// ReceiverSlack posts to a Slack-compatible incoming webhook.
+	ReceiverSlack ReceiverType = "slack"
+	// ReceiverTeams posts to a Microsoft Teams incoming webhook.
+	ReceiverTeams ReceiverType = "teams"
+	// ReceiverWebhook posts splitter's versioned JSON (schema
+	// splitter.dev/notification/v1).
+	ReceiverWebhook ReceiverType = "webhook"
+)
+
+// Receiver is where notifications go. Its URL is read from a Secret: it
+// is a credential, never written in a CRD in clear and never logged.
+type Receiver struct {
+	// Name identifies the receiver in status and Events.
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`
+	// +kubebuilder:validation:MaxLength=63
+	Name string `json:"name"`
+	// Type is the message format.
+	Type ReceiverType `json:"type"`
+	// URLFrom is the Secret key holding the webhook URL.
+	URLFrom SecretKeyRef `json:"urlFrom"`
+}
+
+// SecretKeyRef names a key of a Secret in the policy's namespace.
+type SecretKeyRef struct {
+	// Name of the Secret.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	Name string `json:"name"`
+	// Key in the Secret's data. Default: url.
+	// +optional
+	// +kubebuilder:validation:MaxLength=253
+	Key string `json:"key,omitempty"`
 }
 
 // SLO is one service level objective over the workload's Istio metrics.

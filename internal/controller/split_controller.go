@@ -67,6 +67,8 @@ type SplitReconciler struct {
 	// a stale cache does not send the same write again.
 	istio    *mesh.Istio
 	selector *mesh.ServiceSelector
+	// hooks calls policy hooks asynchronously (hooks.go).
+	hooks *hookRunner
 }
 
 // +kubebuilder:rbac:groups=splitter.dev,resources=splits,verbs=get;list;watch;create;update;patch;delete
@@ -214,6 +216,8 @@ func (r *SplitReconciler) release(ctx context.Context, split *splitterv1.Split, 
 		r.readCounters(ctx, plan, split, user, &obs)
 	}
 
+	obs.Hooks = r.hookResults(split)
+
 	d := rollout.Next(plan, split.Status, obs)
 	d.Status.ObservedGeneration = split.Generation
 	// Kept for a stall: the watchdog judges with the last valid plan and
@@ -233,10 +237,14 @@ func (r *SplitReconciler) release(ctx context.Context, split *splitterv1.Split, 
 		pinned = mesh.PinnedNotLive(split.Status, d.Status)
 	}
 
+	// Notifications go out with the decision: the outbox is in status.
+	r.queueNotification(split, plan, &d.Status, d.Transition, now)
+
 	// Commit the decision, then act on it.
 	if err := r.patchStatus(ctx, split, d.Status); err != nil {
 		return ctrl.Result{}, err
 	}
+	r.startHooks(ctx, split, svc, d.Status, d.Desired.Hooks)
 	if t := d.Transition; t != nil {
 		kind := corev1.EventTypeNormal
 		if t.Warning {
@@ -389,12 +397,16 @@ func (r *SplitReconciler) router(p *policy.Plan) mesh.Router {
 // routing is the router's report of the routes, when it makes one.
 func (r *SplitReconciler) observe(ctx context.Context, split *splitterv1.Split, user *appsv1.Deployment, router mesh.Router, t mesh.Target, now time.Time) (rollout.Observations, map[splitterv1.Color]*appsv1.Deployment, *mesh.Routing, error) {
 	o := rollout.Observations{
-		Now:      now,
-		Revision: TemplateRevision(&user.Spec.Template),
-		Colors:   map[splitterv1.Color]rollout.ColorState{},
-		Approve:  split.Annotations[splitterv1.ApproveAnnotation],
-		Abort:    split.Annotations[splitterv1.AbortAnnotation],
-		Replicas: rollout.WorkloadReplicas(user.Spec.Replicas, split.Status.Replicas),
+		Now:         now,
+		Revision:    TemplateRevision(&user.Spec.Template),
+		Colors:      map[splitterv1.Color]rollout.ColorState{},
+		Approve:     split.Annotations[splitterv1.ApproveAnnotation],
+		Abort:       split.Annotations[splitterv1.AbortAnnotation],
+		Pause:       split.Annotations[splitterv1.PauseAnnotation],
+		Retry:       split.Annotations[splitterv1.RetryAnnotation],
+		Promote:     split.Annotations[splitterv1.PromoteAnnotation],
+		RequestedBy: split.Annotations[splitterv1.RequestedByAnnotation],
+		Replicas:    rollout.WorkloadReplicas(user.Spec.Replicas, split.Status.Replicas),
 	}
 	colors := map[splitterv1.Color]*appsv1.Deployment{}
 	for _, c := range []splitterv1.Color{splitterv1.Blue, splitterv1.Green} {
@@ -558,6 +570,7 @@ func (r *SplitReconciler) guard(ctx context.Context, split *splitterv1.Split, us
 	}
 	// Commit the watchdog's evidence (and a snap-back) with the stall.
 	d.Status.ObservedGeneration = split.Generation
+	r.queueNotification(split, plan, &d.Status, d.Transition, obs.Now)
 	res, err := r.markStalled(ctx, split, d.Status, cause)
 	if err != nil {
 		return res, true, err
@@ -607,6 +620,9 @@ func (r *SplitReconciler) markStalled(ctx context.Context, split *splitterv1.Spl
 	if prev == nil || prev.Status != metav1.ConditionTrue || prev.Message != msg {
 		log.FromContext(ctx).Info("Stalled: traffic left as it is", "reason", reason, "message", msg)
 		r.event(split, corev1.EventTypeWarning, reason, "%s", msg)
+		if prev == nil || prev.Status != metav1.ConditionTrue {
+			r.queueNotification(split, nil, &status, &rollout.Transition{Reason: reason, Message: msg, Warning: true, Stalled: true}, now.Time)
+		}
 	}
 	// Fixing the cause triggers a watch; the periodic requeue also catches
 	// causes outside the watched objects.
@@ -725,9 +741,16 @@ func (r *SplitReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	if err := mgr.Add(sweep); err != nil {
 		return err
 	}
+	if err := r.setupHooks(mgr); err != nil {
+		return err
+	}
+	if err := r.setupNotifier(mgr); err != nil {
+		return err
+	}
 	return ctrl.NewControllerManagedBy(mgr).
 		For(&splitterv1.Split{}).
 		WatchesRawSource(source.Channel(sweep.wake, &handler.EnqueueRequestForObject{})).
+		WatchesRawSource(source.Channel(r.hooks.wake, &handler.EnqueueRequestForObject{})).
 		Watches(&appsv1.Deployment{}, handler.EnqueueRequestsFromMapFunc(mapDeployment),
 			builder.WithPredicates(deploymentPredicate)).
 		Watches(&splitterv1.SplitPolicy{}, handler.EnqueueRequestsFromMapFunc(r.splitsInNamespace(func(s *splitterv1.Split, name string) bool { return s.Spec.Policy == name }))).

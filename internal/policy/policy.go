@@ -65,6 +65,10 @@ type Plan struct {
 	Timing         analysis.Timing
 	OnInconclusive string // pause or rollback
 	OnError        string // pause or rollback
+	// Hooks are the webhooks the release waits on, in policy order.
+	Hooks []Hook
+	// Receivers are where notifications go.
+	Receivers []Receiver
 }
 
 // SLO is a compiled objective.
@@ -176,6 +180,7 @@ func Compile(spec splitterv1.SplitPolicySpec) (*Plan, field.ErrorList) {
 			p.Checks = append(p.Checks, check)
 		}
 	}
+	errs = append(errs, compileHooks(root, spec, p)...)
 	p.Looks = len(p.Steps) * (1 + p.MaxExtensions)
 	if len(errs) > 0 {
 		return nil, errs

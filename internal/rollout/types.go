@@ -12,6 +12,7 @@ import (
 
 	splitterv1 "splitter.dev/splitter/api/v1alpha1"
 	"splitter.dev/splitter/internal/analysis"
+	"splitter.dev/splitter/internal/policy"
 )
 
 // Weights are the traffic shares of the two colors, in percent; they sum
@@ -75,6 +76,27 @@ type Observations struct {
 	// Approve and Abort are the Split's splitter.dev/approve and
 	// splitter.dev/abort annotation values.
 	Approve, Abort string
+	// Pause, Retry and Promote are the Split's splitter.dev/pause,
+	// splitter.dev/retry and splitter.dev/promote annotation values.
+	Pause, Retry, Promote string
+	// RequestedBy is the Split's splitter.dev/requested-by annotation:
+	// who asked for the last action.
+	RequestedBy string
+	// Hooks are the finished hook calls, by token (HookCall.Token), that
+	// status does not record yet; nil when none finished.
+	Hooks map[string]splitterv1.HookResult
+}
+
+// HookCall is a hook the release waits on now. The controller calls it
+// once per token (asynchronously) and reports the result in
+// Observations.Hooks; the engine records it in status, so a recorded
+// result is never asked for again.
+type HookCall struct {
+	// Token identifies the call: revision/attempt/point[/step]/name.
+	Token string
+	Hook  policy.Hook
+	// Step is the step it runs at (step hooks), else 0.
+	Step int32
 }
 
 // ColorSpec is what one color Deployment should run.
@@ -96,6 +118,8 @@ type Desired struct {
 	// ScaleTemplateToZero says the user's Deployment may be scaled to zero:
 	// the colors carry its traffic.
 	ScaleTemplateToZero bool
+	// Hooks are the hook calls the release waits on now.
+	Hooks []HookCall
 }
 
 // Transition explains a change of phase or step, for an Event and the log.
@@ -103,6 +127,9 @@ type Transition struct {
 	Reason  string
 	Message string
 	Warning bool
+	// Stalled marks the controller's own "stalled" notice (not the
+	// engine's): the configuration stops the release.
+	Stalled bool
 }
 
 // Decision is the outcome of one Next call.
