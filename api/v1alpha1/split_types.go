@@ -194,6 +194,9 @@ type Release struct {
 	// Step is the last step reached (1-based).
 	// +optional
 	Step int32 `json:"step,omitempty"`
+	// Attempt is which release of Revision this was (retries count up).
+	// +optional
+	Attempt int32 `json:"attempt,omitempty"`
 }
 
 // Action is one operator action the controller acted on.

@@ -78,6 +78,7 @@ func Next(p *policy.Plan, current splitterv1.SplitStatus, o Observations) Decisi
 	}
 	e.checkpointDue()
 	want := desired(p, e.s, o)
+	want.Hooks = e.calls
 	setConditions(&e.s, want, o)
 	return Decision{Status: e.s, Desired: want, Requeue: e.requeue, Transition: e.transition}
 }
@@ -88,6 +89,8 @@ type engine struct {
 	s          splitterv1.SplitStatus
 	requeue    time.Duration
 	transition *Transition
+	// calls are the hook calls the release waits on now.
+	calls []HookCall
 }
 
 func (e *engine) now() *metav1.Time { t := metav1.NewTime(e.o.Now); return &t }
@@ -142,6 +145,7 @@ func (e *engine) startRelease() {
 	e.s.Standby, e.s.StandbyRevision = "", ""
 	e.s.Step, e.s.Weight, e.s.Extensions, e.s.Gate = 0, 0, 0, ""
 	e.s.StepStartedAt, e.s.Checks, e.s.Analysis = nil, nil, nil
+	e.s.PausedAt, e.s.Hooks, e.s.Attempt = nil, nil, 1
 	if len(e.p.SLOs) > 0 {
 		e.s.Analysis = analysis.Begin(e.o.Now)
 	}
@@ -154,8 +158,7 @@ func (e *engine) startRelease() {
 // interrupted handles what ends any active release: an abort naming it,
 // or a newer template.
 func (e *engine) interrupted() bool {
-	if e.o.Abort != "" && e.o.Abort == e.s.CandidateRevision {
-		e.startRollback(ReasonAborted, "aborted by "+splitterv1.AbortAnnotation, splitterv1.OutcomeAborted)
+	if e.aborted() {
 		return true
 	}
 	if e.o.Revision != "" && e.o.Revision != e.s.CandidateRevision {
@@ -171,8 +174,7 @@ func (e *engine) candidateReady() bool {
 }
 
 func (e *engine) preparing() {
-	if e.o.Abort != "" && e.o.Abort == e.s.CandidateRevision {
-		e.startRollback(ReasonAborted, "aborted by "+splitterv1.AbortAnnotation, splitterv1.OutcomeAborted)
+	if e.aborted() {
 		return
 	}
 	if e.o.Revision != "" && e.o.Revision != e.s.CandidateRevision {
@@ -189,7 +191,14 @@ func (e *engine) preparing() {
 	// The live color's counts while the candidate gets ready are the
 	// first of its reference.
 	e.watch()
+	held, changed := e.paused()
+	if changed {
+		return
+	}
 	if e.candidateReady() {
+		if e.promotedByOperator() || held || !e.preTrafficHooksPassed() {
+			return
+		}
 		if e.p.ApproveBeforeFirstStep {
 			e.awaitGate(GateFirstStep)
 			return
@@ -229,7 +238,7 @@ func (e *engine) enterStep(i int32) {
 // now: the step's weights were confirmed (and, with SLOs, have settled)
 // and it has been held long enough.
 func ChecksDue(p *policy.Plan, s splitterv1.SplitStatus, now time.Time) bool {
-	if s.Phase != splitterv1.PhaseShifting || holdStart(p, s) == nil {
+	if s.Phase != splitterv1.PhaseShifting || holdStart(p, s) == nil || s.PausedAt != nil {
 		return false
 	}
 	return !now.Before(stepEnd(p, s))
@@ -250,7 +259,11 @@ func (e *engine) shifting() {
 	// The watchdog runs from the first second of the step, before its
 	// weights are confirmed: it judges a chunk that mixes two weights
 	// conservatively.
-	if e.watchdogTripped() {
+	if e.watchdogTripped() || e.promotedByOperator() {
+		return
+	}
+	held, changed := e.paused()
+	if changed {
 		return
 	}
 	want := split(e.s.Candidate, e.s.Weight)
@@ -272,6 +285,13 @@ func (e *engine) shifting() {
 		e.s.StepStartedAt = e.now()
 		e.confirmed()
 	}
+	// The step's hooks run from when its weights are confirmed; a failed
+	// one acts at once.
+	hooks := e.stepHooks()
+	if len(hooks.failed) > 0 {
+		e.hookFailed(hooks.failed)
+		return
+	}
 	if holdStart(e.p, e.s) == nil {
 		// Waiting for the weights to reach the counters.
 		wait := pollInterval
@@ -280,6 +300,9 @@ func (e *engine) shifting() {
 		}
 		e.wake(wait)
 		return
+	}
+	if held {
+		return // judged on resume, on all the evidence gathered meanwhile
 	}
 	if !ChecksDue(e.p, e.s, e.o.Now) {
 		e.wake(stepEnd(e.p, e.s).Sub(e.o.Now))
@@ -304,7 +327,7 @@ func (e *engine) shifting() {
 	}
 	gates := e.gateResults()
 	verdicts := append(append([]analysis.Result(nil), e.o.Verdicts...), gates...)
-	e.recordVerdicts(verdicts)
+	verdicts = append(verdicts, hookVerdicts(hooks.results)...)
 	var failed, unsure, errored []analysis.Result
 	for _, v := range verdicts {
 		switch v.Verdict {
@@ -317,6 +340,10 @@ func (e *engine) shifting() {
 			unsure = append(unsure, v)
 		}
 	}
+	if len(failed) == 0 && hooks.pending {
+		return // judged once the step's hooks answer (hooksAt set the wake-up); a Fail does not wait
+	}
+	e.recordVerdicts(verdicts)
 	pending := append(append([]analysis.Result(nil), errored...), unsure...)
 	switch {
 	case len(failed) > 0 && e.failNeedsConfirming(gates, failed):
@@ -386,10 +413,7 @@ func (e *engine) watchdogTripped() bool {
 		return false
 	}
 	if e.s.Phase == splitterv1.PhasePromoting {
-		e.s.Candidate, e.s.CandidateRevision = e.s.Live, e.s.LiveRevision
-		e.s.Live, e.s.LiveRevision = e.s.Standby, e.s.StandbyRevision
-		e.s.Standby, e.s.StandbyRevision = "", ""
-		e.startRollback(ReasonWatchdog, fmt.Sprintf("during standby, watchdog (%s): %s", trip.Reason, trip.Message), splitterv1.OutcomeRolledBack)
+		e.snapBackToStandby(ReasonWatchdog, fmt.Sprintf("during standby, watchdog (%s): %s", trip.Reason, trip.Message))
 		return true
 	}
 	e.startRollback(ReasonWatchdog, fmt.Sprintf("watchdog (%s): %s", trip.Reason, trip.Message), splitterv1.OutcomeRolledBack)
@@ -453,12 +477,17 @@ func (e *engine) awaitingApproval() {
 	if e.interrupted() {
 		return
 	}
-	if e.watchdogTripped() {
+	if e.promotedByOperator() || e.watchdogTripped() {
+		return
+	}
+	if held, changed := e.paused(); held || changed {
 		return
 	}
 	if e.o.Approve == "" || e.o.Approve != e.s.Gate {
 		return
 	}
+	gate := e.s.Gate
+	e.act("approve", gate)
 	switch {
 	case strings.HasSuffix(e.s.Gate, "/"+GateFirstStep):
 		e.enterStep(1)
@@ -468,16 +497,26 @@ func (e *engine) awaitingApproval() {
 		e.enterStep(e.s.Step + 1)
 	}
 	e.transition.Reason = ReasonApproved
+	e.transition.Message = fmt.Sprintf("%q approved by %s: %s", gate, e.by(), e.transition.Message)
 }
 
 func (e *engine) promote() {
-	e.record(splitterv1.OutcomePromoted, ReasonPromoted, fmt.Sprintf("all %d steps passed", len(e.p.Steps)))
+	e.promoteWith(ReasonPromoted, fmt.Sprintf("all %d steps passed", len(e.p.Steps)))
+}
+
+// promoteWith makes the candidate live; the old live color stands by.
+func (e *engine) promoteWith(reason, why string) {
+	e.record(splitterv1.OutcomePromoted, reason, why)
+	e.s.PausedAt = nil
 	e.s.Standby, e.s.StandbyRevision = e.s.Live, e.s.LiveRevision
 	e.s.Live, e.s.LiveRevision = e.s.Candidate, e.s.CandidateRevision
 	e.s.Candidate, e.s.CandidateRevision = "", ""
 	e.s.Step, e.s.Weight, e.s.Extensions, e.s.Gate, e.s.StepStartedAt = 0, 0, 0, "", nil
-	e.transit(splitterv1.PhasePromoting, ReasonPromoted,
-		fmt.Sprintf("%s (revision %s) is live; %s stays up for %s", e.s.Live, e.s.LiveRevision, e.s.Standby, e.p.Standby), false)
+	msg := fmt.Sprintf("%s (revision %s) is live; %s stays up for %s", e.s.Live, e.s.LiveRevision, e.s.Standby, e.p.Standby)
+	if reason != ReasonPromoted {
+		msg = why + ": " + msg
+	}
+	e.transit(splitterv1.PhasePromoting, reason, msg, reason != ReasonPromoted)
 	e.wake(e.p.Standby)
 }
 
@@ -489,7 +528,16 @@ func (e *engine) promoting() {
 	if e.watchdogTripped() {
 		return // instant rollback: the standby color is still up
 	}
+	hooks := e.hooksAt(splitterv1.HookPostPromotion, 0)
+	if len(hooks.failed) > 0 {
+		f := hooks.failed[0]
+		e.snapBackToStandby(ReasonHookFailed, fmt.Sprintf("during standby, hook %s failed: %s", f.Name, f.Message))
+		return
+	}
 	end := e.s.PhaseStartedAt.Add(e.p.Standby)
+	if hooks.pending {
+		return // standby lasts until the post-promotion hooks have answered
+	}
 	if !e.o.Now.Before(end) {
 		standby := e.s.Standby
 		e.s.Standby, e.s.StandbyRevision = "", ""
@@ -499,11 +547,21 @@ func (e *engine) promoting() {
 	e.wake(end.Sub(e.o.Now))
 }
 
+// snapBackToStandby undoes a promotion during standby: the standby color,
+// still running, is live again and the promoted one is the candidate
+// rolled back.
+func (e *engine) snapBackToStandby(reason, msg string) {
+	e.s.Candidate, e.s.CandidateRevision = e.s.Live, e.s.LiveRevision
+	e.s.Live, e.s.LiveRevision = e.s.Standby, e.s.StandbyRevision
+	e.s.Standby, e.s.StandbyRevision = "", ""
+	e.startRollback(reason, msg, splitterv1.OutcomeRolledBack)
+}
+
 // startRollback is the snap-back: the next desired world has the live
 // color at 100% (one router write).
 func (e *engine) startRollback(reason, msg string, outcome splitterv1.Outcome) {
 	e.record(outcome, reason, msg)
-	e.s.Weight, e.s.StepStartedAt, e.s.Gate, e.s.Extensions = 0, nil, "", 0
+	e.s.Weight, e.s.StepStartedAt, e.s.Gate, e.s.Extensions, e.s.PausedAt = 0, nil, "", 0, nil
 	e.transit(splitterv1.PhaseRollingBack, reason, fmt.Sprintf("all traffic back to %s: %s", e.s.Live, msg), outcome != splitterv1.OutcomeSuperseded)
 	e.wake(pollInterval)
 }
@@ -520,6 +578,9 @@ func (e *engine) rollingBack() {
 }
 
 func (e *engine) rolledBack() {
+	if e.retried() {
+		return
+	}
 	switch {
 	case e.o.Revision == "" || e.o.Revision == e.s.CandidateRevision:
 	case e.o.Revision == e.s.LiveRevision:
@@ -531,7 +592,7 @@ func (e *engine) rolledBack() {
 
 func (e *engine) toIdle(reason, msg string) {
 	e.s.Candidate, e.s.CandidateRevision = "", ""
-	e.s.Step, e.s.Weight, e.s.Extensions, e.s.Gate, e.s.StepStartedAt = 0, 0, 0, "", nil
+	e.s.Step, e.s.Weight, e.s.Extensions, e.s.Gate, e.s.StepStartedAt, e.s.PausedAt = 0, 0, 0, "", nil, nil
 	e.transit(splitterv1.PhaseIdle, reason, msg, false)
 }
 
@@ -543,7 +604,7 @@ func (e *engine) record(outcome splitterv1.Outcome, reason, msg string) {
 	}
 	entry := splitterv1.Release{
 		Revision: e.s.CandidateRevision, Color: e.s.Candidate, StartedAt: *started, FinishedAt: *e.now(),
-		Outcome: outcome, Reason: reason, Message: msg, Step: e.s.Step,
+		Outcome: outcome, Reason: reason, Message: msg, Step: e.s.Step, Attempt: e.s.Attempt,
 	}
 	e.s.History = append([]splitterv1.Release{entry}, e.s.History...)
 	if len(e.s.History) > MaxHistory {

@@ -2,6 +2,7 @@ package rollout
 
 import (
 	"flag"
+	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
@@ -173,6 +174,68 @@ func TestGoldenTranscripts(t *testing.T) {
 				5*time.Minute + 10*time.Second: func(w *fakeWorld) { w.errRate["v2"] = 0.3 },
 			},
 		}},
+		{"pause-and-resume", scenario{
+			plan: testPlan(), verdicts: allPass, until: 6 * time.Minute,
+			events: map[time.Duration]func(*fakeWorld){
+				20 * time.Second: release("v2"),
+				40 * time.Second: func(w *fakeWorld) { w.pause, w.by = "v1", "alice" }, // stale: names no release in progress
+				60 * time.Second: func(w *fakeWorld) { w.pause, w.by = "v2", "alice" },
+				// Held well past the step's end: no weight rises meanwhile.
+				150 * time.Second: func(w *fakeWorld) { w.pause, w.by = "", "bob" },
+			},
+		}},
+		{"retry-after-rollback", scenario{
+			plan: testPlan(), until: 7 * time.Minute,
+			verdicts: func(s splitterv1.SplitStatus, w *fakeWorld) []analysis.Result {
+				if s.Attempt == 1 && s.Step == 2 {
+					return results(splitterv1.VerdictFail, "success-rate")
+				}
+				return allPass(s, w)
+			},
+			events: map[time.Duration]func(*fakeWorld){
+				20 * time.Second:  release("v2"),
+				90 * time.Second:  func(w *fakeWorld) { w.retry, w.by = "v2/0", "alice" }, // stale attempt
+				100 * time.Second: func(w *fakeWorld) { w.retry, w.by = "v2/1", "alice" },
+			},
+		}},
+		{"promote-skipping-steps", scenario{
+			plan: testPlan(), verdicts: allPass, until: 4 * time.Minute,
+			events: map[time.Duration]func(*fakeWorld){
+				20 * time.Second: release("v2"),
+				40 * time.Second: func(w *fakeWorld) { w.promote, w.by = "v2", "oncall" },
+			},
+		}},
+		{"hooks-pass", scenario{
+			plan: testPlan(withHooks("rollback")), verdicts: allPass, until: 6 * time.Minute,
+			events: map[time.Duration]func(*fakeWorld){20 * time.Second: func(w *fakeWorld) {
+				w.revision = "v2"
+				w.hook = answer(nil, 3*time.Second)
+			}},
+		}},
+		{"step-hook-fails-snaps-back", scenario{
+			plan: testPlan(withHooks("rollback")), verdicts: allPass, until: 3 * time.Minute,
+			events: map[time.Duration]func(*fakeWorld){20 * time.Second: func(w *fakeWorld) {
+				w.revision = "v2"
+				w.hook = answer(map[string]bool{"load/2": true}, 3*time.Second)
+			}},
+		}},
+		{"smoke-hook-fails-pauses", scenario{
+			plan: testPlan(withHooks("pause")), verdicts: allPass, until: 3 * time.Minute,
+			events: map[time.Duration]func(*fakeWorld){
+				20 * time.Second: func(w *fakeWorld) {
+					w.revision = "v2"
+					w.hook = answer(map[string]bool{"smoke/0": true}, 3*time.Second)
+				},
+				60 * time.Second: func(w *fakeWorld) { w.approve, w.by = "v2/hook-smoke", "alice" },
+			},
+		}},
+		{"post-promotion-hook-fails", scenario{
+			plan: testPlan(withHooks("rollback")), verdicts: allPass, until: 6 * time.Minute,
+			events: map[time.Duration]func(*fakeWorld){20 * time.Second: func(w *fakeWorld) {
+				w.revision = "v2"
+				w.hook = answer(map[string]bool{"verify/0": true}, 3*time.Second)
+			}},
+		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			sc := tc.sc
@@ -203,5 +266,31 @@ func TestGoldenTranscripts(t *testing.T) {
 				t.Errorf("transcript differs from %s (rerun with -update and review the diff):\n%s", path, got)
 			}
 		})
+	}
+}
+
+// withHooks adds a smoke test before traffic moves, a load test at each
+// step, a pre-promotion and a post-promotion check; onFailure applies to
+// the first three.
+func withHooks(onFailure string) func(*policy.Plan) {
+	return func(p *policy.Plan) {
+		h := func(name string, at splitterv1.HookPoint, onFailure string) policy.Hook {
+			return policy.Hook{Name: name, At: at, URL: "http://hooks.test/" + name, Timeout: time.Minute, OnFailure: onFailure}
+		}
+		p.Hooks = []policy.Hook{
+			h("smoke", splitterv1.HookPreRollout, onFailure), h("load", splitterv1.HookStep, onFailure),
+			h("confirm", splitterv1.HookPrePromotion, onFailure), h("verify", splitterv1.HookPostPromotion, "rollback"),
+		}
+	}
+}
+
+// answer passes every hook call after took, except those whose
+// "name/step" is in fail.
+func answer(fail map[string]bool, took time.Duration) func(HookCall) (splitterv1.Verdict, string, time.Duration) {
+	return func(c HookCall) (splitterv1.Verdict, string, time.Duration) {
+		if fail[fmt.Sprintf("%s/%d", c.Hook.Name, c.Step)] {
+			return splitterv1.VerdictFail, "HTTP 500: smoke test: 3 of 40 requests failed", took
+		}
+		return splitterv1.VerdictPass, "HTTP 200", took
 	}
 }

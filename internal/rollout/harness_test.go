@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"gonum.org/v1/gonum/stat/distuv"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	splitterv1 "splitter.dev/splitter/api/v1alpha1"
 	"splitter.dev/splitter/internal/analysis"
@@ -29,6 +30,15 @@ type fakeWorld struct {
 	routed     *Weights
 	approve    string
 	abort      string
+	pause      string
+	retry      string
+	promote    string
+	by         string
+
+	// hook answers a hook call: its verdict, message and how long it takes.
+	hook        func(c HookCall) (splitterv1.Verdict, string, time.Duration)
+	hookStarted map[string]time.Time
+	hookCalls   map[string]HookCall
 
 	weightWrites int
 	colorWrites  int
@@ -102,7 +112,16 @@ func newFakeWorld(rev string) *fakeWorld {
 
 func (w *fakeWorld) observe() Observations {
 	o := Observations{Now: w.now, Revision: w.revision, Replicas: w.replicas, Colors: map[splitterv1.Color]ColorState{},
-		Approve: w.approve, Abort: w.abort}
+		Approve: w.approve, Abort: w.abort, Pause: w.pause, Retry: w.retry, Promote: w.promote, RequestedBy: w.by}
+	for token, at := range w.hookStarted {
+		v, msg, took := w.hook(w.hookCalls[token])
+		if !w.now.Before(at.Add(took)) {
+			if o.Hooks == nil {
+				o.Hooks = map[string]splitterv1.HookResult{}
+			}
+			o.Hooks[token] = splitterv1.HookResult{Token: token, Name: w.hookCalls[token].Hook.Name, Verdict: v, Message: msg, At: metav1.NewTime(at.Add(took))}
+		}
+	}
 	for c, fc := range w.colors {
 		st := ColorState{Revision: fc.spec.Revision, Replicas: fc.spec.Replicas, RolledOut: !w.now.Before(fc.readyAt)}
 		if st.RolledOut && !fc.lost && !w.neverReady[fc.spec.Revision] {
@@ -152,6 +171,23 @@ func (w *fakeWorld) apply(d Desired) []string {
 		}
 	}
 	return writes
+}
+
+// callHooks starts the calls not started yet, as the controller's runner
+// does (once per token).
+func (w *fakeWorld) callHooks(calls []HookCall) []string {
+	var started []string
+	for _, c := range calls {
+		if _, ok := w.hookStarted[c.Token]; ok {
+			continue
+		}
+		if w.hookStarted == nil {
+			w.hookStarted, w.hookCalls = map[string]time.Time{}, map[string]HookCall{}
+		}
+		w.hookStarted[c.Token], w.hookCalls[c.Token] = w.now, c
+		started = append(started, "hook call "+c.Token)
+	}
+	return started
 }
 
 // verdictFunc scripts the checks: it returns the results for a step.
@@ -237,6 +273,7 @@ func (sc *scenario) reconcile(elapsed time.Duration) {
 		}
 		sc.status = d.Status
 		writes := sc.world.apply(d.Desired)
+		writes = append(writes, sc.world.callHooks(d.Desired.Hooks)...)
 		if d.Transition != nil {
 			s := d.Status
 			sc.lines = append(sc.lines, fmt.Sprintf("%6s  %-16s step=%d weight=%-3d live=%s/%s cand=%s/%s  %s: %s",

@@ -2,6 +2,7 @@ package rollout
 
 import (
 	"fmt"
+	"hash/fnv"
 	"math/rand/v2"
 	"reflect"
 	"testing"
@@ -29,8 +30,11 @@ func invariants(before splitterv1.SplitStatus, o Observations, d Decision) error
 			}
 		}
 	}
+	// An operator's promote overrides the step's checks (the watchdog
+	// still judges in standby).
+	byOperator := len(d.Status.History) > 0 && d.Status.History[0].Reason == ReasonPromotedByOperator && d.Status.Phase == splitterv1.PhasePromoting
 	for _, v := range o.Verdicts {
-		if v.Verdict != splitterv1.VerdictFail || before.Candidate == "" || w == nil {
+		if v.Verdict != splitterv1.VerdictFail || before.Candidate == "" || w == nil || byOperator {
 			continue
 		}
 		// The snap-back takes all of the candidate's traffic, unless the
@@ -43,6 +47,22 @@ func invariants(before splitterv1.SplitStatus, o Observations, d Decision) error
 		}
 	}
 	after := d.Status
+	// Paused: no weight of the release in progress rises, nothing is
+	// promoted (an operator's promote and snap-backs excepted).
+	if before.PausedAt != nil && after.PausedAt != nil && after.Weight > before.Weight {
+		return fmt.Errorf("paused at %d%% but the weight rises to %d%%", before.Weight, after.Weight)
+	}
+	if before.PausedAt != nil && after.Phase == splitterv1.PhasePromoting && before.Phase != splitterv1.PhasePromoting &&
+		(len(after.History) == 0 || after.History[0].Reason != ReasonPromotedByOperator) {
+		return fmt.Errorf("promoted while paused")
+	}
+	// A hook failing never lets the candidate's weight rise (a person may
+	// approve past it later).
+	for _, h := range after.Hooks[min(len(before.Hooks), len(after.Hooks)):] {
+		if h.Verdict != splitterv1.VerdictPass && after.CandidateRevision == before.CandidateRevision && after.Weight > before.Weight {
+			return fmt.Errorf("hook %s failed but the weight rises %d -> %d", h.Name, before.Weight, after.Weight)
+		}
+	}
 	if after.CandidateRevision == before.CandidateRevision && after.Step > before.Step {
 		if after.Step > before.Step+1 {
 			return fmt.Errorf("step jumped %d -> %d", before.Step, after.Step)
@@ -76,7 +96,20 @@ func TestInvariantsUnderRandomSequences(t *testing.T) {
 		rng := rand.New(rand.NewPCG(seed, 42))
 		p := testPlan()
 		p.ApproveBeforePromotion = rng.IntN(2) == 0
+		if rng.IntN(2) == 0 {
+			withHooks([]string{"pause", "rollback"}[rng.IntN(2)])(p)
+		}
 		w := newFakeWorld("v1")
+		w.hook = func(c HookCall) (splitterv1.Verdict, string, time.Duration) {
+			// Deterministic per call: a tenth fail, answers take 0-20 s.
+			h := fnv.New32a()
+			h.Write([]byte(c.Token))
+			n := h.Sum32()
+			if n%10 == 0 {
+				return splitterv1.VerdictFail, "HTTP 500", time.Duration(n%20) * time.Second
+			}
+			return splitterv1.VerdictPass, "HTTP 200", time.Duration(n%20) * time.Second
+		}
 		var s splitterv1.SplitStatus
 		failedRelease := ""
 		var candWeightAfterFail int32
@@ -98,6 +131,14 @@ func TestInvariantsUnderRandomSequences(t *testing.T) {
 				w.abort = s.CandidateRevision
 			case r < 76:
 				w.approve = s.Gate
+			case r < 79:
+				w.pause = s.CandidateRevision
+			case r < 82:
+				w.pause = ""
+			case r < 83:
+				w.promote = s.CandidateRevision
+			case r < 85:
+				w.retry = RetryToken(s)
 			}
 			o := w.observe()
 			if rng.IntN(10) == 0 {
@@ -114,12 +155,12 @@ func TestInvariantsUnderRandomSequences(t *testing.T) {
 					t.Fatalf("seed %d, call %d: %v\nbefore: %+v\nafter:  %+v", seed, step, err, before, d.Status)
 				}
 				for _, v := range o.Verdicts {
-					if v.Verdict == splitterv1.VerdictFail && before.CandidateRevision != "" && d.Desired.Weights != nil {
-						failedRelease, candWeightAfterFail = before.CandidateRevision, d.Desired.Weights.Of(before.Candidate)
+					if v.Verdict == splitterv1.VerdictFail && before.CandidateRevision != "" && d.Desired.Weights != nil && d.Status.Phase != splitterv1.PhasePromoting {
+						failedRelease, candWeightAfterFail = RetryToken(before), d.Desired.Weights.Of(before.Candidate)
 					}
 				}
 				// Across the rest of a failed release, the candidate's weight never rises.
-				if failedRelease != "" && d.Status.CandidateRevision == failedRelease && d.Desired.Weights != nil && d.Status.Candidate != "" {
+				if failedRelease != "" && RetryToken(d.Status) == failedRelease && d.Desired.Weights != nil && d.Status.Candidate != "" {
 					got := d.Desired.Weights.Of(d.Status.Candidate)
 					// (Someone else may move traffic; the engine only ever holds it.)
 					if got > candWeightAfterFail && (o.Routed == nil || got > o.Routed.Of(d.Status.Candidate)) {
@@ -129,6 +170,7 @@ func TestInvariantsUnderRandomSequences(t *testing.T) {
 				}
 				s = d.Status
 				w.apply(d.Desired)
+				w.callHooks(d.Desired.Hooks)
 				o = w.observe()
 				o.Verdicts = nil
 			}
