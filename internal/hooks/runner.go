@@ -38,8 +38,9 @@ type Job struct {
 	// URL either.
 	URL func(ctx context.Context) (string, error)
 	// Done is told the result once stored (wake the Split); not called
-	// when the runner stops mid-call.
-	Done func(splitterv1.HookResult)
+	// when the runner stops mid-call. ctx ends when the runner stops: do
+	// not block past it.
+	Done func(ctx context.Context, res splitterv1.HookResult)
 }
 
 // Runner makes hook calls in the background: each token once per
@@ -152,7 +153,7 @@ func (r *Runner) run(j Job, c *call) {
 	c.done, c.result = true, res
 	r.mu.Unlock()
 	if j.Done != nil {
-		j.Done(res)
+		j.Done(r.ctx, res)
 	}
 }
 

@@ -31,7 +31,7 @@ func job(token, url string, done chan<- splitterv1.HookResult) Job {
 	return Job{
 		Split: checkout, Token: token, Name: "smoke", Timeout: 5 * time.Second, Payload: payload(),
 		URL:  func(context.Context) (string, error) { return url, nil },
-		Done: func(r splitterv1.HookResult) { done <- r },
+		Done: func(_ context.Context, r splitterv1.HookResult) { done <- r },
 	}
 }
 
