@@ -1,8 +1,10 @@
 package main
 
 import (
+	"errors"
 	"flag"
 	"fmt"
+	"net"
 	"os"
 	"strings"
 	"time"
@@ -27,7 +29,8 @@ import (
 
 func run(args []string) int {
 	fs := flag.NewFlagSet("run", flag.ExitOnError)
-	kubeconfig := fs.String("kubeconfig", "", "kubeconfig path; empty uses in-cluster config or $KUBECONFIG")
+	kubeconfig := fs.String("kubeconfig", "", "kubeconfig path; empty uses $KUBECONFIG, ~/.kube/config, or the in-cluster config")
+	kubeContext := fs.String("context", "", "kubeconfig context to use; empty uses the current context")
 	promURL := fs.String("prometheus-url", "http://prometheus.istio-system:9090", "default Prometheus for checks (a policy's prometheus.address overrides it)")
 	queryTimeout := fs.Duration("query-timeout", 10*time.Second, "timeout of one Prometheus query; a timeout is an Error verdict")
 	scrapeInterval := fs.Duration("scrape-interval", 15*time.Second, "Prometheus' scrape interval for the Istio metrics: each step's evidence starts two scrapes after its weights are applied, and the watchdog looks once per scrape")
@@ -36,7 +39,7 @@ func run(args []string) int {
 	metricsAddr := fs.String("metrics-bind-address", ":8080", "address of /metrics; 0 disables it")
 	probeAddr := fs.String("health-probe-bind-address", ":8081", "address of /healthz and /readyz")
 	leaderElect := fs.Bool("leader-elect", true, "elect a leader with a Lease so only one replica acts")
-	leaderNS := fs.String("leader-election-namespace", "", "namespace of the Lease; empty uses the pod's namespace")
+	leaderNS := fs.String("leader-election-namespace", "", "namespace of the Lease; empty uses the pod's namespace in a cluster, the kubeconfig context's namespace outside one")
 	leaseDuration := fs.Duration("leader-election-lease-duration", 15*time.Second, "how long a replica waits after the leader's last renewal before taking over: the longest a killed leader's releases go unattended")
 	renewDeadline := fs.Duration("leader-election-renew-deadline", 10*time.Second, "how long the leader retries renewing before it stops acting and exits (less than the lease duration)")
 	retryPeriod := fs.Duration("leader-election-retry-period", 2*time.Second, "how often replicas try to acquire or renew the Lease")
@@ -53,10 +56,24 @@ func run(args []string) int {
 	ctrl.SetLogger(crzap.New(crzap.Level(level), encoder(*logFormat)))
 	logger := ctrl.Log.WithName("splitter")
 
-	cfg, err := restConfig(*kubeconfig)
+	cfg, contextNS, err := restConfig(*kubeconfig, *kubeContext)
 	if err != nil {
 		logger.Error(err, "Cannot load the kubeconfig")
 		return 1
+	}
+	if *leaderElect && *leaderNS == "" && !inCluster() {
+		// Run on a laptop: the Lease goes where the context points (as
+		// kubectl's -n would), not where a pod would be.
+		*leaderNS = contextNS
+		logger.Info("Not in a cluster: the leader-election Lease goes in the kubeconfig context's namespace", "namespace", contextNS,
+			"flag", "--leader-election-namespace")
+	}
+	for _, a := range []struct{ flag, addr string }{{"--metrics-bind-address", *metricsAddr}, {"--health-probe-bind-address", *probeAddr}} {
+		if err := portFree(a.addr); err != nil {
+			fmt.Fprintf(os.Stderr, "splitter run: %s %s: %v: another process listens there; pass %s with a free address (e.g. 127.0.0.1:0 picks one; 0 disables /metrics)\n",
+				a.flag, a.addr, err, a.flag)
+			return 2
+		}
 	}
 	scheme := runtime.NewScheme()
 	for _, add := range []func(*runtime.Scheme) error{clientgoscheme.AddToScheme, istionetworking.AddToScheme, splitterv1.AddToScheme} {
@@ -138,9 +155,47 @@ func encoder(format string) crzap.Opts {
 	return crzap.JSONEncoder(nanoTime)
 }
 
-func restConfig(path string) (*rest.Config, error) {
-	if path == "" {
-		return ctrl.GetConfig()
+// restConfig loads the client configuration as kubectl does: the given
+// kubeconfig path (else $KUBECONFIG, else ~/.kube/config), the given
+// context (else the current one); in a pod without any kubeconfig, the
+// in-cluster config. It returns the context's namespace too.
+func restConfig(path, context string) (*rest.Config, string, error) {
+	rules := clientcmd.NewDefaultClientConfigLoadingRules()
+	rules.ExplicitPath = path
+	cc := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, &clientcmd.ConfigOverrides{CurrentContext: context})
+	cfg, err := cc.ClientConfig()
+	if err != nil {
+		if path == "" && context == "" && inCluster() {
+			cfg, err = rest.InClusterConfig()
+			return cfg, "", err
+		}
+		return nil, "", err
 	}
-	return clientcmd.BuildConfigFromFlags("", path)
+	ns, _, err := cc.Namespace()
+	if err != nil || ns == "" {
+		ns = "default"
+	}
+	return cfg, ns, nil
+}
+
+// inCluster says the process runs in a pod (the service account's
+// environment is there).
+func inCluster() bool {
+	return os.Getenv("KUBERNETES_SERVICE_HOST") != "" && os.Getenv("KUBERNETES_SERVICE_PORT") != ""
+}
+
+// portFree says whether addr can be listened on ("0" disables a server).
+func portFree(addr string) error {
+	if addr == "" || addr == "0" {
+		return nil
+	}
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		var op *net.OpError
+		if errors.As(err, &op) && op.Err != nil {
+			return op.Err
+		}
+		return err
+	}
+	return l.Close()
 }
