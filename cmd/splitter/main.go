@@ -4,15 +4,20 @@
 //	splitter policy lint FILE...    check SplitPolicy YAML as the controller would, without a cluster
 //	splitter version
 //
-// Installed as kubectl-splitter it is also the kubectl plugin (to come).
+// Installed (or linked) as kubectl-splitter it is the kubectl plugin,
+// `kubectl splitter ...` (internal/plugin); as kubectl_complete-splitter it
+// answers kubectl's shell completion for the plugin.
 package main
 
 import (
 	"flag"
 	"fmt"
 	"os"
+	"path/filepath"
+	"strings"
 	"time"
 
+	"splitter.dev/splitter/internal/plugin"
 	"splitter.dev/splitter/internal/policy"
 )
 
@@ -21,6 +26,16 @@ var version = "dev"
 
 func main() {
 	args := os.Args[1:]
+	switch pluginMode(os.Args[0]) {
+	case "plugin":
+		plugin.Version = version
+		os.Exit(plugin.Main(args, plugin.ProcessEnv()))
+	case "complete":
+		// kubectl (1.26+) runs kubectl_complete-splitter with the words
+		// to complete.
+		plugin.Version = version
+		os.Exit(plugin.Main(append([]string{"__complete"}, args...), plugin.ProcessEnv()))
+	}
 	if len(args) == 0 {
 		usage()
 	}
@@ -41,13 +56,29 @@ func main() {
 	os.Exit(code)
 }
 
+// pluginMode says, from the name the binary was run as, whether it is the
+// kubectl plugin ("plugin"), kubectl's completion helper for it
+// ("complete"), or the splitter command ("").
+func pluginMode(arg0 string) string {
+	base := strings.TrimSuffix(filepath.Base(arg0), ".exe")
+	switch base {
+	case "kubectl-splitter":
+		return "plugin"
+	case "kubectl_complete-splitter":
+		return "complete"
+	}
+	return ""
+}
+
 func usage() {
 	fmt.Fprintln(os.Stderr, `usage:
   splitter run [flags]           run the controller (splitter run -h lists the flags)
   splitter policy lint [--rps N [--scrape-interval D] [--bad-rate P]] FILE...
                                  check SplitPolicy YAML without a cluster; exits 1 on any error;
                                  with --rps, explain how long each step needs at that request rate
-  splitter version`)
+  splitter version
+Installed as kubectl-splitter (make install-plugin) it is the kubectl plugin:
+  kubectl splitter --help`)
 	os.Exit(2)
 }
 

@@ -29,3 +29,19 @@ func TestLintExitCodes(t *testing.T) {
 		}
 	}
 }
+
+// The same binary is the kubectl plugin under kubectl's plugin names.
+func TestPluginMode(t *testing.T) {
+	for arg0, want := range map[string]string{
+		"/usr/local/bin/kubectl-splitter":   "plugin",
+		"kubectl-splitter.exe":              "plugin",
+		"/tmp/x/kubectl_complete-splitter":  "complete",
+		"/usr/local/bin/splitter":           "",
+		"./bin/splitter":                    "",
+		"/usr/local/bin/kubectl-splitter-x": "",
+	} {
+		if got := pluginMode(arg0); got != want {
+			t.Errorf("pluginMode(%q) = %q, want %q", arg0, got, want)
+		}
+	}
+}
