@@ -90,10 +90,10 @@ func (r *SplitReconciler) startHooks(ctx context.Context, split *splitterv1.Spli
 			Payload: hooks.NewPayload(split, svc, label, status, hooks.Call{Token: c.Token, Hook: c.Hook, Step: c.Step}),
 			URL:     func(ctx context.Context) (string, error) { return r.hookURL(ctx, split.Namespace, c.Hook) },
 			Done: func(ctx context.Context, res splitterv1.HookResult) {
+				// A failure's Event is the engine's transition (HookFailed:
+				// rolled back or paused), with the same message.
 				if res.Verdict == splitterv1.VerdictPass {
 					r.event(obj, corev1.EventTypeNormal, "HookPassed", "Hook %s (%s) passed: %s", res.Name, c.Hook.At, res.Message)
-				} else {
-					r.event(obj, corev1.EventTypeWarning, "HookFailed", "Hook %s (%s) failed: %s", res.Name, c.Hook.At, res.Message)
 				}
 				select {
 				case r.hooks.wake <- event.GenericEvent{Object: obj}:
