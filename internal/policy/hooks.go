@@ -65,14 +65,18 @@ func compileHooks(root *field.Path, spec splitterv1.SplitPolicySpec, p *Plan) fi
 		errs = append(errs, validateName(path.Child("name"), h.Name)...)
 		c := Hook{Name: h.Name, At: h.At, URL: h.URL, Timeout: DefaultHookTimeout, OnFailure: "rollback", Metadata: h.Metadata}
 		switch h.At {
+		case "":
+			errs = append(errs, field.Required(path.Child("at"), "where in the release the hook runs"))
 		case splitterv1.HookPreRollout, splitterv1.HookStep, splitterv1.HookPrePromotion, splitterv1.HookPostPromotion:
 		default:
 			errs = append(errs, field.NotSupported(path.Child("at"), h.At, []string{string(splitterv1.HookPreRollout),
 				string(splitterv1.HookStep), string(splitterv1.HookPrePromotion), string(splitterv1.HookPostPromotion)}))
 		}
 		switch {
-		case (h.URL == "") == (h.URLFrom == nil):
-			errs = append(errs, field.Invalid(path, h.Name, "exactly one of url and urlFrom must be set"))
+		case h.URL == "" && h.URLFrom == nil:
+			errs = append(errs, field.Required(path.Child("url"), "exactly one of url and urlFrom must be set"))
+		case h.URL != "" && h.URLFrom != nil:
+			errs = append(errs, field.Forbidden(path.Child("urlFrom"), "exactly one of url and urlFrom must be set"))
 		case h.URL != "":
 			if msg := httpURL(h.URL); msg != "" {
 				// The value is not echoed: a URL may carry a token.
@@ -148,9 +152,14 @@ func validateSecretRef(path *field.Path, ref *splitterv1.SecretKeyRef) field.Err
 	var errs field.ErrorList
 	if ref.Name == "" {
 		errs = append(errs, field.Required(path.Child("name"), "the Secret holding the URL"))
+	} else if msgs := validation.IsDNS1123Subdomain(ref.Name); len(msgs) > 0 {
+		// Caught here, not as a "not found" at the first call.
+		errs = append(errs, field.Invalid(path.Child("name"), ref.Name, msgs[0]))
 	}
 	if ref.Key == "" {
 		ref.Key = DefaultSecretKey
+	} else if msgs := validation.IsConfigMapKey(ref.Key); len(msgs) > 0 {
+		errs = append(errs, field.Invalid(path.Child("key"), ref.Key, msgs[0]))
 	}
 	return errs
 }
