@@ -96,6 +96,15 @@ help: ## List the targets.
 build: ## Build the splitter binary into bin/.
 	$(GO) build -trimpath -o $(BIN)/splitter ./cmd/splitter
 
+.PHONY: install-plugin
+install-plugin: build ## Link bin/kubectl-splitter (and kubectl's completion helper) to the splitter binary; prints how to put it on PATH.
+	ln -sf splitter $(BIN)/kubectl-splitter
+	ln -sf splitter $(BIN)/kubectl_complete-splitter
+	@echo "kubectl splitter is $(BIN)/kubectl-splitter. Put it on PATH, e.g.:"
+	@echo "  export PATH=\"$(BIN):\$$PATH\"            # this shell"
+	@echo "  sudo install $(BIN)/splitter /usr/local/bin/kubectl-splitter   # or a copy under the plugin name"
+	@echo "Then: kubectl plugin list; kubectl splitter --help"
+
 .PHONY: manifests
 manifests: $(CONTROLLER_GEN) ## Generate CRDs (deploy/crds) and deepcopy code with controller-gen.
 	$(CONTROLLER_GEN) object paths=./api/...
