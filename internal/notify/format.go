@@ -1,6 +1,7 @@
 package notify
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"strings"
@@ -49,15 +50,24 @@ func NewPayload(split *splitterv1.Split, n *splitterv1.Notification, receiver st
 
 // Render is the request body for a receiver type.
 func Render(t splitterv1.ReceiverType, p Payload) ([]byte, error) {
+	var v any
 	switch t {
 	case splitterv1.ReceiverWebhook:
-		return json.Marshal(p)
+		v = p
 	case splitterv1.ReceiverSlack:
-		return json.Marshal(slack(p))
+		v = slack(p)
 	case splitterv1.ReceiverTeams:
-		return json.Marshal(teams(p))
+		v = teams(p)
+	default:
+		return nil, fmt.Errorf("unknown receiver type %q", t)
 	}
-	return nil, fmt.Errorf("unknown receiver type %q", t)
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false) // "<name>" and ">=" as they are
+	if err := enc.Encode(v); err != nil {
+		return nil, err
+	}
+	return b.Bytes(), nil
 }
 
 // Colors: bad news, a release promoted, anything else.

@@ -36,12 +36,6 @@ const (
 	EventStalled          = "Stalled"
 )
 
-// Reasons of the engine's pause and resume transitions.
-const (
-	reasonPaused  = rollout.ReasonPaused
-	reasonResumed = "Resumed"
-)
-
 // EventFor says which event a transition is, from its reason and the phase
 // and step it leads to; "" means it is not worth a message. Noise is left
 // out: StepExtended (a step held longer: the outcome follows, and a Fail
@@ -55,9 +49,9 @@ func EventFor(reason string, stalled, warning bool, phase splitterv1.Phase, step
 		return EventStalled
 	case reason == rollout.ReasonStepExtended:
 		return ""
-	case reason == reasonPaused:
+	case reason == rollout.ReasonPaused, reason == rollout.ReasonPausedByOperator:
 		return EventPaused
-	case reason == reasonResumed:
+	case reason == rollout.ReasonResumed:
 		return EventResumed
 	}
 	switch phase {
