@@ -427,7 +427,7 @@ func (c *cli) change(name string, decide func(s *splitterv1.Split, by string) (C
 	}
 	who := ""
 	if by != "" {
-		who = " as " + by
+		who = " (requested by " + by + ")"
 	}
 	_, err = fmt.Fprintf(c.env.Out, "Split %s/%s: %s%s.\n", s.Namespace, s.Name, ch.Done, who)
 	return err
@@ -695,6 +695,9 @@ func (c *cli) watch(ctx context.Context, k *kube, name string) error {
 	end := func(code int, summary string) error {
 		fmt.Fprintln(c.env.Out, summary)
 		return exitCode(code)
+	}
+	if !c.env.TTY && w.Revision != "" {
+		fmt.Fprintf(c.env.Out, "Waiting for the release of revision %s (the template of Deployment %s) to end\n", w.Revision, s.Spec.Workload)
 	}
 	show()
 	if done, code, summary := w.Outcome(s); done {

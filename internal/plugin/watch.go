@@ -82,5 +82,10 @@ func finished(s *splitterv1.Split, h splitterv1.Release) string {
 		}
 		return t
 	}
-	return fmt.Sprintf("revision %s %s at step %d (%s): %s", h.Revision, h.Outcome, h.Step, h.Reason, h.Message)
+	verb := map[splitterv1.Outcome]string{splitterv1.OutcomeRolledBack: "rolled back", splitterv1.OutcomeAborted: "aborted",
+		splitterv1.OutcomeSuperseded: "superseded"}[h.Outcome]
+	if verb == "" {
+		verb = string(h.Outcome)
+	}
+	return fmt.Sprintf("revision %s %s at step %d (%s): %s", h.Revision, verb, h.Step, h.Reason, h.Message)
 }

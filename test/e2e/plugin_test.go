@@ -104,6 +104,24 @@ func mustKubectl(t testing.TB, tb *testbed.TestBed, want int, says []string, arg
 	return r
 }
 
+// kubectlTTY runs kubectl under a pseudo-terminal (util-linux script),
+// as a person at a terminal would.
+func kubectlTTY(t testing.TB, tb *testbed.TestBed, env []string, args ...string) string {
+	t.Helper()
+	if _, err := exec.LookPath("script"); err != nil {
+		t.Skip("no script(1) for a pseudo-terminal")
+	}
+	cmd := kubectlCmd(t, tb)
+	cmd.Path, _ = exec.LookPath("script")
+	cmd.Args = []string{"script", "-q", "-e", "-c", "kubectl " + strings.Join(args, " "), "/dev/null"}
+	cmd.Env = append(cmd.Env, env...)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("kubectl %v on a terminal: %v\n%s", args, err, out)
+	}
+	return string(out)
+}
+
 // syncBuffer is written by a subprocess while the test reads it.
 type syncBuffer struct {
 	mu sync.Mutex
@@ -220,7 +238,7 @@ func TestPluginApproveWatchPromoted(t *testing.T) {
 	mustKubectl(t, tb, 0, []string{"AwaitingApproval", s.Status.Gate, "kubectl splitter approve app"}, "splitter", "get", "app", "-n", ns)
 	stale := s.Status.CandidateRevision + "/first-step"
 	mustKubectl(t, tb, 1, []string{"not " + stale}, "splitter", "approve", "app", "--gate", stale, "-n", ns)
-	mustKubectl(t, tb, 0, []string{"approved gate " + s.Status.Gate, "as " + testbed.AdminUser}, "splitter", "approve", "app", "--gate", s.Status.Gate, "-n", ns)
+	mustKubectl(t, tb, 0, []string{"approved gate " + s.Status.Gate, "requested by " + testbed.AdminUser}, "splitter", "approve", "app", "--gate", s.Status.Gate, "-n", ns)
 
 	if code := w.wait(t, 2*time.Minute); code != 0 {
 		t.Errorf("get --watch of a promoted release: exit %d, want 0", code)
@@ -277,7 +295,7 @@ func TestPluginWatchRolledBackAndRetry(t *testing.T) {
 	}
 	keepTranscript(t, "watch-rolled-back.txt", w.out.String())
 	s := waitPhase(t, tb, ns, splitterv1.PhaseRolledBack, 30*time.Second, nil)
-	if !strings.Contains(w.out.String(), "RolledBack at step 1") {
+	if !strings.Contains(w.out.String(), "rolled back at step 1 (CheckFailed)") {
 		t.Errorf("the watch's last line does not say where it rolled back:\n%s", w.out.String())
 	}
 	r := mustKubectl(t, tb, 0, []string{"rolled back at step 1 (20%)", "success-rate"}, "splitter", "explain", "app", "-n", ns)
@@ -371,6 +389,13 @@ func TestPluginPauseResumePromote(t *testing.T) {
 	})
 	mustKubectl(t, tb, 1, []string{"already paused"}, "splitter", "pause", "app", "-n", ns)
 	mustKubectl(t, tb, 0, []string{"PAUSED"}, "splitter", "get", "app", "-n", ns)
+	// Colour on a terminal only, and never with NO_COLOR.
+	if out := kubectlTTY(t, tb, nil, "splitter", "get", "app", "-n", ns); !strings.Contains(out, "\x1b[33mPAUSED\x1b[0m") {
+		t.Errorf("no colour on a terminal:\n%q", out)
+	}
+	if out := kubectlTTY(t, tb, []string{"NO_COLOR=1"}, "splitter", "get", "app", "-n", ns); strings.Contains(out, "\x1b[") || !strings.Contains(out, "PAUSED") {
+		t.Errorf("colour with NO_COLOR=1:\n%q", out)
+	}
 
 	// Held for longer than the step: nothing moves.
 	step, weight := s.Status.Step, s.Status.Weight
