@@ -227,7 +227,7 @@ func withKind(s *splitterv1.Split) *splitterv1.Split {
 
 func (c *cli) get() *cobra.Command {
 	var output string
-	var watchIt bool
+	var watchIt, all bool
 	var timeout time.Duration
 	cmd := &cobra.Command{
 		Use:   "get [NAME]",
@@ -249,12 +249,15 @@ is promoted, 1 when it is rolled back, aborted or superseded. Run right after
 			if watchIt && output != "" {
 				return usageError{fmt.Errorf("--watch draws the Split; -o is for one look")}
 			}
+			if all && len(args) > 0 {
+				return usageError{fmt.Errorf("-A lists the Splits of every namespace: name no Split")}
+			}
 			return checkOutput(output)
 		},
 		ValidArgsFunction: c.completeSplits,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if len(args) == 0 {
-				return c.runList(output)
+				return c.listIn(output, all)
 			}
 			k, err := c.connect()
 			if err != nil {
@@ -283,6 +286,7 @@ is promoted, 1 when it is rolled back, aborted or superseded. Run right after
 	}
 	cmd.Flags().StringVarP(&output, "output", "o", "", "Output format: json or yaml")
 	cmd.Flags().BoolVarP(&watchIt, "watch", "w", false, "Watch the release until it ends; exit 0 if promoted, 1 if not")
+	cmd.Flags().BoolVarP(&all, "all-namespaces", "A", false, "Without NAME, list the Splits of every namespace")
 	cmd.Flags().DurationVar(&timeout, "timeout", 0, "With --watch, give up (exit 1) after this long; 0 waits as long as it takes")
 	_ = cmd.RegisterFlagCompletionFunc("output", cobra.FixedCompletions([]string{"json", "yaml"}, cobra.ShellCompDirectiveNoFileComp))
 	return cmd
@@ -302,10 +306,7 @@ func (c *cli) list() *cobra.Command {
 			return checkOutput(output)
 		},
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if all {
-				return c.runListAll(output)
-			}
-			return c.runList(output)
+			return c.listIn(output, all)
 		},
 	}
 	cmd.Flags().StringVarP(&output, "output", "o", "", "Output format: json or yaml")

@@ -2,7 +2,6 @@ package plugin
 
 import (
 	"context"
-	"errors"
 	"fmt"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -100,14 +99,17 @@ func (k *kube) whoami(ctx context.Context) string {
 	return ""
 }
 
-// errMoved is a refusal after a conflict: what the verb acts on changed.
-var errMoved = errors.New("moved")
-
-// patchFresh writes one Change to obj as a merge patch carrying the
-// resourceVersion read. On a conflict it reads obj again and decides
-// again: the same target is written again; a different one (a gate or
-// revision that moved on) or a refusal is returned.
+// patchFresh writes obj's Change (PatchFresh).
 func (k *kube) patchFresh(ctx context.Context, obj client.Object, decide func() (Change, error)) (Change, error) {
+	return PatchFresh(ctx, k.c, obj, decide)
+}
+
+// PatchFresh writes one Change to obj as a merge patch carrying the
+// resourceVersion read; decide reads obj, which is refreshed in place. On
+// a conflict it reads obj again and decides again: the same target is
+// written again; a different one (a gate or revision that moved on) or a
+// refusal is returned.
+func PatchFresh(ctx context.Context, cl client.Client, obj client.Object, decide func() (Change, error)) (Change, error) {
 	c, err := decide()
 	if err != nil {
 		return c, err
@@ -117,14 +119,14 @@ func (k *kube) patchFresh(ctx context.Context, obj client.Object, decide func() 
 		if c.Noop {
 			return c, nil
 		}
-		err := k.c.Patch(ctx, obj, client.RawPatch(types.MergePatchType, MergePatch(obj.GetResourceVersion(), c.Set)))
+		err := cl.Patch(ctx, obj, client.RawPatch(types.MergePatchType, MergePatch(obj.GetResourceVersion(), c.Set)))
 		if err == nil {
 			return c, nil
 		}
 		if !apierrors.IsConflict(err) || attempt >= 5 {
 			return c, fmt.Errorf("writing %s: %w", obj.GetName(), err)
 		}
-		if err := k.c.Get(ctx, client.ObjectKeyFromObject(obj), obj); err != nil {
+		if err := cl.Get(ctx, client.ObjectKeyFromObject(obj), obj); err != nil {
 			return c, fmt.Errorf("reading %s again after a conflict: %w", obj.GetName(), err)
 		}
 		if c, err = decide(); err != nil {

@@ -19,6 +19,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	splitterv1 "splitter.dev/splitter/api/v1alpha1"
+	"splitter.dev/splitter/internal/plugin"
 	"splitter.dev/splitter/internal/rollout"
 	"splitter.dev/splitter/test/testbed"
 )
@@ -46,7 +47,10 @@ func pluginBin(t testing.TB) string {
 		out, err := exec.Command("go", "build", "-o", filepath.Join(pluginDir, "kubectl-splitter"), "splitter.dev/splitter/cmd/splitter").CombinedOutput()
 		if err != nil {
 			pluginErr = fmt.Errorf("building kubectl-splitter: %v\n%s", err, out)
+			return
 		}
+		// kubectl's completion helper for the plugin, as make install-plugin links it.
+		pluginErr = os.Symlink("kubectl-splitter", filepath.Join(pluginDir, "kubectl_complete-splitter"))
 	})
 	if pluginErr != nil {
 		t.Fatal(pluginErr)
@@ -228,6 +232,9 @@ func TestPluginApproveWatchPromoted(t *testing.T) {
 	waitPhase(t, tb, ns, splitterv1.PhaseIdle, 90*time.Second, readyCondition)
 	mustKubectl(t, tb, 1, []string{"nothing to approve", "Idle"}, "splitter", "approve", "app", "-n", ns)
 	mustKubectl(t, tb, 0, []string{"app", "Idle", "blue/"}, "splitter", "list", "-n", ns)
+	mustKubectl(t, tb, 0, []string{ns, "app", "Idle"}, "splitter", "list", "-A")
+	// Shell completion of Split names, through kubectl's own completion.
+	mustKubectl(t, tb, 0, []string{"app\tIdle"}, "__complete", "splitter", "approve", "-n", ns, "")
 
 	// As in CI: the image changes, and the watch starts at once, before
 	// the controller has seen the change.
@@ -436,5 +443,70 @@ func TestPluginPauseResumePromote(t *testing.T) {
 	want := []string{"promote by " + testbed.AdminUser, "resume by " + testbed.AdminUser, "pause by " + testbed.AdminUser}
 	if strings.Join(verbs, ", ") != strings.Join(want, ", ") {
 		t.Errorf("actions %v, want %v", verbs, want)
+	}
+}
+
+// A verb decided on a Split read before someone else wrote it: the write
+// meets a conflict (the resourceVersion precondition), the Split is read
+// again and the verb decided again. The same target is written; a target
+// that moved on (here a newer template superseded the release) is refused.
+func TestPluginStaleTargetRefused(t *testing.T) {
+	t.Parallel()
+	pol := fastPolicy("", "slow", []int32{20, 100})
+	pol.Spec.StepDuration = &metav1.Duration{Duration: 2 * time.Minute}
+	tb, ns := pluginBed(t, "plugin-stale", pol)
+	mustKubectl(t, tb, 0, nil, "splitter", "opt-in", "app", "--policy", "slow", "-n", ns)
+	waitPhase(t, tb, ns, splitterv1.PhaseIdle, 90*time.Second, readyCondition)
+	ctx := context.Background()
+	touch := func() {
+		s, err := getSplit(ctx, tb, ns)
+		if err != nil {
+			t.Fatal(err)
+		}
+		base := s.DeepCopy()
+		s.Annotations = map[string]string{"example.com/touched": time.Now().Format(time.RFC3339Nano)}
+		if err := tb.Client.Patch(ctx, s, client.MergeFrom(base)); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	release(t, tb, ns, "example.com/app:2", nil)
+	first := waitPhase(t, tb, ns, splitterv1.PhaseShifting, 2*time.Minute, nil)
+	firstRev := first.Status.CandidateRevision // PatchFresh refreshes first in place
+	release(t, tb, ns, "example.com/app:3", nil)
+	waitPhase(t, tb, ns, splitterv1.PhaseShifting, 2*time.Minute, func(s *splitterv1.Split) error {
+		if s.Status.CandidateRevision == firstRev {
+			return fmt.Errorf("still releasing %s", s.Status.CandidateRevision)
+		}
+		return nil
+	})
+	_, err := plugin.PatchFresh(ctx, tb.Client, first, func() (plugin.Change, error) { return plugin.Abort(first, "e2e") })
+	var r *plugin.Refusal
+	if !errors.As(err, &r) || !strings.Contains(r.Reason, "moved on") {
+		t.Fatalf("abort of a superseded release: %v, want a refusal saying it moved on", err)
+	}
+	if s, err := getSplit(ctx, tb, ns); err != nil || s.Annotations[splitterv1.AbortAnnotation] != "" {
+		t.Fatalf("the stale abort was written: %v (%v)", s.Annotations, err)
+	}
+
+	// Same target, another writer in between: written after one conflict.
+	stale, err := getSplit(ctx, tb, ns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	touch()
+	decisions := 0
+	if _, err := plugin.PatchFresh(ctx, tb.Client, stale, func() (plugin.Change, error) { decisions++; return plugin.Abort(stale, "e2e") }); err != nil {
+		t.Fatal(err)
+	}
+	if decisions != 2 {
+		t.Errorf("decided %d times, want 2 (once more after the conflict)", decisions)
+	}
+	s := waitPhase(t, tb, ns, splitterv1.PhaseRolledBack, time.Minute, nil)
+	if h := s.Status.History[0]; h.Outcome != splitterv1.OutcomeAborted || h.Revision == firstRev {
+		t.Errorf("history %+v, want the second release Aborted", h)
+	}
+	if a := lastAction(s); a.Verb != "abort" || a.By != "e2e" {
+		t.Errorf("status.actions[0] = %+v, want abort by e2e", a)
 	}
 }
