@@ -377,10 +377,19 @@ func TestHangingHookWatchdogSnapsBack(t *testing.T) {
 		}
 		return nil
 	})
+	shifting := waitPhase(t, tb, ns, splitterv1.PhaseShifting, time.Minute, func(s *splitterv1.Split) error {
+		if s.Status.StepStartedAt == nil {
+			return fmt.Errorf("hold not started")
+		}
+		return nil
+	})
 	s := waitPhase(t, tb, ns, splitterv1.PhaseRolledBack, 2*time.Minute, nil)
-	if h := s.Status.History[0]; h.Reason != rollout.ReasonWatchdog {
+	h := s.Status.History[0]
+	if h.Reason != rollout.ReasonWatchdog {
 		t.Errorf("history %+v, want a snap-back by the watchdog", h)
 	}
+	// Compare with TestWatchdogSnapsBackGrossFault's figure (no hook).
+	t.Logf("snapped back %s after the step's hold began, its hook still hanging: %s", h.FinishedAt.Sub(shifting.Status.StepStartedAt.Time), h.Message)
 	if srv.Open() != 1 {
 		t.Errorf("%d hook calls open at the snap-back, want the hanging one", srv.Open())
 	}
@@ -389,5 +398,80 @@ func TestHangingHookWatchdogSnapsBack(t *testing.T) {
 	}
 	if w, err := routedWeights(context.Background(), tb, ns); err != nil || w != (rollout.Weights{Blue: 100}) {
 		t.Errorf("routed %s (%v), want blue 100", w, err)
+	}
+}
+
+// A hook's URL Secret that is missing fails the hook, naming the Secret.
+func TestHookURLSecretMissingFails(t *testing.T) {
+	t.Parallel()
+	tb := testbed.Shared(t)
+	ns := tb.Namespace(t, "hook-secret")
+	tb.Create(t, withHooks(fastPolicy(ns, "fast", []int32{50, 100}), splitterv1.Hook{
+		Name: "smoke", At: splitterv1.HookPreRollout, URLFrom: &splitterv1.SecretKeyRef{Name: "smoke-url"},
+	}))
+	startSplitter(t, tb, ns)
+	optedIn(t, tb, ns, "fast")
+	waitPhase(t, tb, ns, splitterv1.PhaseIdle, 90*time.Second, readyCondition)
+
+	release(t, tb, ns, "example.com/app:2", nil)
+	s := waitPhase(t, tb, ns, splitterv1.PhaseRolledBack, 2*time.Minute, nil)
+	want := fmt.Sprintf("reading the hook's URL: Secret %s/smoke-url not found", ns)
+	if h := hookResult(s, "smoke"); h == nil || h.Verdict != splitterv1.VerdictFail || h.Message != want {
+		t.Errorf("status.hooks %+v, want a Fail saying %q", s.Status.Hooks, want)
+	}
+	if h := s.Status.History[0]; h.Reason != rollout.ReasonHookFailed || !strings.Contains(h.Message, want) {
+		t.Errorf("history %+v", h)
+	}
+}
+
+// Hooks are called at least once: a controller killed mid-call calls the
+// hook again after its restart, with the same token (the Idempotency-Key).
+func TestHookCalledAgainAfterControllerKilled(t *testing.T) {
+	t.Parallel()
+	tb := testbed.Shared(t)
+	ns := tb.Namespace(t, "hook-kill")
+	entered := make(chan struct{}, 1)
+	var mu sync.Mutex
+	n := 0
+	srv := newHookServer(t, tb, ns, func(ctx context.Context, c hookCall) (int, string) {
+		mu.Lock()
+		n++
+		first := n == 1
+		mu.Unlock()
+		if first {
+			entered <- struct{}{}
+			return hang(ctx, c)
+		}
+		return http.StatusOK, "smoke tests passed"
+	})
+	tb.Create(t, withHooks(fastPolicy(ns, "fast", []int32{50, 100}), splitterv1.Hook{
+		Name: "smoke", At: splitterv1.HookPreRollout, URL: srv.URL("/smoke"), Timeout: &metav1.Duration{Duration: 5 * time.Minute},
+	}))
+	ctrl := startSplitter(t, tb, ns)
+	optedIn(t, tb, ns, "fast")
+	waitPhase(t, tb, ns, splitterv1.PhaseIdle, 90*time.Second, readyCondition)
+
+	release(t, tb, ns, "example.com/app:2", nil)
+	select {
+	case <-entered:
+	case <-time.After(2 * time.Minute):
+		t.Fatal("the hook was not called")
+	}
+	ctrl.Kill()
+	s, err := getSplit(context.Background(), tb, ns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.Status.Phase != splitterv1.PhasePreparing || len(s.Status.Hooks) != 0 {
+		t.Fatalf("killed mid-call in phase %s with hooks %+v, want Preparing and no result", s.Status.Phase, s.Status.Hooks)
+	}
+	startSplitter(t, tb, ns)
+	s = waitPhase(t, tb, ns, splitterv1.PhasePromoting, 2*time.Minute, nil)
+	calls := srv.Calls()
+	if len(calls) != 2 || calls[0].Payload.Token != calls[1].Payload.Token {
+		t.Fatalf("calls %+v, want the same token twice", calls)
+	}
+	if h := hookResult(s, "smoke"); h == nil || h.Verdict != splitterv1.VerdictPass || h.Token != calls[0].Payload.Token {
+		t.Errorf("status.hooks %+v", s.Status.Hooks)
 	}
 }
