@@ -11,6 +11,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	toolscache "k8s.io/client-go/tools/cache"
 	ctrl "sigs.k8s.io/controller-runtime"
+	crcache "sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	splitterv1 "splitter.dev/splitter/api/v1alpha1"
@@ -54,16 +55,8 @@ func (r *SplitReconciler) queueNotification(split *splitterv1.Split, plan *polic
 
 // setupNotifier adds the deliverer (leader only) to the manager.
 func (r *SplitReconciler) setupNotifier(mgr ctrl.Manager) error {
-	store := &outboxStore{r: r, reader: mgr.GetAPIReader(), informer: func(ctx context.Context) (toolscache.SharedIndexInformer, error) {
-		inf, err := mgr.GetCache().GetInformer(ctx, &splitterv1.Split{})
-		if err != nil {
-			return nil, err
-		}
-		shared, ok := inf.(toolscache.SharedIndexInformer)
-		if !ok {
-			return nil, fmt.Errorf("the cache's Split informer is a %T", inf)
-		}
-		return shared, nil
+	store := &outboxStore{r: r, reader: mgr.GetAPIReader(), informer: func(ctx context.Context) (crcache.Informer, error) {
+		return mgr.GetCache().GetInformer(ctx, &splitterv1.Split{})
 	}}
 	return mgr.Add(&notify.Deliverer{Store: store, Log: ctrl.Log.WithName("notify")})
 }
@@ -74,7 +67,7 @@ func (r *SplitReconciler) setupNotifier(mgr ctrl.Manager) error {
 type outboxStore struct {
 	r        *SplitReconciler
 	reader   client.Reader
-	informer func(context.Context) (toolscache.SharedIndexInformer, error)
+	informer func(context.Context) (crcache.Informer, error)
 }
 
 func (s *outboxStore) Watch(ctx context.Context, offer func(*splitterv1.Split), forget func(types.UID)) error {

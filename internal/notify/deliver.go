@@ -166,7 +166,8 @@ func (d *Deliverer) Start(ctx context.Context) error {
 	}
 	defer wg.Wait()
 	if err := d.Store.Watch(ctx, d.Offer, d.forget); err != nil {
-		return err
+		// Never a reason to stop the controller: the sweep still delivers.
+		d.Log.Error(err, "Cannot watch Splits for notifications; delivering at each sweep only", "sweep", d.Sweep.String())
 	}
 	tick := time.NewTicker(d.Sweep)
 	defer tick.Stop()
