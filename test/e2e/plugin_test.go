@@ -110,7 +110,7 @@ func mustKubectl(t testing.TB, tb *testbed.TestBed, want int, says []string, arg
 
 // kubectlTTY runs kubectl under a pseudo-terminal (util-linux script),
 // as a person at a terminal would.
-func kubectlTTY(t testing.TB, tb *testbed.TestBed, env []string, args ...string) string {
+func kubectlTTY(t testing.TB, tb *testbed.TestBed, env []string, args ...string) (string, int) {
 	t.Helper()
 	if _, err := exec.LookPath("script"); err != nil {
 		t.Skip("no script(1) for a pseudo-terminal")
@@ -120,10 +120,13 @@ func kubectlTTY(t testing.TB, tb *testbed.TestBed, env []string, args ...string)
 	cmd.Args = []string{"script", "-q", "-e", "-c", "kubectl " + strings.Join(args, " "), "/dev/null"}
 	cmd.Env = append(cmd.Env, env...)
 	out, err := cmd.CombinedOutput()
-	if err != nil {
+	var exit *exec.ExitError
+	if errors.As(err, &exit) {
+		return string(out), exit.ExitCode()
+	} else if err != nil {
 		t.Fatalf("kubectl %v on a terminal: %v\n%s", args, err, out)
 	}
-	return string(out)
+	return string(out), 0
 }
 
 // syncBuffer is written by a subprocess while the test reads it.
@@ -397,11 +400,16 @@ func TestPluginPauseResumePromote(t *testing.T) {
 	mustKubectl(t, tb, 1, []string{"already paused"}, "splitter", "pause", "app", "-n", ns)
 	mustKubectl(t, tb, 0, []string{"PAUSED"}, "splitter", "get", "app", "-n", ns)
 	// Colour on a terminal only, and never with NO_COLOR.
-	if out := kubectlTTY(t, tb, nil, "splitter", "get", "app", "-n", ns); !strings.Contains(out, "\x1b[33mPAUSED\x1b[0m") {
+	if out, _ := kubectlTTY(t, tb, nil, "splitter", "get", "app", "-n", ns); !strings.Contains(out, "\x1b[33mPAUSED\x1b[0m") {
 		t.Errorf("no colour on a terminal:\n%q", out)
 	}
-	if out := kubectlTTY(t, tb, []string{"NO_COLOR=1"}, "splitter", "get", "app", "-n", ns); strings.Contains(out, "\x1b[") || !strings.Contains(out, "PAUSED") {
+	if out, _ := kubectlTTY(t, tb, []string{"NO_COLOR=1"}, "splitter", "get", "app", "-n", ns); strings.Contains(out, "\x1b[") || !strings.Contains(out, "PAUSED") {
 		t.Errorf("colour with NO_COLOR=1:\n%q", out)
+	}
+	// On a terminal the watch redraws in place; --timeout gives up with 1.
+	if out, code := kubectlTTY(t, tb, nil, "splitter", "get", "app", "--watch", "--timeout", "3s", "-n", ns); code != 1 ||
+		!strings.Contains(out, "\x1b[H\x1b[2J") || !strings.Contains(out, "gave up waiting") {
+		t.Errorf("get --watch --timeout 3s on a terminal: exit %d, want 1 with redraws and the reason:\n%q", code, out)
 	}
 
 	// Held for longer than the step: nothing moves.
