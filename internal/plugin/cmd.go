@@ -426,12 +426,15 @@ func (c *cli) change(name string, decide func(s *splitterv1.Split, by string) (C
 		_, err = fmt.Fprintf(c.env.Out, "Already asked (%s); the controller acts on it at its next look.\n", ch.Target)
 		return err
 	}
-	who := ""
-	if by != "" {
-		who = " (requested by " + by + ")"
-	}
-	_, err = fmt.Fprintf(c.env.Out, "Split %s/%s: %s%s.\n", s.Namespace, s.Name, ch.Done, who)
+	_, err = fmt.Fprintf(c.env.Out, "Split %s/%s: %s%s.\n", s.Namespace, s.Name, ch.Done, requested(by))
 	return err
+}
+
+func requested(by string) string {
+	if by == "" {
+		return ""
+	}
+	return " (requested by " + by + ")"
 }
 
 func (c *cli) act(verb, short string, decide func(*splitterv1.Split, string) (Change, error)) *cobra.Command {
@@ -575,6 +578,9 @@ func (c *cli) optIn() *cobra.Command {
 			by := k.whoami(ctx)
 			ch, err := k.patchFresh(ctx, d, func() (Change, error) {
 				ch := Change{Verb: "opt-in", Target: d.Annotations[splitterv1.PolicyAnnotation], Set: map[string]*string{splitterv1.PolicyAnnotation: str(pol)}}
+				if by != "" {
+					ch.Set[splitterv1.RequestedByAnnotation] = str(by)
+				}
 				ch.Noop = d.Annotations[splitterv1.PolicyAnnotation] == pol
 				return ch, nil
 			})
@@ -585,9 +591,8 @@ func (c *cli) optIn() *cobra.Command {
 				_, err := fmt.Fprintf(c.env.Out, "Deployment %s/%s is already opted in with SplitPolicy %s.\n", d.Namespace, d.Name, pol)
 				return err
 			}
-			_ = by // the Deployment's audit trail is the API server's
-			fmt.Fprintf(c.env.Out, "Deployment %s/%s opted in with SplitPolicy %s. What happens now:\n", d.Namespace, d.Name, pol)
-			for _, l := range OptInPlan(d, pol, nil) {
+			fmt.Fprintf(c.env.Out, "Deployment %s/%s opted in with SplitPolicy %s%s. What happens now:\n", d.Namespace, d.Name, pol, requested(by))
+			for _, l := range OptInPlan(d, pol, policyErr) {
 				for _, w := range wrap(l, c.env.Width, "  - ", "    ") {
 					fmt.Fprintln(c.env.Out, w)
 				}
@@ -630,15 +635,20 @@ func (c *cli) optOut() *cobra.Command {
 			if s, err := k.split(ctx, args[0]); err == nil {
 				split = s
 			}
+			by := k.whoami(ctx)
 			if _, err := k.patchFresh(ctx, d, func() (Change, error) {
 				if d.Annotations[splitterv1.PolicyAnnotation] == "" {
 					return Change{}, &Refusal{Reason: fmt.Sprintf("Deployment %s/%s was opted out meanwhile", d.Namespace, d.Name)}
 				}
-				return Change{Verb: "opt-out", Target: "", Set: map[string]*string{splitterv1.PolicyAnnotation: nil}}, nil
+				ch := Change{Verb: "opt-out", Set: map[string]*string{splitterv1.PolicyAnnotation: nil}}
+				if by != "" {
+					ch.Set[splitterv1.RequestedByAnnotation] = str(by)
+				}
+				return ch, nil
 			}); err != nil {
 				return err
 			}
-			fmt.Fprintf(c.env.Out, "Deployment %s/%s opted out. What happens now:\n", d.Namespace, d.Name)
+			fmt.Fprintf(c.env.Out, "Deployment %s/%s opted out%s. What happens now:\n", d.Namespace, d.Name, requested(by))
 			for _, l := range OptOutPlan(d, split) {
 				for _, w := range wrap(l, c.env.Width, "  - ", "    ") {
 					fmt.Fprintln(c.env.Out, w)

@@ -20,11 +20,11 @@ func replicas(d *appsv1.Deployment) int32 {
 func OptInPlan(d *appsv1.Deployment, policy string, policyErr error) []string {
 	var out []string
 	if old := d.Annotations[splitterv1.PolicyAnnotation]; old != "" && old != policy {
-		out = append(out, fmt.Sprintf("Deployment %s switches from SplitPolicy %s to %s: the next release follows %s.", d.Name, old, policy, policy))
+		out = append(out, fmt.Sprintf("Deployment %s switches from SplitPolicy %s to %s: from the controller's next look, releases (one in progress included) follow %s.", d.Name, old, policy, policy))
 		return out
 	}
 	if policyErr != nil {
-		out = append(out, fmt.Sprintf("Warning: %v. The controller creates nothing until it exists (the Split reports Stalled).", policyErr))
+		out = append(out, fmt.Sprintf("Until SplitPolicy %s exists the controller creates nothing and changes no traffic (%v).", policy, policyErr))
 	}
 	n := replicas(d)
 	out = append(out,
@@ -57,7 +57,8 @@ func OptOutPlan(d *appsv1.Deployment, split *splitterv1.Split) []string {
 		n = *split.Status.Replicas
 	}
 	if split != nil && InProgress(split.Status.Phase) {
-		out = append(out, fmt.Sprintf("A release is in progress (%s at step %d): it is ended, traffic goes back to the live colour first.", split.Status.Phase, split.Status.Step))
+		out = append(out, fmt.Sprintf("The release in progress (%s at step %d, %s at %d%%) ends unpromoted: the traffic moves from the colours straight to %s's own pods once they are Ready.",
+			split.Status.Phase, split.Status.Step, split.Status.Candidate, split.Status.Weight, d.Name))
 	}
 	out = append(out, fmt.Sprintf("%s gets its %d replicas back; once they are Ready, 100%% of the traffic is handed back to its pods.", d.Name, n))
 	if vs := d.Annotations[splitterv1.VirtualServiceAnnotation]; vs != "" {

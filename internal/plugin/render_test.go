@@ -1,6 +1,7 @@
 package plugin
 
 import (
+	"errors"
 	"flag"
 	"os"
 	"path/filepath"
@@ -9,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	appsv1 "k8s.io/api/apps/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 
@@ -209,4 +211,26 @@ func TestShortAndThousands(t *testing.T) {
 			t.Errorf("thousands(%d) = %s, want %s", n, got, want)
 		}
 	}
+}
+
+func TestOptInOutGolden(t *testing.T) {
+	d := func(ann map[string]string) *appsv1.Deployment {
+		return &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Name: "checkout", Namespace: "shop", Annotations: ann},
+			Spec: appsv1.DeploymentSpec{Replicas: ptr.To(int32(4))}}
+	}
+	var b strings.Builder
+	section := func(title string, lines []string) {
+		b.WriteString("--- " + title + "\n")
+		for _, l := range lines {
+			b.WriteString(strings.Join(wrap(l, 80, "  - ", "    "), "\n") + "\n")
+		}
+	}
+	section("opt-in", OptInPlan(d(nil), "standard", nil))
+	section("opt-in, the policy missing", OptInPlan(d(nil), "standard", errors.New("there is no SplitPolicy standard in namespace shop")))
+	section("opt-in, the user's VirtualService", OptInPlan(d(map[string]string{splitterv1.VirtualServiceAnnotation: "checkout", splitterv1.RoutesAnnotation: "primary"}), "standard", nil))
+	section("opt-in, another policy", OptInPlan(d(map[string]string{splitterv1.PolicyAnnotation: "fast"}), "standard", nil))
+	section("opt-out", OptOutPlan(d(map[string]string{splitterv1.PolicyAnnotation: "standard"}), base()))
+	section("opt-out mid-release", OptOutPlan(d(map[string]string{splitterv1.PolicyAnnotation: "standard"}), midRelease()))
+	section("opt-out, the user's VirtualService", OptOutPlan(d(map[string]string{splitterv1.PolicyAnnotation: "standard", splitterv1.VirtualServiceAnnotation: "checkout"}), nil))
+	golden(t, "opt-in-out", b.String())
 }
