@@ -371,15 +371,15 @@ func TestHangingHookWatchdogSnapsBack(t *testing.T) {
 	waitPhase(t, tb, ns, splitterv1.PhaseIdle, 90*time.Second, readyCondition)
 
 	release(t, tb, ns, "example.com/app:bad", map[string]string{"meshsim.splitter.dev/error-rate": "0.3"})
-	testbed.Eventually(t, time.Minute, 250*time.Millisecond, "the step hook called", func(context.Context) error {
-		if srv.Open() == 0 {
-			return fmt.Errorf("%d calls, none open", len(srv.Calls()))
-		}
-		return nil
-	})
 	shifting := waitPhase(t, tb, ns, splitterv1.PhaseShifting, time.Minute, func(s *splitterv1.Split) error {
 		if s.Status.StepStartedAt == nil {
 			return fmt.Errorf("hold not started")
+		}
+		return nil
+	})
+	testbed.Eventually(t, time.Minute, 250*time.Millisecond, "the step hook called", func(context.Context) error {
+		if srv.Open() == 0 {
+			return fmt.Errorf("%d calls, none open", len(srv.Calls()))
 		}
 		return nil
 	})
