@@ -63,7 +63,9 @@ type ran struct {
 	code     int
 }
 
-func (r ran) String() string { return fmt.Sprintf("exit %d\nstdout:\n%s\nstderr:\n%s", r.code, r.out, r.err) }
+func (r ran) String() string {
+	return fmt.Sprintf("exit %d\nstdout:\n%s\nstderr:\n%s", r.code, r.out, r.err)
+}
 
 // kubectlCmd is `kubectl args...` with the plugin first on PATH and the
 // test bed's admin kubeconfig.
