@@ -136,7 +136,8 @@ type Outcome struct {
 
 // Caller makes hook calls. The zero value is ready to use.
 type Caller struct {
-	// Transport defaults to a clone of http.DefaultTransport.
+	// Transport defaults to http.DefaultTransport's settings (proxy from
+	// the environment, system CAs) without keep-alives.
 	Transport http.RoundTripper
 }
 
@@ -188,11 +189,19 @@ func (c *Caller) Call(ctx context.Context, rawURL string, timeout time.Duration,
 	return Outcome{Pass: resp.StatusCode >= 200 && resp.StatusCode < 300, Message: clip(msg)}
 }
 
+// defaultTransport keeps no idle connections: hooks are called a few
+// times per release, and a body read only in part cannot be reused.
+var defaultTransport = func() *http.Transport {
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.DisableKeepAlives = true
+	return t
+}()
+
 func (c *Caller) transport() http.RoundTripper {
 	if c.Transport != nil {
 		return c.Transport
 	}
-	return http.DefaultTransport.(*http.Transport).Clone()
+	return defaultTransport
 }
 
 func fail(format string, args ...any) Outcome {
