@@ -88,7 +88,7 @@ func (r *SplitReconciler) startHooks(ctx context.Context, split *splitterv1.Spli
 		started := r.hooks.run.Start(hooks.Job{
 			Split: key, Token: c.Token, Name: c.Hook.Name, Timeout: c.Hook.Timeout,
 			Payload: hooks.NewPayload(split, svc, label, status, hooks.Call{Token: c.Token, Hook: c.Hook, Step: c.Step}),
-			URL:     func(ctx context.Context) (string, error) { return r.hookURL(ctx, split.Namespace, c.Hook) },
+			URL:     func(ctx context.Context) (string, error) { return r.hookURL(ctx, key.Namespace, c.Hook) },
 			Done: func(ctx context.Context, res splitterv1.HookResult) {
 				// A failure's Event is the engine's transition (HookFailed:
 				// rolled back or paused), with the same message.
