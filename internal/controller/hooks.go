@@ -84,7 +84,6 @@ func (r *SplitReconciler) startHooks(ctx context.Context, split *splitterv1.Spli
 		if recorded[c.Token] {
 			continue
 		}
-		c := c
 		started := r.hooks.run.Start(hooks.Job{
 			Split: key, Token: c.Token, Name: c.Hook.Name, Timeout: c.Hook.Timeout,
 			Payload: hooks.NewPayload(split, svc, label, status, hooks.Call{Token: c.Token, Hook: c.Hook, Step: c.Step}),
