@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	splitterv1 "splitter.dev/splitter/api/v1alpha1"
+	"splitter.dev/splitter/internal/rollout"
 )
 
 // Change is what one verb writes: annotations to set (a nil value removes
@@ -113,9 +114,7 @@ func Resume(s *splitterv1.Split, by string) (Change, error) {
 
 // RetryValue is the splitter.dev/retry value that retries the release
 // rolled back in s (the API's contract: revision/attempt).
-func RetryValue(st splitterv1.SplitStatus) string {
-	return fmt.Sprintf("%s/%d", st.CandidateRevision, st.Attempt)
-}
+func RetryValue(st splitterv1.SplitStatus) string { return rollout.RetryToken(st) }
 
 // Retry starts again a rolled-back release of the same revision; template
 // is the user's Deployment's revision now, which must still be it.
@@ -128,8 +127,17 @@ func Retry(s *splitterv1.Split, template, by string) (Change, error) {
 		return Change{}, refuse("the Deployment %s's template is revision %s now, not the rolled-back %s: a template change starts its own release", s.Spec.Workload, template, st.CandidateRevision)
 	}
 	v := RetryValue(st)
-	return set("retry", v, splitterv1.RetryAnnotation, v, by,
-		fmt.Sprintf("asked to retry revision %s on %s (attempt %d)", st.CandidateRevision, s.Name, max(st.Attempt, 1)+1), s), nil
+	c := set("retry", v, splitterv1.RetryAnnotation, v, by,
+		fmt.Sprintf("asked to retry revision %s on %s (attempt %d)", st.CandidateRevision, s.Name, max(st.Attempt, 1)+1), s)
+	// An abort, pause or promote naming this revision would act on the
+	// retried release at once: they were meant for the attempt that ended.
+	for _, key := range []string{splitterv1.AbortAnnotation, splitterv1.PauseAnnotation, splitterv1.PromoteAnnotation} {
+		if s.Annotations[key] == st.CandidateRevision {
+			c.Set[key] = nil
+			c.Noop = false
+		}
+	}
+	return c, nil
 }
 
 // Promote skips the remaining steps of the release in progress.

@@ -30,6 +30,17 @@ func TestActions(t *testing.T) {
 		s.Annotations = map[string]string{splitterv1.RetryAnnotation: "7c6b5a4d/1"}
 		return s
 	}
+	// withAnnotations adds an annotation left by an earlier action.
+	withAnnotations := func(split func() *splitterv1.Split, key, value string) func() *splitterv1.Split {
+		return func() *splitterv1.Split {
+			s := split()
+			if s.Annotations == nil {
+				s.Annotations = map[string]string{}
+			}
+			s.Annotations[key] = value
+			return s
+		}
+	}
 	pausedInStatusOnly := func() *splitterv1.Split {
 		s := paused()
 		s.Annotations = nil
@@ -61,6 +72,8 @@ func TestActions(t *testing.T) {
 		{"resume with the annotation gone", pausedInStatusOnly, resume, splitterv1.PauseAnnotation, "-", "", true},
 		{"retry a rollback", rolledBack, retry("7c6b5a4d"), splitterv1.RetryAnnotation, "7c6b5a4d/1", "", false},
 		{"retry asked already", withRetry, retry("7c6b5a4d"), splitterv1.RetryAnnotation, "7c6b5a4d/1", "", true},
+		{"retry after an abort clears it", withAnnotations(rolledBack, splitterv1.AbortAnnotation, "7c6b5a4d"), retry("7c6b5a4d"), splitterv1.AbortAnnotation, "-", "", false},
+		{"retry clears a pause of the attempt that ended", withAnnotations(withRetry, splitterv1.PauseAnnotation, "7c6b5a4d"), retry("7c6b5a4d"), splitterv1.PauseAnnotation, "-", "", false},
 		{"retry after the template moved", rolledBack, retry("99aa88bb"), "", "", "template is revision 99aa88bb", false},
 		{"retry mid-release", midRelease, retry("7c6b5a4d"), "", "", "nothing to retry", false},
 		{"promote mid-release", midRelease, promote, splitterv1.PromoteAnnotation, "7c6b5a4d", "", false},
