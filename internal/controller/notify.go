@@ -61,9 +61,9 @@ func (r *SplitReconciler) setupNotifier(mgr ctrl.Manager) error {
 	return mgr.Add(&notify.Deliverer{Store: store, Log: ctrl.Log.WithName("notify")})
 }
 
-// outboxStore is the deliverer's access to Splits (through the manager's
-// cache, written with resourceVersion preconditions) and Secrets (read
-// through the uncached API reader).
+// outboxStore is the deliverer's access to Splits (watched through the
+// manager's cache; read before a send and written with resourceVersion
+// preconditions through the API server) and Secrets (read uncached).
 type outboxStore struct {
 	r        *SplitReconciler
 	reader   client.Reader
@@ -114,8 +114,10 @@ func (s *outboxStore) List(ctx context.Context) ([]splitterv1.Split, error) {
 }
 
 func (s *outboxStore) Resolve(ctx context.Context, it notify.Item) (notify.Target, bool, error) {
+	// Uncached: a cache behind the write that queued the notification
+	// would say it is not pending, and the lane would skip it.
 	split := &splitterv1.Split{}
-	if err := s.r.Client.Get(ctx, it.Split, split); err != nil {
+	if err := s.reader.Get(ctx, it.Split, split); err != nil {
 		if apierrors.IsNotFound(err) {
 			return notify.Target{}, false, nil
 		}

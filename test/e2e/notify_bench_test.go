@@ -69,7 +69,7 @@ func BenchmarkNotifyLatency(b *testing.B) {
 	ns := tb.Namespace(b, "bench-notify")
 	rcv := newNotifyReceiver(b, nil)
 	pol := fastPolicy(ns, "fast", []int32{50, 100})
-	pol.Spec.StepDuration = &metav1.Duration{Duration: 3 * time.Second}
+	pol.Spec.StepDuration = &metav1.Duration{Duration: 5 * time.Second}
 	pol.Spec.Standby = &metav1.Duration{Duration: 2 * time.Second}
 	notifyingPolicy(b, tb, ns, pol, map[string]string{"hook": rcv.url("webhook")},
 		map[string]splitterv1.ReceiverType{"hook": splitterv1.ReceiverWebhook})
