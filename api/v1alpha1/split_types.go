@@ -12,8 +12,8 @@ const (
 	ServiceAnnotation = "splitter.dev/service"
 	// ApproveAnnotation on a Split approves the gate named in status.gate.
 	ApproveAnnotation = "splitter.dev/approve"
-	// AbortAnnotation on a Split aborts the release of the revision it names
-	// (status.candidateRevision): traffic snaps back to the live color.
+	// AbortAnnotation on a Split aborts the release it names
+	// (status.releaseID): traffic snaps back to the live color.
 	AbortAnnotation = "splitter.dev/abort"
 	// RevisionAnnotation on a color Deployment's pod template records the
 	// hash of the user's pod template it was copied from.
@@ -37,16 +37,15 @@ const (
 // Annotations on a Split that act on its release (what `kubectl splitter`
 // writes; each names what it acts on, so a stale one never matches).
 const (
-	// PauseAnnotation on a Split holds the release of the revision it
-	// names (status.candidateRevision) where it is: no weight rises, no
-	// promotion; the watchdog keeps running. Removing it resumes.
+	// PauseAnnotation on a Split holds the release it names
+	// (status.releaseID) where it is: no weight rises, no promotion; the
+	// watchdog keeps running. Removing it resumes.
 	PauseAnnotation = "splitter.dev/pause"
-	// RetryAnnotation on a Split starts again a rolled-back release: its
-	// value is status.candidateRevision + "/" + status.attempt, so it
-	// retries that attempt once.
+	// RetryAnnotation on a Split starts again the rolled-back release it
+	// names (status.releaseID), as a new release of the same revision.
 	RetryAnnotation = "splitter.dev/retry"
 	// PromoteAnnotation on a Split skips the remaining steps of the
-	// release of the revision it names: the candidate gets 100% at once
+	// release it names (status.releaseID): the candidate gets 100% at once
 	// (the previous live color stays up for standby, still watched).
 	PromoteAnnotation = "splitter.dev/promote"
 	// RequestedByAnnotation says who asked for the last action, for the
@@ -197,6 +196,9 @@ type Release struct {
 	// Attempt is which release of Revision this was (retries count up).
 	// +optional
 	Attempt int32 `json:"attempt,omitempty"`
+	// ID is the release's status.releaseID.
+	// +optional
+	ID string `json:"id,omitempty"`
 }
 
 // Action is one operator action the controller acted on.
@@ -388,7 +390,7 @@ type SplitStatus struct {
 	Extensions int32 `json:"extensions,omitempty"`
 
 	// Gate names the approval the release waits for in AwaitingApproval,
-	// e.g. "5d8f9c7b/promotion". Approve by setting the Split's annotation
+	// e.g. "5d8f9c7b/3/promotion". Approve by setting the Split's annotation
 	// splitter.dev/approve to this value; a stale approval never matches.
 	// +optional
 	Gate string `json:"gate,omitempty"`
@@ -402,6 +404,17 @@ type SplitStatus struct {
 	// one more for each retry.
 	// +optional
 	Attempt int32 `json:"attempt,omitempty"`
+
+	// ReleaseID names the current (or last) release, unique for the Split:
+	// "<candidateRevision>/<n>", n counting every release it has started.
+	// splitter.dev/abort, pause, promote and retry name it, gates and hook
+	// calls start with it: an action meant for one release never acts on
+	// another, even of the same revision.
+	// +optional
+	ReleaseID string `json:"releaseID,omitempty"`
+	// ReleaseCount is how many releases the Split has started.
+	// +optional
+	ReleaseCount int32 `json:"releaseCount,omitempty"`
 
 	// Hooks are the results of the current release's hook calls.
 	// +optional

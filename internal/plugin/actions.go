@@ -76,7 +76,8 @@ func Abort(s *splitterv1.Split, by string) (Change, error) {
 	if !InProgress(st.Phase) || st.CandidateRevision == "" {
 		return Change{}, refuse("no release in progress on %s to abort: %s", s.Name, where(s))
 	}
-	return set("abort", st.CandidateRevision, splitterv1.AbortAnnotation, st.CandidateRevision, by,
+	id := rollout.ReleaseID(st)
+	return set("abort", id, splitterv1.AbortAnnotation, id, by,
 		fmt.Sprintf("asked to abort the release of revision %s on %s: all traffic goes back to %s", st.CandidateRevision, s.Name, st.Live), s), nil
 }
 
@@ -86,10 +87,11 @@ func Pause(s *splitterv1.Split, by string) (Change, error) {
 	if !InProgress(st.Phase) || st.CandidateRevision == "" {
 		return Change{}, refuse("no release in progress on %s to pause: %s", s.Name, where(s))
 	}
-	if st.PausedAt != nil || s.Annotations[splitterv1.PauseAnnotation] == st.CandidateRevision {
+	id := rollout.ReleaseID(st)
+	if st.PausedAt != nil || s.Annotations[splitterv1.PauseAnnotation] == id {
 		return Change{}, refuse("%s is already paused (revision %s); kubectl splitter resume %s goes on", s.Name, st.CandidateRevision, s.Name)
 	}
-	return set("pause", st.CandidateRevision, splitterv1.PauseAnnotation, st.CandidateRevision, by,
+	return set("pause", id, splitterv1.PauseAnnotation, id, by,
 		fmt.Sprintf("asked to pause the release of revision %s on %s at step %d (%d%%): weights stay, the watchdog keeps watching", st.CandidateRevision, s.Name, st.Step, st.Weight), s), nil
 }
 
@@ -99,7 +101,7 @@ func Resume(s *splitterv1.Split, by string) (Change, error) {
 	if s.Annotations[splitterv1.PauseAnnotation] == "" && st.PausedAt == nil {
 		return Change{}, refuse("%s is not paused: %s", s.Name, where(s))
 	}
-	c := Change{Verb: "resume", Target: st.CandidateRevision, Set: map[string]*string{splitterv1.PauseAnnotation: nil},
+	c := Change{Verb: "resume", Target: rollout.ReleaseID(st), Set: map[string]*string{splitterv1.PauseAnnotation: nil},
 		Done: fmt.Sprintf("asked to resume the release of revision %s on %s", rev(st.CandidateRevision), s.Name)}
 	if by != "" {
 		c.Set[splitterv1.RequestedByAnnotation] = str(by)
@@ -129,10 +131,11 @@ func Retry(s *splitterv1.Split, template, by string) (Change, error) {
 	v := RetryValue(st)
 	c := set("retry", v, splitterv1.RetryAnnotation, v, by,
 		fmt.Sprintf("asked to retry revision %s on %s (attempt %d)", st.CandidateRevision, s.Name, max(st.Attempt, 1)+1), s)
-	// An abort, pause or promote naming this revision would act on the
-	// retried release at once: they were meant for the attempt that ended.
+	// An abort, pause or promote of the release that ended names it, not
+	// the retry, so it would not act again; cleared all the same, so the
+	// Split's annotations say what is asked now.
 	for _, key := range []string{splitterv1.AbortAnnotation, splitterv1.PauseAnnotation, splitterv1.PromoteAnnotation} {
-		if s.Annotations[key] == st.CandidateRevision {
+		if s.Annotations[key] == v {
 			c.Set[key] = nil
 			c.Noop = false
 		}
@@ -146,7 +149,8 @@ func Promote(s *splitterv1.Split, by string) (Change, error) {
 	if !InProgress(st.Phase) || st.CandidateRevision == "" {
 		return Change{}, refuse("no release in progress on %s to promote: %s", s.Name, where(s))
 	}
-	return set("promote", st.CandidateRevision, splitterv1.PromoteAnnotation, st.CandidateRevision, by,
+	id := rollout.ReleaseID(st)
+	return set("promote", id, splitterv1.PromoteAnnotation, id, by,
 		fmt.Sprintf("asked to promote revision %s on %s now: %s goes to 100%%, skipping the remaining steps; %s stays up for standby", st.CandidateRevision, s.Name, st.Candidate, st.Live), s), nil
 }
 

@@ -27,7 +27,7 @@ func TestActions(t *testing.T) {
 	promote := func(s *splitterv1.Split) (Change, error) { return Promote(s, "alice") }
 	withRetry := func() *splitterv1.Split {
 		s := rolledBack()
-		s.Annotations = map[string]string{splitterv1.RetryAnnotation: "7c6b5a4d/1"}
+		s.Annotations = map[string]string{splitterv1.RetryAnnotation: "7c6b5a4d/4"}
 		return s
 	}
 	// withAnnotations adds an annotation left by an earlier action.
@@ -55,28 +55,28 @@ func TestActions(t *testing.T) {
 		refusal string // part of the refusal
 		noop    bool
 	}{
-		{"approve the gate waited at", awaiting, approve(""), splitterv1.ApproveAnnotation, "7c6b5a4d/promotion", "", false},
-		{"approve the gate expected", awaiting, approve("7c6b5a4d/promotion"), splitterv1.ApproveAnnotation, "7c6b5a4d/promotion", "", false},
-		{"approve a stale gate", awaiting, approve("5d8f9c7b/promotion"), "", "", "not 5d8f9c7b/promotion", false},
+		{"approve the gate waited at", awaiting, approve(""), splitterv1.ApproveAnnotation, "7c6b5a4d/4/promotion", "", false},
+		{"approve the gate expected", awaiting, approve("7c6b5a4d/4/promotion"), splitterv1.ApproveAnnotation, "7c6b5a4d/4/promotion", "", false},
+		{"approve a stale gate", awaiting, approve("7c6b5a4d/3/promotion"), "", "", "not 7c6b5a4d/3/promotion", false},
 		{"approve while shifting", midRelease, approve(""), "", "", "nothing to approve", false},
 		{"approve while idle", base, approve(""), "", "", "Idle", false},
-		{"abort mid-release", midRelease, abort, splitterv1.AbortAnnotation, "7c6b5a4d", "", false},
-		{"abort at a gate", awaiting, abort, splitterv1.AbortAnnotation, "7c6b5a4d", "", false},
+		{"abort mid-release", midRelease, abort, splitterv1.AbortAnnotation, "7c6b5a4d/4", "", false},
+		{"abort at a gate", awaiting, abort, splitterv1.AbortAnnotation, "7c6b5a4d/4", "", false},
 		{"abort when rolled back", rolledBack, abort, "", "", "no release in progress", false},
 		{"abort when idle", base, abort, "", "", "no release in progress", false},
-		{"pause mid-release", midRelease, pause, splitterv1.PauseAnnotation, "7c6b5a4d", "", false},
+		{"pause mid-release", midRelease, pause, splitterv1.PauseAnnotation, "7c6b5a4d/4", "", false},
 		{"pause twice", paused, pause, "", "", "already paused", false},
 		{"pause when idle", base, pause, "", "", "no release in progress", false},
 		{"resume", paused, resume, splitterv1.PauseAnnotation, "-", "", false},
 		{"resume when not paused", midRelease, resume, "", "", "not paused", false},
 		{"resume with the annotation gone", pausedInStatusOnly, resume, splitterv1.PauseAnnotation, "-", "", true},
-		{"retry a rollback", rolledBack, retry("7c6b5a4d"), splitterv1.RetryAnnotation, "7c6b5a4d/1", "", false},
-		{"retry asked already", withRetry, retry("7c6b5a4d"), splitterv1.RetryAnnotation, "7c6b5a4d/1", "", true},
-		{"retry after an abort clears it", withAnnotations(rolledBack, splitterv1.AbortAnnotation, "7c6b5a4d"), retry("7c6b5a4d"), splitterv1.AbortAnnotation, "-", "", false},
-		{"retry clears a pause of the attempt that ended", withAnnotations(withRetry, splitterv1.PauseAnnotation, "7c6b5a4d"), retry("7c6b5a4d"), splitterv1.PauseAnnotation, "-", "", false},
+		{"retry a rollback", rolledBack, retry("7c6b5a4d"), splitterv1.RetryAnnotation, "7c6b5a4d/4", "", false},
+		{"retry asked already", withRetry, retry("7c6b5a4d"), splitterv1.RetryAnnotation, "7c6b5a4d/4", "", true},
+		{"retry after an abort clears it", withAnnotations(rolledBack, splitterv1.AbortAnnotation, "7c6b5a4d/4"), retry("7c6b5a4d"), splitterv1.AbortAnnotation, "-", "", false},
+		{"retry clears a pause of the attempt that ended", withAnnotations(withRetry, splitterv1.PauseAnnotation, "7c6b5a4d/4"), retry("7c6b5a4d"), splitterv1.PauseAnnotation, "-", "", false},
 		{"retry after the template moved", rolledBack, retry("99aa88bb"), "", "", "template is revision 99aa88bb", false},
 		{"retry mid-release", midRelease, retry("7c6b5a4d"), "", "", "nothing to retry", false},
-		{"promote mid-release", midRelease, promote, splitterv1.PromoteAnnotation, "7c6b5a4d", "", false},
+		{"promote mid-release", midRelease, promote, splitterv1.PromoteAnnotation, "7c6b5a4d/4", "", false},
 		{"promote when idle", base, promote, "", "", "no release in progress", false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -143,8 +143,8 @@ func TestWaiter(t *testing.T) {
 		{"promoted", midRelease(), "7c6b5a4d", promoting(), true, 0},
 		{"rolled back", midRelease(), "7c6b5a4d", rolledBack(), true, 1},
 		{"rolled back before the watch", rolledBack(), "7c6b5a4d", rolledBack(), true, 1},
-		{"retry asked: wait for it", withAnn(rolledBack(), splitterv1.RetryAnnotation, "7c6b5a4d/1"), "7c6b5a4d", withAnn(rolledBack(), splitterv1.RetryAnnotation, "7c6b5a4d/1"), false, 0},
-		{"retry promoted", withAnn(rolledBack(), splitterv1.RetryAnnotation, "7c6b5a4d/1"), "7c6b5a4d", withHistory(promoting(), promotedEntry), true, 0},
+		{"retry asked: wait for it", withAnn(rolledBack(), splitterv1.RetryAnnotation, "7c6b5a4d/4"), "7c6b5a4d", withAnn(rolledBack(), splitterv1.RetryAnnotation, "7c6b5a4d/4"), false, 0},
+		{"retry promoted", withAnn(rolledBack(), splitterv1.RetryAnnotation, "7c6b5a4d/4"), "7c6b5a4d", withHistory(promoting(), promotedEntry), true, 0},
 		{"superseded by a newer template", midRelease(), "7c6b5a4d", withHistory(base(), splitterv1.Release{Revision: "7c6b5a4d", Outcome: splitterv1.OutcomeSuperseded, FinishedAt: at(0)}), true, 1},
 		{"another revision's outcome is not ours", base(), "7c6b5a4d", withHistory(base(), splitterv1.Release{Revision: "0000aaaa", Outcome: splitterv1.OutcomeRolledBack, FinishedAt: at(0)}), false, 0},
 	} {

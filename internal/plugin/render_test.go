@@ -50,6 +50,7 @@ func midRelease() *splitterv1.Split {
 	s := base()
 	st := &s.Status
 	st.Phase, st.Candidate, st.CandidateRevision, st.Attempt = splitterv1.PhaseShifting, splitterv1.Green, "7c6b5a4d", 1
+	st.ReleaseID, st.ReleaseCount = "7c6b5a4d/4", 4
 	st.Step, st.Weight = 2, 10
 	st.ReleaseStartedAt, st.StepStartedAt = atp(3*time.Minute), atp(26*time.Second)
 	st.Checks = []splitterv1.CheckResult{
@@ -92,7 +93,7 @@ func paused() *splitterv1.Split {
 func awaiting() *splitterv1.Split {
 	s := midRelease()
 	st := &s.Status
-	st.Phase, st.Step, st.Weight, st.Gate = splitterv1.PhaseAwaitingApproval, 4, 50, "7c6b5a4d/promotion"
+	st.Phase, st.Step, st.Weight, st.Gate = splitterv1.PhaseAwaitingApproval, 4, 50, "7c6b5a4d/4/promotion"
 	st.StepStartedAt = atp(90 * time.Second)
 	for i := range st.Checks {
 		st.Checks[i].Step = 4

@@ -146,6 +146,8 @@ func (e *engine) startRelease() {
 	e.s.Step, e.s.Weight, e.s.Extensions, e.s.Gate = 0, 0, 0, ""
 	e.s.StepStartedAt, e.s.Checks, e.s.Analysis = nil, nil, nil
 	e.s.PausedAt, e.s.Hooks, e.s.Attempt = nil, nil, 1
+	e.s.ReleaseCount++
+	e.s.ReleaseID = fmt.Sprintf("%s/%d", e.s.CandidateRevision, e.s.ReleaseCount)
 	if len(e.p.SLOs) > 0 {
 		e.s.Analysis = analysis.Begin(e.o.Now)
 	}
@@ -218,9 +220,9 @@ func (e *engine) preparing() {
 }
 
 func (e *engine) awaitGate(gate string) {
-	e.s.Gate = e.s.CandidateRevision + "/" + gate
+	e.s.Gate = releaseID(e.s) + "/" + gate
 	e.transit(splitterv1.PhaseAwaitingApproval, ReasonAwaitingApproval,
-		fmt.Sprintf("waiting for approval %q: kubectl annotate split <name> %s=%s --overwrite", e.s.Gate, splitterv1.ApproveAnnotation, e.s.Gate), false)
+		fmt.Sprintf("waiting for approval %q: kubectl splitter approve <name> (or kubectl annotate split <name> %s=%s --overwrite)", e.s.Gate, splitterv1.ApproveAnnotation, e.s.Gate), false)
 }
 
 // enterStep moves to step i (1-based): the weights are set, and the hold
@@ -238,7 +240,7 @@ func (e *engine) enterStep(i int32) {
 // now: the step's weights were confirmed (and, with SLOs, have settled)
 // and it has been held long enough.
 func ChecksDue(p *policy.Plan, s splitterv1.SplitStatus, now time.Time) bool {
-	if s.Phase != splitterv1.PhaseShifting || holdStart(p, s) == nil || s.PausedAt != nil {
+	if s.Phase != splitterv1.PhaseShifting || holdStart(p, s) == nil {
 		return false
 	}
 	return !now.Before(stepEnd(p, s))
@@ -262,8 +264,10 @@ func (e *engine) shifting() {
 	if e.watchdogTripped() || e.promotedByOperator() {
 		return
 	}
+	// Paused, the step is still judged, but only a Fail acts (a pause
+	// never holds back a rollback); a resume is this call's transition.
 	held, changed := e.paused()
-	if changed {
+	if changed && !held {
 		return
 	}
 	want := split(e.s.Candidate, e.s.Weight)
@@ -300,9 +304,6 @@ func (e *engine) shifting() {
 		}
 		e.wake(wait)
 		return
-	}
-	if held {
-		return // judged on resume, on all the evidence gathered meanwhile
 	}
 	if !ChecksDue(e.p, e.s, e.o.Now) {
 		e.wake(stepEnd(e.p, e.s).Sub(e.o.Now))
@@ -342,6 +343,9 @@ func (e *engine) shifting() {
 	}
 	if len(failed) == 0 && hooks.pending {
 		return // judged once the step's hooks answer (hooksAt set the wake-up); a Fail does not wait
+	}
+	if len(failed) == 0 && held {
+		return // goes on when resumed, judged then on all the evidence gathered meanwhile
 	}
 	e.recordVerdicts(verdicts)
 	pending := append(append([]analysis.Result(nil), errored...), unsure...)
@@ -399,7 +403,7 @@ func (e *engine) exhausted(action, reason, msg string) {
 	if action == "pause" {
 		e.awaitGate(fmt.Sprintf("paused-step-%d", e.s.Step))
 		e.transition = &Transition{Reason: ReasonPaused, Warning: true, Message: fmt.Sprintf(
-			"%s (%s); weights unchanged until approved or aborted: kubectl annotate split <name> %s=%s --overwrite", msg, reason, splitterv1.ApproveAnnotation, e.s.Gate)}
+			"%s (%s); weights unchanged until approved or aborted: kubectl splitter approve <name> (or kubectl annotate split <name> %s=%s --overwrite)", msg, reason, splitterv1.ApproveAnnotation, e.s.Gate)}
 		return
 	}
 	e.startRollback(reason, msg, splitterv1.OutcomeRolledBack)
@@ -477,7 +481,7 @@ func (e *engine) awaitingApproval() {
 	if e.interrupted() {
 		return
 	}
-	if e.promotedByOperator() || e.watchdogTripped() {
+	if e.watchdogTripped() || e.promotedByOperator() {
 		return
 	}
 	if held, changed := e.paused(); held || changed {
@@ -488,6 +492,9 @@ func (e *engine) awaitingApproval() {
 	}
 	gate := e.s.Gate
 	e.act("approve", gate)
+	if e.hookApproved(gate) {
+		return
+	}
 	switch {
 	case strings.HasSuffix(e.s.Gate, "/"+GateFirstStep):
 		e.enterStep(1)
@@ -604,7 +611,7 @@ func (e *engine) record(outcome splitterv1.Outcome, reason, msg string) {
 	}
 	entry := splitterv1.Release{
 		Revision: e.s.CandidateRevision, Color: e.s.Candidate, StartedAt: *started, FinishedAt: *e.now(),
-		Outcome: outcome, Reason: reason, Message: msg, Step: e.s.Step, Attempt: e.s.Attempt,
+		Outcome: outcome, Reason: reason, Message: msg, Step: e.s.Step, Attempt: e.s.Attempt, ID: e.s.ReleaseID,
 	}
 	e.s.History = append([]splitterv1.Release{entry}, e.s.History...)
 	if len(e.s.History) > MaxHistory {

@@ -106,15 +106,15 @@ func TestGoldenTranscripts(t *testing.T) {
 			events: map[time.Duration]func(*fakeWorld){
 				20 * time.Second:  release("v2"),
 				30 * time.Second:  func(w *fakeWorld) { w.approve = "v1/promotion" }, // stale: matches no gate
-				60 * time.Second:  func(w *fakeWorld) { w.approve = "v2/first-step" },
-				240 * time.Second: func(w *fakeWorld) { w.approve = "v2/promotion" },
+				60 * time.Second:  func(w *fakeWorld) { w.approve = "v2/1/first-step" },
+				240 * time.Second: func(w *fakeWorld) { w.approve = "v2/1/promotion" },
 			},
 		}},
 		{"aborted-while-shifting", scenario{
 			plan: testPlan(), verdicts: allPass, until: 3 * time.Minute,
 			events: map[time.Duration]func(*fakeWorld){
 				20 * time.Second: release("v2"),
-				80 * time.Second: func(w *fakeWorld) { w.abort = "v2" },
+				80 * time.Second: func(w *fakeWorld) { w.abort = "v2/1" },
 			},
 		}},
 		{"progress-deadline", scenario{
@@ -178,8 +178,8 @@ func TestGoldenTranscripts(t *testing.T) {
 			plan: testPlan(), verdicts: allPass, until: 6 * time.Minute,
 			events: map[time.Duration]func(*fakeWorld){
 				20 * time.Second: release("v2"),
-				40 * time.Second: func(w *fakeWorld) { w.pause, w.by = "v1", "alice" }, // stale: names no release in progress
-				60 * time.Second: func(w *fakeWorld) { w.pause, w.by = "v2", "alice" },
+				40 * time.Second: func(w *fakeWorld) { w.pause, w.by = "v2", "alice" }, // stale: a revision, not the release
+				60 * time.Second: func(w *fakeWorld) { w.pause, w.by = "v2/1", "alice" },
 				// Held well past the step's end: no weight rises meanwhile.
 				150 * time.Second: func(w *fakeWorld) { w.pause, w.by = "", "bob" },
 			},
@@ -194,7 +194,7 @@ func TestGoldenTranscripts(t *testing.T) {
 			},
 			events: map[time.Duration]func(*fakeWorld){
 				20 * time.Second:  release("v2"),
-				90 * time.Second:  func(w *fakeWorld) { w.retry, w.by = "v2/0", "alice" }, // stale attempt
+				90 * time.Second:  func(w *fakeWorld) { w.retry, w.by = "v2/0", "alice" }, // names no release
 				100 * time.Second: func(w *fakeWorld) { w.retry, w.by = "v2/1", "alice" },
 			},
 		}},
@@ -202,7 +202,7 @@ func TestGoldenTranscripts(t *testing.T) {
 			plan: testPlan(), verdicts: allPass, until: 4 * time.Minute,
 			events: map[time.Duration]func(*fakeWorld){
 				20 * time.Second: release("v2"),
-				40 * time.Second: func(w *fakeWorld) { w.promote, w.by = "v2", "oncall" },
+				40 * time.Second: func(w *fakeWorld) { w.promote, w.by = "v2/1", "oncall" },
 			},
 		}},
 		{"hooks-pass", scenario{
@@ -226,7 +226,42 @@ func TestGoldenTranscripts(t *testing.T) {
 					w.revision = "v2"
 					w.hook = answer(map[string]bool{"smoke/0": true}, 3*time.Second)
 				},
-				60 * time.Second: func(w *fakeWorld) { w.approve, w.by = "v2/hook-smoke", "alice" },
+				60 * time.Second: func(w *fakeWorld) { w.approve, w.by = "v2/1/hook/pre-rollout/0/smoke", "alice" },
+			},
+		}},
+		{"stale-approval-after-retry", scenario{
+			plan:     testPlan(func(p *policy.Plan) { p.ApproveBeforeFirstStep = true }),
+			verdicts: allPass, until: 3 * time.Minute,
+			events: map[time.Duration]func(*fakeWorld){
+				20 * time.Second: release("v2"),
+				40 * time.Second: func(w *fakeWorld) { w.approve, w.by = "v2/1/first-step", "alice" },
+				60 * time.Second: func(w *fakeWorld) { w.abort, w.by = "v2/1", "bob" },
+				// The approval and the abort stay on the Split: they name
+				// release v2/1, not the retry (v2/2), which waits.
+				80 * time.Second: func(w *fakeWorld) { w.retry, w.by = "v2/1", "bob" },
+			},
+		}},
+		{"step-hook-paused-then-approved", scenario{
+			plan: testPlan(withHooks("pause")), verdicts: allPass, until: 3 * time.Minute,
+			events: map[time.Duration]func(*fakeWorld){
+				20 * time.Second: func(w *fakeWorld) {
+					w.revision = "v2"
+					w.hook = answer(map[string]bool{"load/2": true, "load/3": true}, 3*time.Second)
+				},
+				// Back to step 2, its hold and checks; the same hook failing
+				// at step 3 waits for its own approval.
+				70 * time.Second: func(w *fakeWorld) { w.approve, w.by = "v2/1/hook/step/2/load", "alice" },
+			},
+		}},
+		{"revert-calls-hooks-anew", scenario{
+			plan: testPlan(withHooks("rollback")), verdicts: allPass, until: 4 * time.Minute,
+			events: map[time.Duration]func(*fakeWorld){
+				20 * time.Second: func(w *fakeWorld) {
+					w.revision = "v2"
+					w.hook = answer(nil, 3*time.Second)
+				},
+				50 * time.Second: release("v3"),
+				70 * time.Second: release("v2"), // a new release of v2: new hook calls
 			},
 		}},
 		{"post-promotion-hook-fails", scenario{

@@ -5,6 +5,7 @@ import (
 	"hash/fnv"
 	"math/rand/v2"
 	"reflect"
+	"strings"
 	"testing"
 	"time"
 
@@ -62,6 +63,10 @@ func invariants(before splitterv1.SplitStatus, o Observations, d Decision) error
 		if h.Verdict != splitterv1.VerdictPass && after.CandidateRevision == before.CandidateRevision && after.Weight > before.Weight {
 			return fmt.Errorf("hook %s failed but the weight rises %d -> %d", h.Name, before.Weight, after.Weight)
 		}
+	}
+	// Approving a failed hook goes back to where it failed: no weight rises.
+	if strings.Contains(before.Gate, "/"+hookGatePrefix) && after.Phase != splitterv1.PhasePromoting && after.Weight > before.Weight {
+		return fmt.Errorf("leaving the hook gate %s raised the weight %d -> %d", before.Gate, before.Weight, after.Weight)
 	}
 	if after.CandidateRevision == before.CandidateRevision && after.Step > before.Step {
 		if after.Step > before.Step+1 {
@@ -128,15 +133,15 @@ func TestInvariantsUnderRandomSequences(t *testing.T) {
 				b := int32(rng.IntN(101))
 				w.routed = &Weights{Blue: b, Green: 100 - b}
 			case r < 73:
-				w.abort = s.CandidateRevision
+				w.abort = releaseID(s)
 			case r < 76:
 				w.approve = s.Gate
 			case r < 79:
-				w.pause = s.CandidateRevision
+				w.pause = releaseID(s)
 			case r < 82:
 				w.pause = ""
 			case r < 83:
-				w.promote = s.CandidateRevision
+				w.promote = releaseID(s)
 			case r < 85:
 				w.retry = RetryToken(s)
 			}

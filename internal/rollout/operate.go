@@ -2,6 +2,7 @@ package rollout
 
 import (
 	"fmt"
+	"strings"
 	"time"
 
 	splitterv1 "splitter.dev/splitter/api/v1alpha1"
@@ -51,7 +52,7 @@ func (e *engine) act(verb, detail string) {
 
 // aborted handles splitter.dev/abort naming the release in progress.
 func (e *engine) aborted() bool {
-	if e.o.Abort == "" || e.o.Abort != e.s.CandidateRevision {
+	if e.o.Abort == "" || e.o.Abort != releaseID(e.s) {
 		return false
 	}
 	e.act("abort", fmt.Sprintf("step %d", e.s.Step))
@@ -63,7 +64,7 @@ func (e *engine) aborted() bool {
 // progress: every remaining step, approval and pre-promotion hook is
 // skipped. The watchdog and post-promotion hooks still run in standby.
 func (e *engine) promotedByOperator() bool {
-	if e.o.Promote == "" || e.o.Promote != e.s.CandidateRevision || !e.candidateReady() {
+	if e.o.Promote == "" || e.o.Promote != releaseID(e.s) || !e.candidateReady() {
 		return false
 	}
 	from := fmt.Sprintf("step %d/%d", e.s.Step, len(e.p.Steps))
@@ -78,7 +79,7 @@ func (e *engine) promotedByOperator() bool {
 // a newer template still act.
 // changed says this call paused or resumed (its one transition).
 func (e *engine) paused() (held, changed bool) {
-	on := e.o.Pause != "" && e.o.Pause == e.s.CandidateRevision
+	on := e.o.Pause != "" && e.o.Pause == releaseID(e.s)
 	switch {
 	case on && e.s.PausedAt == nil:
 		e.s.PausedAt = e.now()
@@ -115,18 +116,68 @@ func (e *engine) retried() bool {
 }
 
 // RetryToken is the splitter.dev/retry value that retries the release
-// rolled back in s.
-func RetryToken(s splitterv1.SplitStatus) string {
-	return fmt.Sprintf("%s/%d", s.CandidateRevision, s.Attempt)
+// rolled back in s: its id.
+func RetryToken(s splitterv1.SplitStatus) string { return releaseID(s) }
+
+// releaseID names the release in s: what actions name, and what gates and
+// hook tokens start with. A status written before release ids (none set)
+// names it by its revision, as actions did then.
+func releaseID(s splitterv1.SplitStatus) string {
+	if s.ReleaseID != "" {
+		return s.ReleaseID
+	}
+	return s.CandidateRevision
 }
 
-// hookToken identifies one call of a hook in this release.
+// ReleaseID is releaseID for the plugin: the value abort, pause, promote
+// and retry carry.
+func ReleaseID(s splitterv1.SplitStatus) string { return releaseID(s) }
+
+// hookToken identifies one call of a hook: the release (unique for the
+// Split, so a later release of the same revision calls its hooks anew),
+// the point, the step and the hook's name.
 func (e *engine) hookToken(point splitterv1.HookPoint, step int32, name string) string {
-	rev := e.s.CandidateRevision
-	if point == splitterv1.HookPostPromotion {
-		rev = e.s.LiveRevision
+	return fmt.Sprintf("%s/%s/%d/%s", releaseID(e.s), point, step, name)
+}
+
+// hookGatePrefix starts the gate of a failed hook that paused the release;
+// the rest is the call's token without the release.
+const hookGatePrefix = "hook/"
+
+// hookApproved handles the approval of a failed hook's gate: a person
+// overrides that one call (recorded as passed, with who), and the release
+// goes back to where the hook failed, to be judged there as before (the
+// step's hold, its checks, its other hooks, the gates that follow).
+func (e *engine) hookApproved(gate string) bool {
+	rest, ok := strings.CutPrefix(gate, releaseID(e.s)+"/"+hookGatePrefix)
+	if !ok {
+		return false
 	}
-	return fmt.Sprintf("%s/%d/%s/%d/%s", rev, e.s.Attempt, point, step, name)
+	token := releaseID(e.s) + "/" + rest
+	for i := range e.s.Hooks {
+		if h := &e.s.Hooks[i]; h.Token == token {
+			h.Verdict = splitterv1.VerdictPass
+			h.Message = fmt.Sprintf("failed, approved by %s: %s", e.by(), h.Message)
+			h.At = *e.now()
+			e.upsertCheck(hookCheck(*h, e.s.Step))
+		}
+	}
+	e.s.Gate = ""
+	phase := splitterv1.PhaseShifting
+	if e.s.Step == 0 {
+		phase = splitterv1.PhasePreparing
+	}
+	e.transit(phase, ReasonApproved, fmt.Sprintf("%q approved by %s: the failed hook call counts as passed; the release goes on from %s",
+		gate, e.by(), where(e.s.Step)), false)
+	e.wake(time.Millisecond)
+	return true
+}
+
+func where(step int32) string {
+	if step == 0 {
+		return "before the first step"
+	}
+	return fmt.Sprintf("step %d", step)
 }
 
 // hookStatus is where the hooks at a point stand.
@@ -216,7 +267,7 @@ func (e *engine) hookFailed(failed []splitterv1.HookResult) {
 	}
 	msg := fmt.Sprintf("hook %s failed: %s", f.Name, f.Message)
 	if action == "pause" {
-		e.awaitGate("hook-" + f.Name)
+		e.awaitGate(hookGatePrefix + strings.TrimPrefix(f.Token, releaseID(e.s)+"/"))
 		e.transition = &Transition{Reason: ReasonHookFailed, Warning: true, Message: fmt.Sprintf(
 			"%s; weights unchanged until approved or aborted: kubectl splitter approve <name>", msg)}
 		return

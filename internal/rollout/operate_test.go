@@ -22,13 +22,13 @@ func TestOperatorActions(t *testing.T) {
 	}
 	release := func(phase splitterv1.Phase, mutate func(*splitterv1.SplitStatus)) splitterv1.SplitStatus {
 		s := splitterv1.SplitStatus{Phase: phase, Live: splitterv1.Blue, LiveRevision: "v1", Candidate: splitterv1.Green,
-			CandidateRevision: "v2", Attempt: 1, Step: 4, Weight: 50, PhaseStartedAt: &metav1.Time{Time: t0}}
+			CandidateRevision: "v2", Attempt: 1, ReleaseID: "v2/7", ReleaseCount: 7, Step: 4, Weight: 50, PhaseStartedAt: &metav1.Time{Time: t0}}
 		if mutate != nil {
 			mutate(&s)
 		}
 		return s
 	}
-	awaiting := func(s *splitterv1.SplitStatus) { s.Gate = "v2/promotion" }
+	awaiting := func(s *splitterv1.SplitStatus) { s.Gate = "v2/7/promotion" }
 	pausedAt := func(s *splitterv1.SplitStatus) { s.Gate, s.PausedAt = "v2/promotion", &metav1.Time{Time: t0} }
 	for _, tc := range []struct {
 		name       string
@@ -40,27 +40,33 @@ func TestOperatorActions(t *testing.T) {
 		paused     bool
 	}{
 		{"pause holds an approval given meanwhile", release(splitterv1.PhaseAwaitingApproval, awaiting),
-			Observations{Approve: "v2/promotion", Pause: "v2", Colors: ready}, splitterv1.PhaseAwaitingApproval, ReasonPausedByOperator, "pause", true},
+			Observations{Approve: "v2/7/promotion", Pause: "v2/7", Colors: ready}, splitterv1.PhaseAwaitingApproval, ReasonPausedByOperator, "pause", true},
 		{"resume first, then the approval", release(splitterv1.PhaseAwaitingApproval, pausedAt),
-			Observations{Approve: "v2/promotion", Colors: ready}, splitterv1.PhaseAwaitingApproval, ReasonResumed, "resume", false},
+			Observations{Approve: "v2/7/promotion", Colors: ready}, splitterv1.PhaseAwaitingApproval, ReasonResumed, "resume", false},
 		{"approval acted on, with who", release(splitterv1.PhaseAwaitingApproval, awaiting),
-			Observations{Approve: "v2/promotion", RequestedBy: "alice", Colors: ready}, splitterv1.PhaseShifting, ReasonApproved, "approve", false},
+			Observations{Approve: "v2/7/promotion", RequestedBy: "alice", Colors: ready}, splitterv1.PhaseShifting, ReasonApproved, "approve", false},
 		{"a stale pause holds nothing", release(splitterv1.PhaseAwaitingApproval, awaiting),
-			Observations{Approve: "v2/promotion", Pause: "v1", Colors: ready}, splitterv1.PhaseShifting, ReasonApproved, "approve", false},
+			Observations{Approve: "v2/7/promotion", Pause: "v2", Colors: ready}, splitterv1.PhaseShifting, ReasonApproved, "approve", false},
 		{"promote waits for a Ready candidate", release(splitterv1.PhasePreparing, func(s *splitterv1.SplitStatus) { s.Step, s.Weight = 0, 0 }),
-			Observations{Promote: "v2", Colors: notReady}, splitterv1.PhasePreparing, "", "", false},
+			Observations{Promote: "v2/7", Colors: notReady}, splitterv1.PhasePreparing, "", "", false},
 		{"promote from AwaitingApproval", release(splitterv1.PhaseAwaitingApproval, awaiting),
-			Observations{Promote: "v2", Colors: ready}, splitterv1.PhasePromoting, ReasonPromotedByOperator, "promote", false},
+			Observations{Promote: "v2/7", Colors: ready}, splitterv1.PhasePromoting, ReasonPromotedByOperator, "promote", false},
 		{"a stale promote is ignored", release(splitterv1.PhaseAwaitingApproval, awaiting),
-			Observations{Promote: "v1", Colors: ready}, splitterv1.PhaseAwaitingApproval, "", "", false},
-		{"retry of the attempt rolled back", release(splitterv1.PhaseRolledBack, nil),
-			Observations{Retry: "v2/1", Colors: ready}, splitterv1.PhasePreparing, ReasonRetried, "retry", false},
-		{"a retry of an earlier attempt is stale", release(splitterv1.PhaseRolledBack, func(s *splitterv1.SplitStatus) { s.Attempt = 2 }),
-			Observations{Retry: "v2/1", Colors: ready}, splitterv1.PhaseRolledBack, "", "", false},
+			Observations{Promote: "v1/6", Colors: ready}, splitterv1.PhaseAwaitingApproval, "", "", false},
+		{"retry of the release rolled back", release(splitterv1.PhaseRolledBack, nil),
+			Observations{Retry: "v2/7", Colors: ready}, splitterv1.PhasePreparing, ReasonRetried, "retry", false},
+		{"a retry of an earlier release of the revision is stale", release(splitterv1.PhaseRolledBack, nil),
+			Observations{Retry: "v2/5", Colors: ready}, splitterv1.PhaseRolledBack, "", "", false},
+		{"an abort of an earlier release of the revision is stale", release(splitterv1.PhaseShifting, nil),
+			Observations{Abort: "v2/5", Colors: ready}, splitterv1.PhaseShifting, "", "", false},
+		{"a bare revision names no release", release(splitterv1.PhaseShifting, nil),
+			Observations{Abort: "v2", Colors: ready}, splitterv1.PhaseShifting, "", "", false},
+		{"a status from before release ids: the revision names it", release(splitterv1.PhaseShifting, func(s *splitterv1.SplitStatus) { s.ReleaseID = "" }),
+			Observations{Abort: "v2", Colors: ready}, splitterv1.PhaseRollingBack, ReasonAborted, "abort", false},
 		{"no retry once the template moved on", release(splitterv1.PhaseRolledBack, nil),
-			Observations{Retry: "v2/1", Revision: "v1", Colors: ready}, splitterv1.PhaseIdle, ReasonReverted, "", false},
+			Observations{Retry: "v2/7", Revision: "v1", Colors: ready}, splitterv1.PhaseIdle, ReasonReverted, "", false},
 		{"abort names who asked", release(splitterv1.PhaseShifting, nil),
-			Observations{Abort: "v2", RequestedBy: "bob", Colors: ready}, splitterv1.PhaseRollingBack, ReasonAborted, "abort", false},
+			Observations{Abort: "v2/7", RequestedBy: "bob", Colors: ready}, splitterv1.PhaseRollingBack, ReasonAborted, "abort", false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			o := tc.obs

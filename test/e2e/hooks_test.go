@@ -297,7 +297,7 @@ func TestHookFailurePausesUntilApproved(t *testing.T) {
 
 	release(t, tb, ns, "example.com/app:2", nil)
 	s := waitPhase(t, tb, ns, splitterv1.PhaseAwaitingApproval, 2*time.Minute, nil)
-	if !strings.HasSuffix(s.Status.Gate, "/hook-migrations") {
+	if !strings.HasSuffix(s.Status.Gate, "/hook/pre-rollout/0/migrations") {
 		t.Errorf("gate %q, want one named after the hook", s.Status.Gate)
 	}
 	if c := checkOf(s, "hook/migrations"); c == nil || c.Verdict != splitterv1.VerdictFail || !strings.Contains(c.Message, "HTTP 503 Service Unavailable: schema migration 42 pending") {
