@@ -17,6 +17,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	eventsv1 "k8s.io/api/events/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	splitterv1 "splitter.dev/splitter/api/v1alpha1"
@@ -185,11 +186,12 @@ func notifyNoLeak(t *testing.T, tb *testbed.TestBed, ns string, logs ...string) 
 	}
 }
 
-// A healthy release then a faulty one, told to a JSON webhook, a Slack
-// and a Teams receiver on 127.0.0.1: each gets ReleaseStarted, StepPassed,
-// Promoted, ReleaseStarted, RolledBack (with the reason), in order, once
-// each; the Slack receiver answers 503 to every first try, so every one of
-// its notifications goes through a retry.
+// A healthy release, a faulty one, then a policy that stops compiling,
+// told to a JSON webhook, a Slack and a Teams receiver on 127.0.0.1: each
+// gets ReleaseStarted, StepPassed, Promoted, ReleaseStarted, RolledBack
+// (with the reason), Stalled, in order, once each; the Slack receiver
+// answers 503 to every first try, so every one of its notifications goes
+// through a retry.
 func TestNotificationsOfReleases(t *testing.T) {
 	t.Parallel()
 	tb := testbed.Shared(t)
@@ -212,9 +214,22 @@ func TestNotificationsOfReleases(t *testing.T) {
 	waitPhase(t, tb, ns, splitterv1.PhaseIdle, time.Minute, nil)
 	release(t, tb, ns, "example.com/app:bad", map[string]string{"meshsim.splitter.dev/error-rate": "0.3"})
 	waitPhase(t, tb, ns, splitterv1.PhaseRolledBack, 2*time.Minute, nil)
-	s := waitOutboxDrained(t, tb, ns, 5)
+	waitOutboxDrained(t, tb, ns, 5)
 
-	want := []string{notify.EventReleaseStarted, notify.EventStepPassed, notify.EventPromoted, notify.EventReleaseStarted, notify.EventRolledBack}
+	// A policy that stops compiling stalls the Split: the receivers of the
+	// last policy that compiled (kept in status) are told.
+	ctx := context.Background()
+	pol := &splitterv1.SplitPolicy{}
+	if err := tb.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: "fast"}, pol); err != nil {
+		t.Fatal(err)
+	}
+	pol.Spec.Checks = append(pol.Spec.Checks, splitterv1.Check{Name: "custom", Query: `sum(up{pod="{{ .Pod }}"})`, Max: ptr.To("1")})
+	if err := tb.Client.Update(ctx, pol); err != nil {
+		t.Fatal(err)
+	}
+	s := waitOutboxDrained(t, tb, ns, 6)
+
+	want := []string{notify.EventReleaseStarted, notify.EventStepPassed, notify.EventPromoted, notify.EventReleaseStarted, notify.EventRolledBack, notify.EventStalled}
 	if s.Status.NotificationSeq != int64(len(want)) {
 		t.Errorf("notificationSeq %d, want %d", s.Status.NotificationSeq, len(want))
 	}
@@ -232,8 +247,12 @@ func TestNotificationsOfReleases(t *testing.T) {
 			}
 		}
 	}
-	var last notify.Payload
+	var last, stalled notify.Payload
 	for _, a := range rcv.at("webhook") {
+		if a.payload.Event == notify.EventStalled {
+			stalled = a.payload
+			continue
+		}
 		last = a.payload
 		if a.payload.Schema != notify.Schema || a.payload.ID != a.id || !strings.HasPrefix(a.id, string(s.UID)+"/") ||
 			a.payload.Namespace != ns || a.payload.Split != "app" || a.payload.Workload != "app" || a.payload.Receiver != "webhook" {
@@ -243,6 +262,9 @@ func TestNotificationsOfReleases(t *testing.T) {
 	if last.Event != notify.EventRolledBack || last.Reason != "CheckFailed" || !last.Warning || !strings.Contains(last.Message, "success-rate") ||
 		last.Phase != splitterv1.PhaseRollingBack || last.Step != 1 {
 		t.Errorf("the rollback's payload %+v, want RolledBack by CheckFailed naming success-rate, at step 1", last)
+	}
+	if stalled.Reason != "PolicyInvalid" || !stalled.Warning || !strings.Contains(stalled.Message, "spec.checks[2].query") {
+		t.Errorf("the stall's payload %+v, want PolicyInvalid naming spec.checks[2].query", stalled)
 	}
 	for _, a := range rcv.at("slack") {
 		if text, _ := a.body["text"].(string); !strings.Contains(text, ns+"/app: ") {
