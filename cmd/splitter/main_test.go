@@ -13,6 +13,8 @@ func TestLintExitCodes(t *testing.T) {
 		t.Fatal(err)
 	}
 	samples, _ := filepath.Glob("../../config/samples/*.yaml")
+	walkthrough, _ := filepath.Glob("../../config/walkthrough/*.yaml")
+	samples = append(samples, walkthrough...)
 	for _, tc := range []struct {
 		name string
 		args []string

@@ -123,7 +123,9 @@ func (r *SplitReconciler) reconcile(ctx context.Context, req ctrl.Request) (ctrl
 	}
 	if !optedIn {
 		logger.Info("Opting out: the policy annotation is gone")
-		return ctrl.Result{}, client.IgnoreNotFound(r.Client.Delete(ctx, split))
+		// With preconditions: a replica that lost the Lease, reading a
+		// stale cache, must not delete a Split opted in again since.
+		return ctrl.Result{}, client.IgnoreNotFound(r.Client.Delete(ctx, split, client.Preconditions{UID: &split.UID, ResourceVersion: &split.ResourceVersion}))
 	}
 	if want := specFor(user); split.Spec != want {
 		split.Spec = want

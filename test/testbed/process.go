@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
@@ -89,16 +90,47 @@ func (p *Process) Tail() string {
 	return string(b)
 }
 
-// FreePort asks the kernel for a free port on 127.0.0.1. The port is
-// released before the child binds it; the window is small and the test bed
-// retries nothing, so a clash shows as a clear start-up error.
+// FreePort finds a free port on 127.0.0.1 for a child to bind. The port is
+// released before the child binds it, so it is taken below the kernel's
+// ephemeral range: a port the kernel hands out (":0") is also what it picks
+// as the local port of outgoing connections, and the child's own first
+// connections to the API server once took the port it was about to listen
+// on. Other tests' FreePort calls may still race for the same port: the
+// window is small, and a clash shows as a clear start-up error.
 func FreePort() (int, error) {
+	low := ephemeralLow()
+	for range 50 {
+		port := freePortBase + rand.IntN(low-freePortBase) // the package's source: safe for concurrent use
+		l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+		if err == nil {
+			l.Close()
+			return port, nil
+		}
+	}
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return 0, err
 	}
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// freePortBase is the lowest port FreePort hands out (above the usual
+// fixed ports of local services).
+const freePortBase = 20000
+
+// ephemeralLow is the low end of the kernel's ephemeral port range
+// (32768 on Linux by default).
+func ephemeralLow() int {
+	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	if err == nil {
+		if f := strings.Fields(string(b)); len(f) == 2 {
+			if n, err := strconv.Atoi(f[0]); err == nil && n > freePortBase+1000 {
+				return n
+			}
+		}
+	}
+	return 32768
 }
 
 // waitFor polls check until it returns nil, the process exits, or ctx ends.

@@ -4,6 +4,7 @@
 //	testbed up [--detach]   start; with --detach, return once ready and keep running in the background
 //	testbed down            stop a detached test bed
 //	testbed demo            start, apply the samples, print the traffic split until Ctrl-C (DEMO_ONCE=1: once)
+//	testbed receive [ADDR]  print the webhooks splitter sends (notifications, hooks) to 127.0.0.1:9999 or ADDR
 package main
 
 import (
@@ -45,6 +46,8 @@ func main() {
 		err = down()
 	case "demo":
 		err = runForeground(true)
+	case "receive":
+		err = receive(os.Args[2:])
 	default:
 		usage()
 	}
@@ -55,7 +58,7 @@ func main() {
 }
 
 func usage() {
-	fmt.Fprintln(os.Stderr, "usage: testbed up [--detach] | down | demo")
+	fmt.Fprintln(os.Stderr, "usage: testbed up [--detach] | down | demo | receive [127.0.0.1:PORT]")
 	os.Exit(2)
 }
 
