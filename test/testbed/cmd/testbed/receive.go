@@ -47,7 +47,7 @@ func receiver(out io.Writer, now func() time.Time) http.Handler {
 		body, _ := io.ReadAll(io.LimitReader(r.Body, 1<<20))
 		var m struct {
 			Schema, Event, Reason, Message, Split, Namespace, Hook, Point, Token string
-			Step                                                               int
+			Step                                                                 int
 		}
 		stamp := now().Format("15:04:05")
 		switch err := json.Unmarshal(body, &m); {
