@@ -130,6 +130,21 @@ type cli struct {
 
 func (c *cli) connect() (*kube, error) { return connect(c.flags) }
 
+// withSplit connects, reads the Split and runs do with it, until Ctrl-C.
+func (c *cli) withSplit(name string, do func(ctx context.Context, k *kube, s *splitterv1.Split) error) error {
+	k, err := c.connect()
+	if err != nil {
+		return err
+	}
+	ctx, cancel := ctx()
+	defer cancel()
+	s, err := k.split(ctx, name)
+	if err != nil {
+		return err
+	}
+	return do(ctx, k, s)
+}
+
 // ctx ends on Ctrl-C.
 func ctx() (context.Context, context.CancelFunc) {
 	return signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -357,25 +372,17 @@ func (c *cli) history() *cobra.Command {
 		},
 		ValidArgsFunction: c.completeSplits,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			k, err := c.connect()
-			if err != nil {
-				return err
-			}
-			ctx, cancel := ctx()
-			defer cancel()
-			s, err := k.split(ctx, args[0])
-			if err != nil {
-				return err
-			}
-			if output != "" {
-				h := s.Status.History
-				if h == nil {
-					h = []splitterv1.Release{}
+			return c.withSplit(args[0], func(ctx context.Context, k *kube, s *splitterv1.Split) error {
+				if output != "" {
+					h := s.Status.History
+					if h == nil {
+						h = []splitterv1.Release{}
+					}
+					return printData(c.env.Out, output, h)
 				}
-				return printData(c.env.Out, output, h)
-			}
-			_, err = io.WriteString(c.env.Out, RenderHistory(s, c.env.view()))
-			return err
+				_, err := io.WriteString(c.env.Out, RenderHistory(s, c.env.view()))
+				return err
+			})
 		},
 	}
 	cmd.Flags().StringVarP(&output, "output", "o", "", "Output format: json or yaml")
@@ -389,45 +396,29 @@ func (c *cli) explain() *cobra.Command {
 		Args:              exactlyOne("Split"),
 		ValidArgsFunction: c.completeSplits,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			k, err := c.connect()
-			if err != nil {
+			return c.withSplit(args[0], func(ctx context.Context, k *kube, s *splitterv1.Split) error {
+				_, err := io.WriteString(c.env.Out, Explain(s, c.env.view()))
 				return err
-			}
-			ctx, cancel := ctx()
-			defer cancel()
-			s, err := k.split(ctx, args[0])
-			if err != nil {
-				return err
-			}
-			_, err = io.WriteString(c.env.Out, Explain(s, c.env.view()))
-			return err
+			})
 		},
 	}
 }
 
 // change runs one verb on a Split: read, decide, one patch.
 func (c *cli) change(name string, decide func(s *splitterv1.Split, by string) (Change, error)) error {
-	k, err := c.connect()
-	if err != nil {
+	return c.withSplit(name, func(ctx context.Context, k *kube, s *splitterv1.Split) error {
+		by := k.whoami(ctx)
+		ch, err := k.patchFresh(ctx, s, func() (Change, error) { return decide(s, by) })
+		if err != nil {
+			return err
+		}
+		if ch.Noop {
+			_, err = fmt.Fprintf(c.env.Out, "Already asked (%s); the controller acts on it at its next look.\n", ch.Target)
+			return err
+		}
+		_, err = fmt.Fprintf(c.env.Out, "Split %s/%s: %s%s.\n", s.Namespace, s.Name, ch.Done, requested(by))
 		return err
-	}
-	ctx, cancel := ctx()
-	defer cancel()
-	s, err := k.split(ctx, name)
-	if err != nil {
-		return err
-	}
-	by := k.whoami(ctx)
-	ch, err := k.patchFresh(ctx, s, func() (Change, error) { return decide(s, by) })
-	if err != nil {
-		return err
-	}
-	if ch.Noop {
-		_, err = fmt.Fprintf(c.env.Out, "Already asked (%s); the controller acts on it at its next look.\n", ch.Target)
-		return err
-	}
-	_, err = fmt.Fprintf(c.env.Out, "Split %s/%s: %s%s.\n", s.Namespace, s.Name, ch.Done, requested(by))
-	return err
+	})
 }
 
 func requested(by string) string {
@@ -463,7 +454,7 @@ gate that has passed is never approved by mistake).`,
 			return c.change(args[0], func(s *splitterv1.Split, by string) (Change, error) { return Approve(s, gate, by) })
 		},
 	}
-	cmd.Flags().StringVar(&gate, "gate", "", "The gate expected (e.g. 5d8f9c7b/promotion): refuse if the release waits elsewhere")
+	cmd.Flags().StringVar(&gate, "gate", "", "The gate expected (e.g. 5d8f9c7b/3/promotion): refuse if the release waits elsewhere")
 	return cmd
 }
 
@@ -474,21 +465,13 @@ func (c *cli) retry() *cobra.Command {
 		Args:              exactlyOne("Split"),
 		ValidArgsFunction: c.completeSplits,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			k, err := c.connect()
-			if err != nil {
-				return err
-			}
-			ctx, cancel := ctx()
-			defer cancel()
-			s, err := k.split(ctx, args[0])
-			if err != nil {
-				return err
-			}
-			template, err := k.templateRevision(ctx, s)
-			if err != nil {
-				return err
-			}
-			return c.change(args[0], func(s *splitterv1.Split, by string) (Change, error) { return Retry(s, template, by) })
+			return c.withSplit(args[0], func(ctx context.Context, k *kube, s *splitterv1.Split) error {
+				template, err := k.templateRevision(ctx, s)
+				if err != nil {
+					return err
+				}
+				return c.change(args[0], func(s *splitterv1.Split, by string) (Change, error) { return Retry(s, template, by) })
+			})
 		},
 	}
 }
