@@ -89,6 +89,9 @@ func (r *SplitReconciler) startHooks(ctx context.Context, split *splitterv1.Spli
 			Payload: hooks.NewPayload(split, svc, label, status, hooks.Call{Token: c.Token, Hook: c.Hook, Step: c.Step}),
 			URL:     func(ctx context.Context) (string, error) { return r.hookURL(ctx, key.Namespace, c.Hook) },
 			Done: func(ctx context.Context, res splitterv1.HookResult) {
+				if r.Metrics != nil {
+					r.Metrics.Verdicts.WithLabelValues(key.Namespace, key.Name, "hook/"+res.Name, string(res.Verdict)).Inc()
+				}
 				// A failure's Event is the engine's transition (HookFailed:
 				// rolled back or paused), with the same message.
 				if res.Verdict == splitterv1.VerdictPass {
