@@ -10,9 +10,9 @@ import (
 )
 
 // Operator actions and hooks. Every action arrives as an annotation on the
-// Split that names what it acts on (a revision, a gate, an attempt), so a
-// stale one never matches; acting on one is a transition, recorded once in
-// status.actions (the status write is the commit point).
+// Split that names what it acts on (the release's id, or a gate that starts
+// with it), so a stale one never matches; acting on one is a transition,
+// recorded once in status.actions (the status write is the commit point).
 
 // Reasons of operator actions and hooks.
 const (
@@ -74,10 +74,10 @@ func (e *engine) promotedByOperator() bool {
 }
 
 // paused says the release in progress is held (splitter.dev/pause names
-// it), and records pausing and resuming. While paused no weight rises and
-// nothing is promoted; the watchdog, hooks already running, an abort and
-// a newer template still act.
-// changed says this call paused or resumed (its one transition).
+// it), and records pausing and resuming; changed says this call paused or
+// resumed. While paused no weight rises and nothing is promoted; the
+// watchdog, the step's judgement (a Fail still rolls back), hooks, an
+// abort and a newer template still act.
 func (e *engine) paused() (held, changed bool) {
 	on := e.o.Pause != "" && e.o.Pause == releaseID(e.s)
 	switch {
