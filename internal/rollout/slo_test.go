@@ -2,13 +2,11 @@ package rollout
 
 import (
 	"fmt"
-	"math/rand/v2"
 	"strings"
 	"testing"
 	"time"
 
 	splitterv1 "splitter.dev/splitter/api/v1alpha1"
-	"splitter.dev/splitter/internal/analysis"
 	"splitter.dev/splitter/internal/policy"
 )
 
@@ -67,30 +65,6 @@ func TestWatchdogFromTheFirstSecond(t *testing.T) {
 	}
 	if !strings.Contains(out, "RollingBack") || sc.status.History[0].FinishedAt.Sub(w.start) > time.Minute {
 		t.Errorf("snapped back too late:\n%s", out)
-	}
-}
-
-// Finding 9: with 15 s scrapes and 1,000 req/s, a 5 -> 10% step used to
-// give a false traffic-share Error (the baseline lagged a scrape behind
-// the weights). The step's evidence now begins two scrapes after the
-// weights are confirmed, and the share is judged with a slack for counts
-// lost at pod churn.
-func TestTrafficShareAtRealScrapes(t *testing.T) {
-	spec := mcSpec(mcScenarios[0], 15*time.Second, 0)
-	spec.rps = 1000
-	spec.plan.Steps = []int32{5, 10, 25, 50, 100}
-	spec.plan.Looks = len(spec.plan.Steps) * (1 + spec.plan.MaxExtensions)
-	rng := rand.New(rand.NewPCG(41, 42))
-	for i := range 30 {
-		r := newPromSim(spec, rng).run()
-		if o := r.outcome(); o != "promoted" {
-			t.Fatalf("run %d: %s, want promoted:\n%s", i, o, strings.Join(r.lines, "\n"))
-		}
-		for _, l := range r.lines {
-			if strings.Contains(l, analysis.TrafficShareCheck+" Inconclusive") {
-				t.Fatalf("run %d: false traffic-share mismatch: %s", i, l)
-			}
-		}
 	}
 }
 

@@ -1,0 +1,533 @@
+package simulate
+
+import (
+	"fmt"
+	"maps"
+	"math"
+	"math/rand/v2"
+	"sort"
+	"strconv"
+	"time"
+
+	"github.com/prometheus/common/model"
+	"gonum.org/v1/gonum/stat/distuv"
+
+	splitterv1 "splitter.dev/splitter/api/v1alpha1"
+	"splitter.dev/splitter/internal/analysis"
+	"splitter.dev/splitter/internal/policy"
+	"splitter.dev/splitter/internal/rollout"
+)
+
+// Package simulate runs releases through the engine (rollout.Next) as a
+// real cluster would run them, many times over, and counts how they end:
+// the Monte-Carlo behind `splitter policy simulate`, `policy lint --rps`
+// and the engine's statistical tests. Pure: no I/O, no clock.
+//
+// A release is driven as the controller drives it: the engine is called
+// when it asked to be (its requeue, capped at the checkpoint interval
+// while it watches), after each of its writes, and when the watchdog
+// sweep (every scrape interval) trips. Traffic is Poisson per pod, bad
+// requests binomial per SLO; the data plane applies new weights after a
+// propagation delay; Prometheus scrapes each pod at its own phase, and a
+// reading interpolates every pod's samples at one instant
+// (analysis.Align), as the controller does; pods restart (counters back
+// to zero) or are replaced (new series); a reading fails now and then; a
+// shared outage can make both colors fail.
+
+// The revisions of a simulated release: the live one and the candidate.
+const (
+	LiveRevision      = "v1"
+	CandidateRevision = "v2"
+)
+
+// Spec is the traffic model of a simulated release.
+type Spec struct {
+	Plan *policy.Plan
+	// RPS is the workload's request rate (both colors together).
+	RPS float64
+	// Bad is each revision's bad-request rate per SLO name.
+	Bad map[string]map[string]float64
+	// Scrape is Prometheus' scrape interval (and the watchdog's).
+	Scrape time.Duration
+	// Pods is how many pods each color runs.
+	Pods int
+	// Restarts is each color's mean time between pod restarts (0: none).
+	Restarts time.Duration
+	// ReadFail is the share of counter readings that fail.
+	ReadFail float64
+	// Clump, when above 1, makes bad requests come in clumps of that many
+	// (same mean rate): one failure retried and counted several times.
+	Clump       int
+	Propagation time.Duration
+	// Until is how long each release is simulated for.
+	Until time.Duration
+	// Outage, when set, is a shared incident.
+	Outage Outage
+}
+
+// Outage is a shared incident: from a random moment of the first steps
+// (or From plus up to 2 minutes), for Length, both colors fail Rate of
+// the requests on top of their own rates (for every SLO).
+type Outage struct {
+	Length, From time.Duration
+	Rate         float64
+}
+
+type simPod struct {
+	id       string
+	requests map[string]float64 // per SLO
+	bad      map[string]float64
+	// phase is when, within each scrape interval, Prometheus scrapes it;
+	// samples are its last scrapes, oldest first.
+	phase      time.Duration
+	nextScrape time.Duration
+	samples    []simSample
+}
+
+type simSample struct {
+	at       time.Duration
+	requests map[string]float64
+	bad      map[string]float64
+}
+
+// Result is how one simulated release went.
+type Result struct {
+	Phase   splitterv1.Phase
+	History []splitterv1.Release
+	// Step and Weight are the step and candidate weight the release was
+	// at when it ended (rollback or promotion decided).
+	Step   int32
+	Weight int32
+	// FirstGreen is when the candidate first had traffic (offset).
+	FirstGreen time.Duration
+	// Ended is when the release ended (rollback or promotion), offset.
+	Ended time.Duration
+	Lines []string
+}
+
+// Outcome names how the release ended: promoted, rolledback, paused or
+// unfinished.
+func (r Result) Outcome() string {
+	if len(r.History) > 0 {
+		switch r.History[0].Outcome {
+		case splitterv1.OutcomePromoted:
+			return "promoted"
+		case splitterv1.OutcomeRolledBack:
+			return "rolledback"
+		}
+		return string(r.History[0].Outcome)
+	}
+	if r.Phase == splitterv1.PhaseAwaitingApproval {
+		return "paused"
+	}
+	return "unfinished"
+}
+
+type promSim struct {
+	spec   Spec
+	rng    *rand.Rand
+	w      *world
+	status splitterv1.SplitStatus
+	// effective weights over time: the data plane follows routed after
+	// the propagation delay.
+	changes  []weightChange
+	pods     map[splitterv1.Color][]*simPod
+	podSeq   int
+	advanced time.Duration
+	outageAt time.Duration
+	res      Result
+}
+
+type weightChange struct {
+	at time.Duration
+	w  rollout.Weights
+}
+
+func newPromSim(spec Spec, rng *rand.Rand) *promSim {
+	w := newWorld(LiveRevision)
+	s := &promSim{spec: spec, rng: rng, w: w, pods: map[splitterv1.Color][]*simPod{}}
+	s.res.FirstGreen = -1
+	s.res.Ended = -1
+	s.outageAt = -1
+	if spec.Outage.Length > 0 {
+		// Somewhere in the first two steps (release at 20 s; the 100% step
+		// starts after 4m50s at 1 s scrapes, later at slower ones), or
+		// after outage.from when set.
+		s.outageAt = time.Minute + time.Duration(rng.Int64N(int64(150*time.Second)))
+		if spec.Outage.From > 0 {
+			s.outageAt = spec.Outage.From + time.Duration(rng.Int64N(int64(2*time.Minute)))
+		}
+	}
+	for _, c := range []splitterv1.Color{splitterv1.Blue, splitterv1.Green} {
+		for range spec.Pods {
+			s.pods[c] = append(s.pods[c], s.newPod(0))
+		}
+	}
+	return s
+}
+
+func (s *promSim) newPod(now time.Duration) *simPod {
+	s.podSeq++
+	phase := time.Duration(s.rng.Int64N(int64(s.spec.Scrape)))
+	next := now - now%s.spec.Scrape + phase
+	if next <= now {
+		next += s.spec.Scrape
+	}
+	return &simPod{id: "pod-" + strconv.Itoa(s.podSeq), requests: map[string]float64{}, bad: map[string]float64{}, phase: phase, nextScrape: next}
+}
+
+func (s *promSim) elapsed() time.Duration { return s.w.now.Sub(s.w.start) }
+
+// weightsAt are the weights the data plane applies at offset t.
+func (s *promSim) weightsAt(t time.Duration) *rollout.Weights {
+	var cur *rollout.Weights
+	for i := range s.changes {
+		if s.changes[i].at+s.spec.Propagation <= t {
+			cur = &s.changes[i].w
+		}
+	}
+	return cur
+}
+
+// advance grows every pod's counters up to offset t.
+func (s *promSim) advance(t time.Duration) {
+	for s.advanced < t {
+		// Piecewise: up to the next moment the effective weights change
+		// or the outage starts or ends.
+		end := t
+		for _, ch := range s.changes {
+			if at := ch.at + s.spec.Propagation; at > s.advanced && at < end {
+				end = at
+			}
+		}
+		extra := 0.0
+		if s.outageAt >= 0 {
+			for _, at := range []time.Duration{s.outageAt, s.outageAt + s.spec.Outage.Length} {
+				if at > s.advanced && at < end {
+					end = at
+				}
+			}
+			if s.advanced >= s.outageAt && s.advanced < s.outageAt+s.spec.Outage.Length {
+				extra = s.spec.Outage.Rate
+			}
+		}
+		w := s.weightsAt(s.advanced)
+		dt := (end - s.advanced).Seconds()
+		if w != nil {
+			for _, c := range []splitterv1.Color{splitterv1.Blue, splitterv1.Green} {
+				if w.Of(c) == 0 || len(s.pods[c]) == 0 {
+					continue
+				}
+				if c == s.status.Candidate && s.res.FirstGreen < 0 && isRelease(s.status.Phase) {
+					s.res.FirstGreen = s.advanced
+				}
+				rev := s.w.colors[c].spec.Revision
+				perPod := s.spec.RPS * dt * float64(w.Of(c)) / 100 / float64(len(s.pods[c]))
+				for _, p := range s.pods[c] {
+					n := poissonDraw(s.rng, perPod)
+					for _, slo := range s.spec.Plan.SLOs {
+						p.requests[slo.Name] += n
+						if q := 1 - (1-s.spec.Bad[rev][slo.Name])*(1-extra); q > 0 && n > 0 {
+							k := float64(max(1, s.spec.Clump))
+							p.bad[slo.Name] += min(n, k*distuv.Binomial{N: n, P: q / k, Src: randSource{s.rng}}.Rand())
+						}
+					}
+				}
+			}
+		}
+		s.advanced = end
+	}
+}
+
+func isRelease(p splitterv1.Phase) bool {
+	return p == splitterv1.PhaseShifting || p == splitterv1.PhaseAwaitingApproval || p == splitterv1.PhasePromoting
+}
+
+func poissonDraw(rng *rand.Rand, mean float64) float64 {
+	if mean <= 0 {
+		return 0
+	}
+	return distuv.Poisson{Lambda: mean, Src: randSource{rng}}.Rand()
+}
+
+// scrape is Prometheus taking the samples of the pods due now.
+func (s *promSim) scrape() {
+	now := s.elapsed()
+	s.advance(now)
+	for _, c := range []splitterv1.Color{splitterv1.Blue, splitterv1.Green} {
+		for _, p := range s.pods[c] {
+			if p.nextScrape > now {
+				continue
+			}
+			p.samples = append(p.samples, simSample{at: now, requests: maps.Clone(p.requests), bad: maps.Clone(p.bad)})
+			if len(p.samples) > 4 {
+				p.samples = p.samples[1:]
+			}
+			p.nextScrape += s.spec.Scrape
+		}
+	}
+}
+
+// nextScrape is when the next pod is due.
+func (s *promSim) nextScrape() time.Duration {
+	next := time.Duration(math.MaxInt64)
+	for _, c := range []splitterv1.Color{splitterv1.Blue, splitterv1.Green} {
+		for _, p := range s.pods[c] {
+			next = min(next, p.nextScrape)
+		}
+	}
+	return next
+}
+
+// restart restarts one random pod of a color: half the time the same pod
+// (its counters back at zero), half a new one (new series).
+func (s *promSim) restart(c splitterv1.Color) {
+	s.advance(s.elapsed())
+	ps := s.pods[c]
+	i := s.rng.IntN(len(ps))
+	if s.rng.IntN(2) == 0 {
+		ps[i].requests, ps[i].bad = map[string]float64{}, map[string]float64{}
+		return
+	}
+	ps[i] = s.newPod(s.elapsed())
+}
+
+func (s *promSim) read() (rollout.Counters, string) {
+	if s.spec.ReadFail > 0 && s.rng.Float64() < s.spec.ReadFail {
+		return nil, "query timed out"
+	}
+	at := analysis.Align(s.w.now, s.spec.Scrape).Sub(s.w.start)
+	out := rollout.Counters{}
+	for _, c := range []splitterv1.Color{splitterv1.Blue, splitterv1.Green} {
+		for _, p := range s.pods[c] {
+			for _, slo := range s.spec.Plan.SLOs {
+				var pairs []model.SamplePair
+				var bad []model.SamplePair
+				for _, x := range p.samples {
+					ts := model.Time(x.at.Milliseconds())
+					pairs = append(pairs, model.SamplePair{Timestamp: ts, Value: model.SampleValue(x.requests[slo.Name])})
+					bad = append(bad, model.SamplePair{Timestamp: ts, Value: model.SampleValue(x.bad[slo.Name])})
+				}
+				n, ok := analysis.ValueAt(pairs, model.Time(at.Milliseconds()))
+				if !ok {
+					continue
+				}
+				x, _ := analysis.ValueAt(bad, model.Time(at.Milliseconds()))
+				out = append(out, splitterv1.SeriesReading{Color: c, SLO: slo.Name, Series: p.id,
+					Requests: int64(math.Round(n)), Bad: int64(math.Round(x))})
+			}
+		}
+	}
+	return out, ""
+}
+
+// reconcile calls the engine the way the controller does and applies
+// its decision; it returns when to call it again.
+func (s *promSim) reconcile() time.Duration {
+	for range 3 {
+		o := s.w.observe()
+		o.Counters, o.CountersErr = nil, ""
+		if _, _, ok := rollout.Watched(s.status); ok {
+			o.Counters, o.CountersErr = s.read()
+		}
+		if len(s.spec.Plan.Checks) > 0 && rollout.ChecksDue(s.spec.Plan, s.status, o.Now) {
+			o.Verdicts = passChecks(s.spec.Plan.Checks)
+		}
+		prev := s.status
+		d := rollout.Next(s.spec.Plan, s.status, o)
+		s.status = d.Status
+		before := s.w.routed
+		s.w.apply(d.Desired)
+		if s.w.routed != nil && (before == nil || *before != *s.w.routed) {
+			s.changes = append(s.changes, weightChange{at: s.elapsed(), w: *s.w.routed})
+		}
+		if d.Transition != nil {
+			s.res.Lines = append(s.res.Lines, fmt.Sprintf("%8s %-16s step=%d weight=%d %s: %s", s.elapsed().Round(time.Second), d.Status.Phase, d.Status.Step, d.Status.Weight, d.Transition.Reason, d.Transition.Message))
+			if (d.Status.Phase == splitterv1.PhaseRollingBack || d.Status.Phase == splitterv1.PhasePromoting) && s.res.Ended < 0 {
+				s.res.Ended = s.elapsed()
+				s.res.Step, s.res.Weight = prev.Step, prev.Weight
+			}
+		}
+		req := d.Requeue
+		if req > time.Millisecond {
+			return req
+		}
+		if req == 0 {
+			return time.Hour
+		}
+	}
+	return time.Second
+}
+
+// Released is when, in every simulated release, the candidate revision
+// appears (the user's Deployment changes).
+const Released = 20 * time.Second
+
+// Run simulates one release, drawing from rng.
+func Run(spec Spec, rng *rand.Rand) Result { return newPromSim(spec, rng).run() }
+
+// run simulates one release of the candidate, started Released in.
+func (s *promSim) run() Result {
+	spec := s.spec
+	sweepPhase := time.Duration(s.rng.Int64N(int64(spec.Scrape)))
+	nextSweep := sweepPhase
+	nextWake := time.Duration(0)
+	released := false
+	restartNext := map[splitterv1.Color]time.Duration{}
+	drawRestart := func(c splitterv1.Color, from time.Duration) {
+		if spec.Restarts > 0 {
+			restartNext[c] = from + time.Duration(s.rng.ExpFloat64()*float64(spec.Restarts))
+		} else {
+			restartNext[c] = math.MaxInt64
+		}
+	}
+	drawRestart(splitterv1.Blue, 0)
+	drawRestart(splitterv1.Green, 0)
+	const releaseAt = Released
+	for {
+		nextScrape := s.nextScrape()
+		next := min(nextScrape, nextSweep, nextWake, restartNext[splitterv1.Blue], restartNext[splitterv1.Green])
+		if !released {
+			next = min(next, releaseAt)
+		}
+		if next > spec.Until {
+			break
+		}
+		s.w.now = s.w.start.Add(next)
+		switch {
+		case !released && next == releaseAt:
+			s.w.revision = CandidateRevision
+			released = true
+			nextWake = next
+		case next == nextScrape:
+			s.scrape()
+		case next == restartNext[splitterv1.Blue] || next == restartNext[splitterv1.Green]:
+			c := splitterv1.Blue
+			if next == restartNext[splitterv1.Green] {
+				c = splitterv1.Green
+			}
+			s.restart(c)
+			drawRestart(c, next)
+		case next == nextSweep:
+			nextSweep += spec.Scrape
+			if _, _, ok := rollout.Watched(s.status); ok {
+				if counters, errMsg := s.read(); errMsg == "" {
+					if _, tripped := rollout.SweepLook(spec.Plan, s.status, counters, s.w.now); tripped {
+						nextWake = next
+					}
+				}
+			}
+		case next == nextWake:
+			before := s.w.routed
+			wait := s.reconcile()
+			nextWake = next + wait
+			if s.w.routed != before {
+				nextWake = min(nextWake, next+time.Second) // the write's watch event
+			}
+		}
+	}
+	s.res.Phase, s.res.History = s.status.Phase, s.status.History
+	return s.res
+}
+
+// Tally counts how releases ended.
+type Tally struct {
+	N int
+	// Outcomes counts releases by Result.Outcome.
+	Outcomes map[string]int
+	// Reasons counts rollbacks by reason and (the start of) the message.
+	Reasons map[string]int
+	// Detect is, for each rollback, the seconds from the candidate's first
+	// traffic to the rollback decision.
+	Detect []float64
+	// DetectAt is Detect by the candidate weight the rollback happened at.
+	DetectAt map[int32][]float64
+	// Promote is, for each promotion, the seconds from the release (the
+	// new revision) to the promotion decision.
+	Promote []float64
+}
+
+// Add counts one release.
+func (t *Tally) Add(r Result) {
+	if t.Outcomes == nil {
+		t.Outcomes, t.Reasons, t.DetectAt = map[string]int{}, map[string]int{}, map[int32][]float64{}
+	}
+	t.N++
+	o := r.Outcome()
+	t.Outcomes[o]++
+	switch o {
+	case "rolledback":
+		h := r.History[0]
+		msg := h.Message
+		if len(msg) > 60 {
+			msg = msg[:60]
+		}
+		t.Reasons[h.Reason+": "+msg]++
+		if r.FirstGreen >= 0 && r.Ended >= 0 {
+			d := (r.Ended - r.FirstGreen).Seconds()
+			t.Detect = append(t.Detect, d)
+			t.DetectAt[r.Weight] = append(t.DetectAt[r.Weight], d)
+		}
+	case "promoted":
+		if r.Ended >= 0 {
+			t.Promote = append(t.Promote, (r.Ended - Released).Seconds())
+		}
+	}
+}
+
+// Share is the share of releases that ended with outcome o.
+func (t *Tally) Share(o string) float64 { return float64(t.Outcomes[o]) / float64(t.N) }
+
+// Median is the median detection time (NaN without rollbacks).
+func (t *Tally) Median() float64 { return Quantile(t.Detect, 0.5) }
+
+// Quantile is the q-quantile of xs, the element at rank len*q of the
+// sorted values (NaN when empty).
+func Quantile(xs []float64, q float64) float64 {
+	if len(xs) == 0 {
+		return math.NaN()
+	}
+	d := append([]float64(nil), xs...)
+	sort.Float64s(d)
+	return d[min(len(d)-1, int(float64(len(d))*q+1e-9))]
+}
+
+func (t *Tally) String() string {
+	return fmt.Sprintf("%d releases: promoted %d, paused %d, rolled back %d, unfinished %d",
+		t.N, t.Outcomes["promoted"], t.Outcomes["paused"], t.Outcomes["rolledback"], t.Outcomes["unfinished"])
+}
+
+// RunN simulates n releases of spec from seed (the same seed gives the
+// same tally).
+func RunN(spec Spec, n int, seed uint64) *Tally {
+	rng := rand.New(rand.NewPCG(seed, seed+1))
+	t := &Tally{}
+	for range n {
+		t.Add(newPromSim(spec, rng).run())
+	}
+	return t
+}
+
+// WilsonUpper is a 95% upper bound on a share of k in n.
+func WilsonUpper(k, n int) float64 {
+	_, hi := Wilson(k, n)
+	return hi
+}
+
+// Wilson is the 95% Wilson score interval of a share of k in n.
+func Wilson(k, n int) (lo, hi float64) {
+	if n == 0 {
+		return 0, 1
+	}
+	z := 1.96
+	p := float64(k) / float64(n)
+	nn := float64(n)
+	mid := (p + z*z/(2*nn)) / (1 + z*z/nn)
+	half := z * math.Sqrt(p*(1-p)/nn+z*z/(4*nn*nn)) / (1 + z*z/nn)
+	return max(0, mid-half), min(1, mid+half)
+}
+
+// randSource adapts math/rand/v2 to gonum's random source.
+type randSource struct{ r *rand.Rand }
+
+func (s randSource) Uint64() uint64 { return s.r.Uint64() }

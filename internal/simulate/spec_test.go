@@ -1,0 +1,59 @@
+package simulate
+
+import (
+	"fmt"
+	"os"
+	"reflect"
+	"testing"
+	"time"
+
+	"splitter.dev/splitter/internal/policy"
+)
+
+// samplePlan is the README's recommended policy, as shipped.
+func samplePlan(t testing.TB, standby time.Duration) *policy.Plan {
+	t.Helper()
+	data, err := os.ReadFile("../../config/samples/15-splitpolicy-slos.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, findings, plans := policy.LintPlans(data)
+	if len(findings) > 0 || len(plans) != 1 {
+		t.Fatalf("sample policy: %v", findings)
+	}
+	plans[0].Plan.Standby = standby
+	return plans[0].Plan
+}
+
+// The command's model of the recommended policy at 100 req/s, 0.1%
+// errors and 0.3% slow requests is the Monte-Carlo's (BenchmarkMonteCarlo
+// and the README's figures): same Spec, so the same seed gives the same
+// figures.
+func TestNewSpecIsTheMonteCarlos(t *testing.T) {
+	tr := Traffic{RPS: 100, ErrorRate: baseErrors, SlowRate: baseSlow}
+	for _, scrape := range []time.Duration{15 * time.Second, 30 * time.Second, time.Minute} {
+		tr.Scrape = scrape
+		for _, i := range []int{0, 1, 6} { // green = blue, 1.3x, 5x regression
+			sc := mcScenarios[i]
+			got := NewSpec(samplePlan(t, time.Hour), tr, sc.greenTimes)
+			want := mcSpec(sc, scrape, time.Hour)
+			if !reflect.DeepEqual(got, want) {
+				t.Errorf("%s, scrape %s:\n got %+v\nwant %+v\n plan %+v\nwant %+v", sc.name, scrape, got, want, *got.Plan, *want.Plan)
+			}
+		}
+	}
+}
+
+// BenchmarkSimulate prints how long `splitter policy simulate` takes for
+// 2,000 healthy releases of the recommended policy (as shipped, standby
+// 10m) at 100 req/s and 15 s scrapes (target: under 5 s).
+func BenchmarkSimulate(b *testing.B) {
+	spec := NewSpec(samplePlan(b, 10*time.Minute), Traffic{RPS: 100, ErrorRate: baseErrors, SlowRate: baseSlow, Scrape: 15 * time.Second}, 1)
+	for range b.N {
+		start := time.Now()
+		tl := RunN(spec, 2000, 300)
+		line := fmt.Sprintf("simulate, recommended policy, 100 req/s, scrape 15s: %s in %.1f s", tl, time.Since(start).Seconds())
+		b.Log(line)
+		fmt.Println(line)
+	}
+}
