@@ -2,6 +2,8 @@
 //
 //	splitter run [flags]            run the controller
 //	splitter policy lint FILE...    check SplitPolicy YAML as the controller would, without a cluster
+//	splitter policy simulate -f FILE --rps N --error-rate P
+//	                                Monte-Carlo releases of a policy through the engine
 //	splitter version
 //
 // Installed (or linked) as kubectl-splitter it is the kubectl plugin,
@@ -44,10 +46,17 @@ func main() {
 	case "run":
 		code = run(args[1:])
 	case "policy":
-		if len(args) < 2 || args[1] != "lint" {
+		if len(args) < 2 {
 			usage()
 		}
-		code = lint(args[2:])
+		switch args[1] {
+		case "lint":
+			code = lint(args[2:])
+		case "simulate":
+			code = simulateCmd(args[2:], os.Stdout, os.Stderr)
+		default:
+			usage()
+		}
 	case "version":
 		fmt.Println("splitter", version)
 	default:
@@ -76,6 +85,10 @@ func usage() {
   splitter policy lint [--rps N [--scrape-interval D] [--bad-rate P]] FILE...
                                  check SplitPolicy YAML without a cluster; exits 1 on any error;
                                  with --rps, explain how long each step needs at that request rate
+  splitter policy simulate -f FILE --rps N --error-rate P [--latency-slow P] [--regression 5x]
+                         [--runs 2000] [--scrape-interval 15s] [--seed N] [-o json]
+                                 simulate releases of the policy through the engine: false rollbacks,
+                                 time to promotion, pauses for lack of evidence, a regression's detection
   splitter version
 Installed as kubectl-splitter (make install-plugin) it is the kubectl plugin:
   kubectl splitter --help`)
@@ -110,6 +123,9 @@ func lint(args []string) int {
 			for _, np := range plans {
 				fmt.Printf("%s: SplitPolicy %s:\n", f, np.Name)
 				for _, line := range policy.Explain(np.Plan, policy.Traffic{RPS: *rps, Scrape: *scrape, BadRate: *badRate}) {
+					fmt.Println("  " + line)
+				}
+				for _, line := range lintWarnings(np.Plan, lintTraffic(np.Plan, *rps, *badRate, *scrape)) {
 					fmt.Println("  " + line)
 				}
 			}
