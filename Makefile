@@ -140,7 +140,7 @@ fuzz: ## Run each fuzz target for FUZZTIME (default 60s) and print its execs.
 .PHONY: bench
 bench: tools prometheus build ## Report (not assert) figures: tool build times, test bed start and memory (BENCH_COLD=1: rebuild cold).
 	hack/bench-build.sh
-	$(GO) test -run '^$$' -bench 'MonteCarlo|DetectionByWeight' -benchtime 1x -count 1 -timeout 60m ./internal/simulate
+	$(GO) test -run '^$$' -bench 'MonteCarlo|DetectionByWeight|Simulate' -benchtime 1x -count 1 -timeout 60m ./internal/simulate
 	$(GO) test -run '^$$' -bench NextWithWatchdog -count 1 ./internal/simulate
 	$(GO) test -run '^$$' -bench . -benchtime 5x -count 1 -timeout 30m ./test/testbed
 	$(MAKE) -s bench-e2e

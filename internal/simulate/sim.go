@@ -2,9 +2,9 @@ package simulate
 
 import (
 	"fmt"
-	"maps"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"sort"
 	"strconv"
 	"time"
@@ -63,8 +63,9 @@ type Spec struct {
 	Until time.Duration
 	// Outage, when set, is a shared incident.
 	Outage Outage
-	// StopAtEnd ends a release's simulation at its rollback or promotion
-	// decision: faster, same outcome, but later releases draw other
+	// StopAtEnd ends a release's simulation once its outcome is final
+	// (rolled back, or promoted and its standby over) rather than at
+	// Until: faster, same outcome, but the releases after it draw other
 	// numbers than without it.
 	StopAtEnd bool
 }
@@ -79,8 +80,8 @@ type Outage struct {
 
 type simPod struct {
 	id       string
-	requests map[string]float64 // per SLO
-	bad      map[string]float64
+	requests []float64 // per SLO, in the plan's order
+	bad      []float64
 	// phase is when, within each scrape interval, Prometheus scrapes it;
 	// samples are its last scrapes, oldest first.
 	phase      time.Duration
@@ -90,8 +91,8 @@ type simPod struct {
 
 type simSample struct {
 	at       time.Duration
-	requests map[string]float64
-	bad      map[string]float64
+	requests []float64
+	bad      []float64
 }
 
 // Result is how one simulated release went.
@@ -177,7 +178,7 @@ func (s *promSim) newPod(now time.Duration) *simPod {
 	if next <= now {
 		next += s.spec.Scrape
 	}
-	return &simPod{id: "pod-" + strconv.Itoa(s.podSeq), requests: map[string]float64{}, bad: map[string]float64{}, phase: phase, nextScrape: next}
+	return &simPod{id: "pod-" + strconv.Itoa(s.podSeq), requests: make([]float64, len(s.spec.Plan.SLOs)), bad: make([]float64, len(s.spec.Plan.SLOs)), phase: phase, nextScrape: next}
 }
 
 func (s *promSim) elapsed() time.Duration { return s.w.now.Sub(s.w.start) }
@@ -225,15 +226,15 @@ func (s *promSim) advance(t time.Duration) {
 				if c == s.status.Candidate && s.res.FirstGreen < 0 && isRelease(s.status.Phase) {
 					s.res.FirstGreen = s.advanced
 				}
-				rev := s.w.colors[c].spec.Revision
+				rates := s.spec.Bad[s.w.colors[c].spec.Revision]
 				perPod := s.spec.RPS * dt * float64(w.Of(c)) / 100 / float64(len(s.pods[c]))
 				for _, p := range s.pods[c] {
 					n := poissonDraw(s.rng, perPod)
-					for _, slo := range s.spec.Plan.SLOs {
-						p.requests[slo.Name] += n
-						if q := 1 - (1-s.spec.Bad[rev][slo.Name])*(1-extra); q > 0 && n > 0 {
+					for i, slo := range s.spec.Plan.SLOs {
+						p.requests[i] += n
+						if q := 1 - (1-rates[slo.Name])*(1-extra); q > 0 && n > 0 {
 							k := float64(max(1, s.spec.Clump))
-							p.bad[slo.Name] += min(n, k*distuv.Binomial{N: n, P: q / k, Src: randSource{s.rng}}.Rand())
+							p.bad[i] += min(n, k*distuv.Binomial{N: n, P: q / k, Src: randSource{s.rng}}.Rand())
 						}
 					}
 				}
@@ -263,7 +264,7 @@ func (s *promSim) scrape() {
 			if p.nextScrape > now {
 				continue
 			}
-			p.samples = append(p.samples, simSample{at: now, requests: maps.Clone(p.requests), bad: maps.Clone(p.bad)})
+			p.samples = append(p.samples, simSample{at: now, requests: slices.Clone(p.requests), bad: slices.Clone(p.bad)})
 			if len(p.samples) > 4 {
 				p.samples = p.samples[1:]
 			}
@@ -290,7 +291,8 @@ func (s *promSim) restart(c splitterv1.Color) {
 	ps := s.pods[c]
 	i := s.rng.IntN(len(ps))
 	if s.rng.IntN(2) == 0 {
-		ps[i].requests, ps[i].bad = map[string]float64{}, map[string]float64{}
+		clear(ps[i].requests)
+		clear(ps[i].bad)
 		return
 	}
 	ps[i] = s.newPod(s.elapsed())
@@ -302,15 +304,15 @@ func (s *promSim) read() (rollout.Counters, string) {
 	}
 	at := analysis.Align(s.w.now, s.spec.Scrape).Sub(s.w.start)
 	out := rollout.Counters{}
+	var pairs, bad []model.SamplePair
 	for _, c := range []splitterv1.Color{splitterv1.Blue, splitterv1.Green} {
 		for _, p := range s.pods[c] {
-			for _, slo := range s.spec.Plan.SLOs {
-				var pairs []model.SamplePair
-				var bad []model.SamplePair
+			for i, slo := range s.spec.Plan.SLOs {
+				pairs, bad = pairs[:0], bad[:0]
 				for _, x := range p.samples {
 					ts := model.Time(x.at.Milliseconds())
-					pairs = append(pairs, model.SamplePair{Timestamp: ts, Value: model.SampleValue(x.requests[slo.Name])})
-					bad = append(bad, model.SamplePair{Timestamp: ts, Value: model.SampleValue(x.bad[slo.Name])})
+					pairs = append(pairs, model.SamplePair{Timestamp: ts, Value: model.SampleValue(x.requests[i])})
+					bad = append(bad, model.SamplePair{Timestamp: ts, Value: model.SampleValue(x.bad[i])})
 				}
 				n, ok := analysis.ValueAt(pairs, model.Time(at.Milliseconds()))
 				if !ok {
@@ -425,7 +427,7 @@ func (s *promSim) run() Result {
 			before := s.w.routed
 			wait := s.reconcile()
 			nextWake = next + wait
-			if spec.StopAtEnd && s.res.Ended >= 0 {
+			if spec.StopAtEnd && (s.status.Phase == splitterv1.PhaseRolledBack || s.status.Phase == splitterv1.PhaseIdle && len(s.status.History) > 0) {
 				s.res.Phase, s.res.History = s.status.Phase, s.status.History
 				return s.res
 			}

@@ -2,6 +2,7 @@ package simulate
 
 import (
 	"fmt"
+	"math/rand/v2"
 	"os"
 	"reflect"
 	"testing"
@@ -55,5 +56,22 @@ func BenchmarkSimulate(b *testing.B) {
 		line := fmt.Sprintf("simulate, recommended policy, 100 req/s, scrape 15s: %s in %.1f s", tl, time.Since(start).Seconds())
 		b.Log(line)
 		fmt.Println(line)
+	}
+}
+
+// Stopping a release at its final outcome changes how long it is
+// simulated, never how it ends.
+func TestStopAtEndKeepsOutcomes(t *testing.T) {
+	for _, times := range []float64{1, 5} {
+		spec := NewSpec(samplePlan(t, 10*time.Minute), Traffic{RPS: 100, ErrorRate: baseErrors, SlowRate: baseSlow, Scrape: 15 * time.Second}, times)
+		for i := range uint64(20) {
+			full := Run(spec, rand.New(rand.NewPCG(i, i+1)))
+			spec.StopAtEnd = true
+			short := Run(spec, rand.New(rand.NewPCG(i, i+1)))
+			spec.StopAtEnd = false
+			if full.Outcome() != short.Outcome() || full.Ended != short.Ended {
+				t.Errorf("%gx, seed %d: full %s at %s, stopped %s at %s", times, i, full.Outcome(), full.Ended, short.Outcome(), short.Ended)
+			}
+		}
 	}
 }
