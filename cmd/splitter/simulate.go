@@ -155,6 +155,8 @@ type simModel struct {
 	FailedReads    float64 `json:"failedReads"`
 	Propagation    string  `json:"weightPropagation"`
 	Steps          []int32 `json:"steps"`
+	// Note says what the model leaves out of this policy.
+	Note string `json:"note,omitempty"`
 }
 
 type simOutcomes struct {
@@ -200,6 +202,12 @@ func simulatePolicy(np policy.NamedPlan, tr simulate.Traffic, times float64, run
 	r := simReport{Policy: np.Name, Model: simModel{RPS: tr.RPS, ErrorRate: tr.ErrorRate, SlowRate: tr.SlowRate, Regression: times,
 		ScrapeInterval: tr.Scrape.String(), Runs: runs, Seed: seed, PodsPerColor: simulate.Pods, RestartEvery: simulate.Restarts.String(),
 		FailedReads: simulate.ReadFail, Propagation: simulate.Propagation.String(), Steps: np.Plan.Steps}}
+	switch {
+	case len(np.Plan.SLOs) == 0:
+		r.Model.Note = "this policy has no slos: its PromQL checks are not modelled (they pass here), so nothing is judged on counts and no regression is caught"
+	case len(np.Plan.Checks) > 0 || len(np.Plan.Hooks) > 0:
+		r.Model.Note = "this policy's PromQL checks and hooks are not modelled: they pass here"
+	}
 	// The regression's releases draw from their own seed: they run
 	// alongside the healthy ones, same figures.
 	var bad *simulate.Tally
@@ -263,6 +271,9 @@ func formatSimulation(r simReport) string {
 	m := r.Model
 	pf := func(format string, a ...any) { fmt.Fprintf(&b, format+"\n", a...) }
 	pf("SplitPolicy %s: steps %s, %g req/s, scrape every %s, %d releases each (seed %d)", r.Policy, fmtSteps(m.Steps), m.RPS, m.ScrapeInterval, m.Runs, m.Seed)
+	if m.Note != "" {
+		pf("Note: %s.", m.Note)
+	}
 	pf("")
 	h := r.Healthy
 	pf("Healthy releases (both colors %s errors, %s slow):", pct(m.ErrorRate), pct(m.SlowRate))
