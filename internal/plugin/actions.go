@@ -114,10 +114,6 @@ func Resume(s *splitterv1.Split, by string) (Change, error) {
 	return c, nil
 }
 
-// RetryValue is the splitter.dev/retry value that retries the release
-// rolled back in s (the API's contract: revision/attempt).
-func RetryValue(st splitterv1.SplitStatus) string { return rollout.RetryToken(st) }
-
 // Retry starts again a rolled-back release of the same revision; template
 // is the user's Deployment's revision now, which must still be it.
 func Retry(s *splitterv1.Split, template, by string) (Change, error) {
@@ -128,7 +124,7 @@ func Retry(s *splitterv1.Split, template, by string) (Change, error) {
 	if template != "" && template != st.CandidateRevision {
 		return Change{}, refuse("the Deployment %s's template is revision %s now, not the rolled-back %s: a template change starts its own release", s.Spec.Workload, template, st.CandidateRevision)
 	}
-	v := RetryValue(st)
+	v := rollout.ReleaseID(st)
 	c := set("retry", v, splitterv1.RetryAnnotation, v, by,
 		fmt.Sprintf("asked to retry revision %s on %s (attempt %d)", st.CandidateRevision, s.Name, max(st.Attempt, 1)+1), s)
 	// An abort, pause or promote of the release that ended names it, not

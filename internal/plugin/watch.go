@@ -4,6 +4,7 @@ import (
 	"fmt"
 
 	splitterv1 "splitter.dev/splitter/api/v1alpha1"
+	"splitter.dev/splitter/internal/rollout"
 )
 
 // Waiter knows which release `get --watch` waits for: the one of
@@ -54,7 +55,7 @@ func (w *Waiter) Outcome(s *splitterv1.Split) (done bool, code int, summary stri
 	case (st.Phase == splitterv1.PhaseIdle || st.Phase == splitterv1.PhasePromoting) && st.LiveRevision == w.Revision && w.Revision != "":
 		return true, 0, fmt.Sprintf("revision %s is live on %s (no release in progress)", w.Revision, st.Live)
 	case st.Phase == splitterv1.PhaseRolledBack && st.CandidateRevision == w.Revision &&
-		s.Annotations[splitterv1.RetryAnnotation] != RetryValue(st):
+		s.Annotations[splitterv1.RetryAnnotation] != rollout.ReleaseID(st):
 		msg := fmt.Sprintf("revision %s was rolled back", w.Revision)
 		if len(st.History) > 0 && st.History[0].Revision == w.Revision {
 			msg = finished(s, st.History[0])

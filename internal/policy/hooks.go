@@ -58,11 +58,7 @@ func compileHooks(root *field.Path, spec splitterv1.SplitPolicySpec, p *Plan) fi
 	seen := map[string]bool{}
 	for i, h := range spec.Hooks {
 		path := root.Child("hooks").Index(i)
-		if seen[h.Name] {
-			errs = append(errs, field.Duplicate(path.Child("name"), h.Name))
-		}
-		seen[h.Name] = true
-		errs = append(errs, validateName(path.Child("name"), h.Name)...)
+		errs = append(errs, uniqueName(seen, path.Child("name"), h.Name)...)
 		c := Hook{Name: h.Name, At: h.At, URL: h.URL, Timeout: DefaultHookTimeout, OnFailure: "rollback", Metadata: h.Metadata}
 		switch h.At {
 		case "":
@@ -107,14 +103,15 @@ func compileHooks(root *field.Path, spec splitterv1.SplitPolicySpec, p *Plan) fi
 		}
 		p.Hooks = append(p.Hooks, c)
 	}
-	seen = map[string]bool{}
+	return errs
+}
+
+func compileReceivers(root *field.Path, spec splitterv1.SplitPolicySpec, p *Plan) field.ErrorList {
+	var errs field.ErrorList
+	seen := map[string]bool{}
 	for i, r := range spec.Notifications {
 		path := root.Child("notifications").Index(i)
-		if seen[r.Name] {
-			errs = append(errs, field.Duplicate(path.Child("name"), r.Name))
-		}
-		seen[r.Name] = true
-		errs = append(errs, validateName(path.Child("name"), r.Name)...)
+		errs = append(errs, uniqueName(seen, path.Child("name"), r.Name)...)
 		switch r.Type {
 		case splitterv1.ReceiverSlack, splitterv1.ReceiverTeams, splitterv1.ReceiverWebhook:
 		default:
@@ -135,6 +132,16 @@ func httpURL(s string) string {
 		return "must be an absolute http(s) URL such as http://smoke-tests.shop/run"
 	}
 	return ""
+}
+
+// uniqueName checks a list entry's name: valid, and not seen before.
+func uniqueName(seen map[string]bool, path *field.Path, name string) field.ErrorList {
+	errs := validateName(path, name)
+	if seen[name] {
+		errs = append(errs, field.Duplicate(path, name))
+	}
+	seen[name] = true
+	return errs
 }
 
 func validateName(path *field.Path, name string) field.ErrorList {

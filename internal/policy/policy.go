@@ -181,6 +181,7 @@ func Compile(spec splitterv1.SplitPolicySpec) (*Plan, field.ErrorList) {
 		}
 	}
 	errs = append(errs, compileHooks(root, spec, p)...)
+	errs = append(errs, compileReceivers(root, spec, p)...)
 	p.Looks = len(p.Steps) * (1 + p.MaxExtensions)
 	if len(errs) > 0 {
 		return nil, errs

@@ -143,7 +143,7 @@ func TestInvariantsUnderRandomSequences(t *testing.T) {
 			case r < 83:
 				w.promote = releaseID(s)
 			case r < 85:
-				w.retry = RetryToken(s)
+				w.retry = releaseID(s)
 			}
 			o := w.observe()
 			if rng.IntN(10) == 0 {
@@ -161,11 +161,11 @@ func TestInvariantsUnderRandomSequences(t *testing.T) {
 				}
 				for _, v := range o.Verdicts {
 					if v.Verdict == splitterv1.VerdictFail && before.CandidateRevision != "" && d.Desired.Weights != nil && d.Status.Phase != splitterv1.PhasePromoting {
-						failedRelease, candWeightAfterFail = RetryToken(before), d.Desired.Weights.Of(before.Candidate)
+						failedRelease, candWeightAfterFail = releaseID(before), d.Desired.Weights.Of(before.Candidate)
 					}
 				}
 				// Across the rest of a failed release, the candidate's weight never rises.
-				if failedRelease != "" && RetryToken(d.Status) == failedRelease && d.Desired.Weights != nil && d.Status.Candidate != "" {
+				if failedRelease != "" && releaseID(d.Status) == failedRelease && d.Desired.Weights != nil && d.Status.Candidate != "" {
 					got := d.Desired.Weights.Of(d.Status.Candidate)
 					// (Someone else may move traffic; the engine only ever holds it.)
 					if got > candWeightAfterFail && (o.Routed == nil || got > o.Routed.Of(d.Status.Candidate)) {

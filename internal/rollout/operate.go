@@ -102,8 +102,7 @@ func (e *engine) paused() (held, changed bool) {
 // retried handles splitter.dev/retry in RolledBack: the same revision is
 // released again, as the next attempt.
 func (e *engine) retried() bool {
-	token := RetryToken(e.s)
-	if e.o.Retry == "" || e.o.Retry != token || (e.o.Revision != "" && e.o.Revision != e.s.CandidateRevision) {
+	if e.o.Retry == "" || e.o.Retry != releaseID(e.s) || (e.o.Revision != "" && e.o.Revision != e.s.CandidateRevision) {
 		return false
 	}
 	e.act("retry", "attempt "+fmt.Sprint(e.s.Attempt+1))
@@ -114,10 +113,6 @@ func (e *engine) retried() bool {
 	e.transition.Message = fmt.Sprintf("attempt %d of revision %s, retried by %s: %s", attempt, e.s.CandidateRevision, e.by(), e.transition.Message)
 	return true
 }
-
-// RetryToken is the splitter.dev/retry value that retries the release
-// rolled back in s: its id.
-func RetryToken(s splitterv1.SplitStatus) string { return releaseID(s) }
 
 // releaseID names the release in s: what actions name, and what gates and
 // hook tokens start with. A status written before release ids (none set)
@@ -130,7 +125,7 @@ func releaseID(s splitterv1.SplitStatus) string {
 }
 
 // ReleaseID is releaseID for the plugin: the value abort, pause, promote
-// and retry carry.
+// and retry (of a rolled-back release) carry.
 func ReleaseID(s splitterv1.SplitStatus) string { return releaseID(s) }
 
 // hookToken identifies one call of a hook: the release (unique for the
