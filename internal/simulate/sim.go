@@ -95,52 +95,26 @@ type simSample struct {
 	bad      []float64
 }
 
-// Result is how one simulated release went.
-type Result struct {
-	Phase   splitterv1.Phase
-	History []splitterv1.Release
-	// Step and Weight are the step and candidate weight the release was
-	// at when it ended (rollback or promotion decided).
-	Step   int32
-	Weight int32
-	// FirstGreen is when the candidate first had traffic (offset).
-	FirstGreen time.Duration
-	// Ended is when the release ended (rollback or promotion), offset.
-	Ended time.Duration
-	Lines []string
-}
-
-// Outcome names how the release ended: promoted, rolledback, paused or
-// unfinished.
-func (r Result) Outcome() string {
-	if len(r.History) > 0 {
-		switch r.History[0].Outcome {
-		case splitterv1.OutcomePromoted:
-			return "promoted"
-		case splitterv1.OutcomeRolledBack:
-			return "rolledback"
-		}
-		return string(r.History[0].Outcome)
-	}
-	if r.Phase == splitterv1.PhaseAwaitingApproval {
-		return "paused"
-	}
-	return "unfinished"
-}
-
-type promSim struct {
-	spec   Spec
-	rng    *rand.Rand
-	w      *world
-	status splitterv1.SplitStatus
+// podSource is the simulated traffic: pods, their counters and
+// Prometheus' scrapes of them.
+type podSource struct {
+	spec Spec
+	rng  *rand.Rand
+	d    *driver
 	// effective weights over time: the data plane follows routed after
 	// the propagation delay.
-	changes  []weightChange
-	pods     map[splitterv1.Color][]*simPod
-	podSeq   int
-	advanced time.Duration
-	outageAt time.Duration
-	res      Result
+	changes     []weightChange
+	pods        map[splitterv1.Color][]*simPod
+	podSeq      int
+	advanced    time.Duration
+	outageAt    time.Duration
+	restartNext map[splitterv1.Color]time.Duration
+}
+
+// promSim is one simulated release: the driver and its pods.
+type promSim struct {
+	*driver
+	pods *podSource
 }
 
 type weightChange struct {
@@ -148,11 +122,16 @@ type weightChange struct {
 	w  rollout.Weights
 }
 
+// Drive is how the release is driven.
+func (spec Spec) Drive() Drive {
+	return Drive{Plan: spec.Plan, Scrape: spec.Scrape, ReleaseAt: Released, Until: spec.Until, ReadyDelay: 10 * time.Second, StopAtEnd: spec.StopAtEnd}
+}
+
 func newPromSim(spec Spec, rng *rand.Rand) *promSim {
-	w := newWorld(LiveRevision)
-	s := &promSim{spec: spec, rng: rng, w: w, pods: map[splitterv1.Color][]*simPod{}}
-	s.res.FirstGreen = -1
-	s.res.Ended = -1
+	dr := newDriver(spec.Drive(), rng)
+	dr.firstGreenSet = true
+	s := &podSource{spec: spec, rng: rng, d: dr, pods: map[splitterv1.Color][]*simPod{}}
+	dr.src = s
 	s.outageAt = -1
 	if spec.Outage.Length > 0 {
 		// Somewhere in the first two steps (release at 20 s; the 100% step
@@ -168,10 +147,51 @@ func newPromSim(spec Spec, rng *rand.Rand) *promSim {
 			s.pods[c] = append(s.pods[c], s.newPod(0))
 		}
 	}
-	return s
+	return &promSim{driver: dr, pods: s}
 }
 
-func (s *promSim) newPod(now time.Duration) *simPod {
+func (s *promSim) run() Result                      { return s.driver.run(s.pods.start) }
+func (s *promSim) scrape()                          { s.pods.scrape() }
+func (s *promSim) read() (rollout.Counters, string) { return s.pods.Read(s.elapsed()) }
+
+// start draws each color's first pod restart.
+func (s *podSource) start() {
+	s.restartNext = map[splitterv1.Color]time.Duration{}
+	s.drawRestart(splitterv1.Blue, 0)
+	s.drawRestart(splitterv1.Green, 0)
+}
+
+func (s *podSource) drawRestart(c splitterv1.Color, from time.Duration) {
+	if s.spec.Restarts > 0 {
+		s.restartNext[c] = from + time.Duration(s.rng.ExpFloat64()*float64(s.spec.Restarts))
+	} else {
+		s.restartNext[c] = never
+	}
+}
+
+func (s *podSource) Next() time.Duration {
+	return min(s.nextScrape(), s.restartNext[splitterv1.Blue], s.restartNext[splitterv1.Green])
+}
+
+func (s *podSource) Fire(t time.Duration) {
+	switch {
+	case t == s.nextScrape():
+		s.scrape()
+	default:
+		c := splitterv1.Blue
+		if t == s.restartNext[splitterv1.Green] {
+			c = splitterv1.Green
+		}
+		s.restart(c)
+		s.drawRestart(c, t)
+	}
+}
+
+func (s *podSource) Route(t time.Duration, w rollout.Weights) {
+	s.changes = append(s.changes, weightChange{at: t, w: w})
+}
+
+func (s *podSource) newPod(now time.Duration) *simPod {
 	s.podSeq++
 	phase := time.Duration(s.rng.Int64N(int64(s.spec.Scrape)))
 	next := now - now%s.spec.Scrape + phase
@@ -181,10 +201,10 @@ func (s *promSim) newPod(now time.Duration) *simPod {
 	return &simPod{id: "pod-" + strconv.Itoa(s.podSeq), requests: make([]float64, len(s.spec.Plan.SLOs)), bad: make([]float64, len(s.spec.Plan.SLOs)), phase: phase, nextScrape: next}
 }
 
-func (s *promSim) elapsed() time.Duration { return s.w.now.Sub(s.w.start) }
+func (s *podSource) elapsed() time.Duration { return s.d.elapsed() }
 
 // weightsAt are the weights the data plane applies at offset t.
-func (s *promSim) weightsAt(t time.Duration) *rollout.Weights {
+func (s *podSource) weightsAt(t time.Duration) *rollout.Weights {
 	var cur *rollout.Weights
 	for i := range s.changes {
 		if s.changes[i].at+s.spec.Propagation <= t {
@@ -195,7 +215,7 @@ func (s *promSim) weightsAt(t time.Duration) *rollout.Weights {
 }
 
 // advance grows every pod's counters up to offset t.
-func (s *promSim) advance(t time.Duration) {
+func (s *podSource) advance(t time.Duration) {
 	for s.advanced < t {
 		// Piecewise: up to the next moment the effective weights change
 		// or the outage starts or ends.
@@ -223,10 +243,10 @@ func (s *promSim) advance(t time.Duration) {
 				if w.Of(c) == 0 || len(s.pods[c]) == 0 {
 					continue
 				}
-				if c == s.status.Candidate && s.res.FirstGreen < 0 && isRelease(s.status.Phase) {
-					s.res.FirstGreen = s.advanced
+				if c == s.d.status.Candidate && s.d.res.FirstGreen < 0 && isRelease(s.d.status.Phase) {
+					s.d.res.FirstGreen = s.advanced
 				}
-				rates := s.spec.Bad[s.w.colors[c].spec.Revision]
+				rates := s.spec.Bad[s.d.w.colors[c].spec.Revision]
 				perPod := s.spec.RPS * dt * float64(w.Of(c)) / 100 / float64(len(s.pods[c]))
 				for _, p := range s.pods[c] {
 					n := poissonDraw(s.rng, perPod)
@@ -244,10 +264,6 @@ func (s *promSim) advance(t time.Duration) {
 	}
 }
 
-func isRelease(p splitterv1.Phase) bool {
-	return p == splitterv1.PhaseShifting || p == splitterv1.PhaseAwaitingApproval || p == splitterv1.PhasePromoting
-}
-
 func poissonDraw(rng *rand.Rand, mean float64) float64 {
 	if mean <= 0 {
 		return 0
@@ -256,7 +272,7 @@ func poissonDraw(rng *rand.Rand, mean float64) float64 {
 }
 
 // scrape is Prometheus taking the samples of the pods due now.
-func (s *promSim) scrape() {
+func (s *podSource) scrape() {
 	now := s.elapsed()
 	s.advance(now)
 	for _, c := range []splitterv1.Color{splitterv1.Blue, splitterv1.Green} {
@@ -274,7 +290,7 @@ func (s *promSim) scrape() {
 }
 
 // nextScrape is when the next pod is due.
-func (s *promSim) nextScrape() time.Duration {
+func (s *podSource) nextScrape() time.Duration {
 	next := time.Duration(math.MaxInt64)
 	for _, c := range []splitterv1.Color{splitterv1.Blue, splitterv1.Green} {
 		for _, p := range s.pods[c] {
@@ -286,7 +302,7 @@ func (s *promSim) nextScrape() time.Duration {
 
 // restart restarts one random pod of a color: half the time the same pod
 // (its counters back at zero), half a new one (new series).
-func (s *promSim) restart(c splitterv1.Color) {
+func (s *podSource) restart(c splitterv1.Color) {
 	s.advance(s.elapsed())
 	ps := s.pods[c]
 	i := s.rng.IntN(len(ps))
@@ -298,11 +314,11 @@ func (s *promSim) restart(c splitterv1.Color) {
 	ps[i] = s.newPod(s.elapsed())
 }
 
-func (s *promSim) read() (rollout.Counters, string) {
+func (s *podSource) Read(t time.Duration) (rollout.Counters, string) {
 	if s.spec.ReadFail > 0 && s.rng.Float64() < s.spec.ReadFail {
 		return nil, "query timed out"
 	}
-	at := analysis.Align(s.w.now, s.spec.Scrape).Sub(s.w.start)
+	at := analysis.Align(s.d.w.start.Add(t), s.spec.Scrape).Sub(s.d.w.start)
 	out := rollout.Counters{}
 	var pairs, bad []model.SamplePair
 	for _, c := range []splitterv1.Color{splitterv1.Blue, splitterv1.Green} {
@@ -327,118 +343,12 @@ func (s *promSim) read() (rollout.Counters, string) {
 	return out, ""
 }
 
-// reconcile calls the engine the way the controller does and applies
-// its decision; it returns when to call it again.
-func (s *promSim) reconcile() time.Duration {
-	for range 3 {
-		o := s.w.observe()
-		o.Counters, o.CountersErr = nil, ""
-		if _, _, ok := rollout.Watched(s.status); ok {
-			o.Counters, o.CountersErr = s.read()
-		}
-		if len(s.spec.Plan.Checks) > 0 && rollout.ChecksDue(s.spec.Plan, s.status, o.Now) {
-			o.Verdicts = passChecks(s.spec.Plan.Checks)
-		}
-		prev := s.status
-		d := rollout.Next(s.spec.Plan, s.status, o)
-		s.status = d.Status
-		before := s.w.routed
-		s.w.apply(d.Desired)
-		if s.w.routed != nil && (before == nil || *before != *s.w.routed) {
-			s.changes = append(s.changes, weightChange{at: s.elapsed(), w: *s.w.routed})
-		}
-		if d.Transition != nil {
-			s.res.Lines = append(s.res.Lines, fmt.Sprintf("%8s %-16s step=%d weight=%d %s: %s", s.elapsed().Round(time.Second), d.Status.Phase, d.Status.Step, d.Status.Weight, d.Transition.Reason, d.Transition.Message))
-			if (d.Status.Phase == splitterv1.PhaseRollingBack || d.Status.Phase == splitterv1.PhasePromoting) && s.res.Ended < 0 {
-				s.res.Ended = s.elapsed()
-				s.res.Step, s.res.Weight = prev.Step, prev.Weight
-			}
-		}
-		req := d.Requeue
-		if req > time.Millisecond {
-			return req
-		}
-		if req == 0 {
-			return time.Hour
-		}
-	}
-	return time.Second
-}
-
 // Released is when, in every simulated release, the candidate revision
 // appears (the user's Deployment changes).
 const Released = 20 * time.Second
 
 // Run simulates one release, drawing from rng.
 func Run(spec Spec, rng *rand.Rand) Result { return newPromSim(spec, rng).run() }
-
-// run simulates one release of the candidate, started Released in.
-func (s *promSim) run() Result {
-	spec := s.spec
-	sweepPhase := time.Duration(s.rng.Int64N(int64(spec.Scrape)))
-	nextSweep := sweepPhase
-	nextWake := time.Duration(0)
-	released := false
-	restartNext := map[splitterv1.Color]time.Duration{}
-	drawRestart := func(c splitterv1.Color, from time.Duration) {
-		if spec.Restarts > 0 {
-			restartNext[c] = from + time.Duration(s.rng.ExpFloat64()*float64(spec.Restarts))
-		} else {
-			restartNext[c] = math.MaxInt64
-		}
-	}
-	drawRestart(splitterv1.Blue, 0)
-	drawRestart(splitterv1.Green, 0)
-	const releaseAt = Released
-	for {
-		nextScrape := s.nextScrape()
-		next := min(nextScrape, nextSweep, nextWake, restartNext[splitterv1.Blue], restartNext[splitterv1.Green])
-		if !released {
-			next = min(next, releaseAt)
-		}
-		if next > spec.Until {
-			break
-		}
-		s.w.now = s.w.start.Add(next)
-		switch {
-		case !released && next == releaseAt:
-			s.w.revision = CandidateRevision
-			released = true
-			nextWake = next
-		case next == nextScrape:
-			s.scrape()
-		case next == restartNext[splitterv1.Blue] || next == restartNext[splitterv1.Green]:
-			c := splitterv1.Blue
-			if next == restartNext[splitterv1.Green] {
-				c = splitterv1.Green
-			}
-			s.restart(c)
-			drawRestart(c, next)
-		case next == nextSweep:
-			nextSweep += spec.Scrape
-			if _, _, ok := rollout.Watched(s.status); ok {
-				if counters, errMsg := s.read(); errMsg == "" {
-					if _, tripped := rollout.SweepLook(spec.Plan, s.status, counters, s.w.now); tripped {
-						nextWake = next
-					}
-				}
-			}
-		case next == nextWake:
-			before := s.w.routed
-			wait := s.reconcile()
-			nextWake = next + wait
-			if spec.StopAtEnd && (s.status.Phase == splitterv1.PhaseRolledBack || s.status.Phase == splitterv1.PhaseIdle && len(s.status.History) > 0) {
-				s.res.Phase, s.res.History = s.status.Phase, s.status.History
-				return s.res
-			}
-			if s.w.routed != before {
-				nextWake = min(nextWake, next+time.Second) // the write's watch event
-			}
-		}
-	}
-	s.res.Phase, s.res.History = s.status.Phase, s.status.History
-	return s.res
-}
 
 // Tally counts how releases ended.
 type Tally struct {

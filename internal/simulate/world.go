@@ -30,10 +30,9 @@ type worldColor struct {
 	readyAt time.Time
 }
 
-func newWorld(rev string) *world {
-	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+func newWorld(rev string, t0 time.Time, readyDelay time.Duration) *world {
 	return &world{
-		now: t0, start: t0, revision: rev, replicas: 3, readyDelay: 10 * time.Second,
+		now: t0, start: t0, revision: rev, replicas: 3, readyDelay: readyDelay,
 		colors: map[splitterv1.Color]*worldColor{splitterv1.Blue: {}, splitterv1.Green: {}},
 	}
 }
