@@ -54,6 +54,8 @@ func main() {
 			code = lint(args[2:])
 		case "simulate":
 			code = simulateCmd(args[2:], os.Stdout, os.Stderr)
+		case "backtest":
+			code = backtestCmd(args[2:], os.Stdout, os.Stderr, time.Now())
 		default:
 			usage()
 		}
@@ -89,6 +91,10 @@ func usage() {
                          [--runs 2000] [--scrape-interval 15s] [--seed N] [-o json]
                                  simulate releases of the policy through the engine: false rollbacks,
                                  time to promotion, pauses for lack of evidence, a regression's detection
+  splitter policy backtest -f FILE --prometheus-url URL -n NAMESPACE --workload W --from T1 [--to T2]
+                         [--baseline-only [--releases 200]] [--svg FILE] [--seed N] [-o json]
+                                 replay the policy over what Prometheus recorded: what it would have
+                                 decided on a past release, or its false-rollback rate on a quiet window
   splitter version
 Installed as kubectl-splitter (make install-plugin) it is the kubectl plugin:
   kubectl splitter --help`)

@@ -123,22 +123,40 @@ func Align(now time.Time, scrape time.Duration) time.Time {
 	return now.Add(-scrape - max(500*time.Millisecond, scrape/10))
 }
 
-// window is the range selector that holds the samples around At.
-func window(scrape time.Duration) string {
+// window is how far back a reading's range selector reaches: a few
+// scrapes, enough to hold the samples on either side of At.
+func window(scrape time.Duration) time.Duration {
 	if scrape <= 0 {
 		scrape = 15 * time.Second
 	}
-	return FormatWindow(max(3*scrape, 5*time.Second))
+	return max(3*scrape, 5*time.Second)
+}
+
+// WorkloadSelector matches the counter series of the named Deployments
+// (a workload and its colors) in one namespace, values escaped: what a
+// backtest reads instead of every color Deployment.
+func WorkloadSelector(namespace string, deployments ...string) string {
+	alt := make([]string, len(deployments))
+	for i, d := range deployments {
+		alt[i] = regexp.QuoteMeta(d)
+	}
+	return `destination_workload_namespace="` + escapeLiteral(namespace) + `",destination_workload=~"` + escapeLiteral(strings.Join(alt, "|")) + `"`
 }
 
 // AvailabilityQueries are the two queries an availability reading needs:
 // every destination series, and the source series of requests that never
 // reached a pod, each as raw samples over a few scrapes.
 func AvailabilityQueries(scrape time.Duration) []string {
-	w := "[" + window(scrape) + "]"
+	return AvailabilityQueriesOver(colorSelector, window(scrape))
+}
+
+// AvailabilityQueriesOver are AvailabilityQueries for the series selector
+// matches, as raw samples over the last w.
+func AvailabilityQueriesOver(selector string, w time.Duration) []string {
+	r := "[" + FormatWindow(w) + "]"
 	return []string{
-		`istio_requests_total{reporter="destination",` + colorSelector + `}` + w,
-		`istio_requests_total{reporter="source",` + colorSelector + `,response_flags=~".*(` + strings.Join(SourceOnlyFlags, "|") + `).*"}` + w,
+		`istio_requests_total{reporter="destination",` + selector + `}` + r,
+		`istio_requests_total{reporter="source",` + selector + `,response_flags=~".*(` + strings.Join(SourceOnlyFlags, "|") + `).*"}` + r,
 	}
 }
 
@@ -146,8 +164,14 @@ func AvailabilityQueries(scrape time.Duration) []string {
 // proxy as raw samples. The `le` matcher takes every spelling of the
 // threshold's value (see LeRegexp); ClassifyLatency then matches by value.
 func LatencyQuery(thresholdMs float64, scrape time.Duration) string {
-	return `istio_request_duration_milliseconds_bucket{reporter="destination",` + colorSelector +
-		`,le=~"` + escapeLiteral(LeRegexp(thresholdMs)) + `|\\+Inf"}[` + window(scrape) + `]`
+	return LatencyQueryOver(colorSelector, thresholdMs, window(scrape))
+}
+
+// LatencyQueryOver is LatencyQuery for the series selector matches, as
+// raw samples over the last w.
+func LatencyQueryOver(selector string, thresholdMs float64, w time.Duration) string {
+	return `istio_request_duration_milliseconds_bucket{reporter="destination",` + selector +
+		`,le=~"` + escapeLiteral(LeRegexp(thresholdMs)) + `|\\+Inf"}[` + FormatWindow(w) + `]`
 }
 
 // LeRegexp matches the spellings of a bucket boundary's value: `le` is a

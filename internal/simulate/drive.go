@@ -48,6 +48,10 @@ type Drive struct {
 	ReadyDelay time.Duration
 	// StopAtEnd ends the drive once the outcome is final.
 	StopAtEnd bool
+	// WakeOnReady calls the engine when a color Deployment it changed
+	// becomes Ready, as the controller's watch does. Simulate's figures
+	// predate it: there the engine wakes on its own requeue.
+	WakeOnReady bool
 	// Checks, when set, judges the policy's PromQL checks at an instant;
 	// otherwise they pass.
 	Checks func(now time.Time) []analysis.Result
@@ -225,8 +229,16 @@ loop:
 			}
 		case next == nextWake:
 			before := s.w.routed
+			ready := s.w.readyTimes()
 			wait := s.reconcile()
 			nextWake = next + wait
+			if d.WakeOnReady {
+				for c, at := range s.w.readyTimes() {
+					if at != ready[c] {
+						nextWake = min(nextWake, max(at.Sub(s.w.start), next+time.Second))
+					}
+				}
+			}
 			if d.StopAtEnd && (s.status.Phase == splitterv1.PhaseRolledBack || s.status.Phase == splitterv1.PhaseIdle && len(s.status.History) > 0) {
 				break loop
 			}

@@ -96,3 +96,8 @@ func (w *world) apply(d rollout.Desired) {
 		w.hooks[c.Token] = c
 	}
 }
+
+// readyTimes is when each color Deployment becomes (or became) Ready.
+func (w *world) readyTimes() map[splitterv1.Color]time.Time {
+	return map[splitterv1.Color]time.Time{splitterv1.Blue: w.colors[splitterv1.Blue].readyAt, splitterv1.Green: w.colors[splitterv1.Green].readyAt}
+}
