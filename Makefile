@@ -142,6 +142,7 @@ bench: tools prometheus build ## Report (not assert) figures: tool build times, 
 	hack/bench-build.sh
 	$(GO) test -run '^$$' -bench 'MonteCarlo|DetectionByWeight|Simulate' -benchtime 1x -count 1 -timeout 60m ./internal/simulate
 	$(GO) test -run '^$$' -bench NextWithWatchdog -count 1 ./internal/simulate
+	$(GO) test -run '^$$' -bench Backtest -benchtime 1x -count 1 ./internal/backtest
 	$(GO) test -run '^$$' -bench . -benchtime 5x -count 1 -timeout 30m ./test/testbed
 	$(MAKE) -s bench-e2e
 

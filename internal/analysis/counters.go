@@ -123,8 +123,11 @@ func Align(now time.Time, scrape time.Duration) time.Time {
 	return now.Add(-scrape - max(500*time.Millisecond, scrape/10))
 }
 
-// window is how far back a reading's range selector reaches: a few
-// scrapes, enough to hold the samples on either side of At.
+// ReadingWindow is how far back a reading's range selector reaches: a
+// few scrapes, enough to hold the samples on either side of At. A series
+// without a sample in it is not read (its pod is gone).
+func ReadingWindow(scrape time.Duration) time.Duration { return window(scrape) }
+
 func window(scrape time.Duration) time.Duration {
 	if scrape <= 0 {
 		scrape = 15 * time.Second

@@ -149,8 +149,8 @@ func TestReleaseModeDecides(t *testing.T) {
 			if rep.Live != "checkout-blue" || rep.Candidate != "checkout-green" {
 				t.Errorf("live %s, candidate %s", rep.Live, rep.Candidate)
 			}
-			if got := rep.CandidateFirst.Sub(t0); got < 2*time.Minute-2*time.Second || got > 2*time.Minute {
-				t.Errorf("candidate's first traffic at +%s, want +2m (within a scrape before it)", got)
+			if got := rep.CandidateFirst.Sub(t0); got < 2*time.Minute-time.Second || got > 2*time.Minute+time.Second {
+				t.Errorf("the recorded first step estimated at +%s, want +2m (within a scrape)", got)
 			}
 			if tc.want == "rolledback" {
 				d := rep.Decided
@@ -246,8 +246,10 @@ func TestBaselineMode(t *testing.T) {
 	if r := rep.Traffic.BadRate["availability"]; r < 0.0015 || r > 0.0025 {
 		t.Errorf("measured %.4f bad, want about 0.002", r)
 	}
-	if rep.Disjoint != int(time.Hour/(10*time.Second+3*time.Minute+time.Minute+time.Minute)) {
-		t.Errorf("disjoint %d", rep.Disjoint)
+	// Releases take 3-9 minutes (promoted with standby, or paused at the
+	// drive's end): an hour holds 6 to 20 of them side by side.
+	if rep.Disjoint < 6 || rep.Disjoint > 20 {
+		t.Errorf("disjoint %d (mean course %s)", rep.Disjoint, rep.Length)
 	}
 	again, _ := Baseline(rec, opt)
 	if again.RolledBack != rep.RolledBack || again.Promoted != rep.Promoted {
@@ -296,8 +298,13 @@ func TestBaselineAgreesWithSimulate(t *testing.T) {
 
 func TestOffset(t *testing.T) {
 	for d, want := range map[time.Duration]string{42 * time.Second: "00:00:42", 61*time.Minute + 500*time.Millisecond: "01:01:01", -3 * time.Second: "-00:00:03"} {
-		if got := Offset(d).String(); got != want {
+		o := Offset(d)
+		if got := o.String(); got != want {
 			t.Errorf("%s: %s, want %s", d, got, want)
+		}
+		var back Offset
+		if err := back.UnmarshalText([]byte(want)); err != nil || time.Duration(back) != d.Round(time.Second) {
+			t.Errorf("%s: read back %s (%v)", want, time.Duration(back), err)
 		}
 	}
 }

@@ -62,21 +62,53 @@ type Recording struct {
 	Weights map[splitterv1.Color][]model.SamplePair
 }
 
+// weightScrape is how often the controller's weights were scraped.
+func (r *Recording) weightScrape() time.Duration {
+	return medianGap([]model.Matrix{{&model.SampleStream{Values: r.Weights[splitterv1.Green]}}}, 15*time.Second)
+}
+
 // NewRecording makes a recording of samples already read: per SLO, the
 // matrices its queries return (see Fetch). For tests and benchmarks.
 func NewRecording(namespace, workload string, from, to time.Time, slos []analysis.CounterSpec, scrape time.Duration, matrices [][]model.Matrix) *Recording {
 	return &Recording{Namespace: namespace, Workload: workload, From: from, To: to, SLOs: slos, Scrape: scrape, matrices: matrices}
 }
 
-// ReadAt is every series of the workload's Deployments for SLO i, read at
-// the instant at, as the controller reads them (analysis.Classify*).
-func (r *Recording) ReadAt(i int, at time.Time) (analysis.Reading, error) {
+// ReadAt is every series of the workload's Deployments for SLO i, read
+// as the controller reads them at now (analysis.Classify*): each series
+// with a sample in the controller's range selector, at Align(now).
+func (r *Recording) ReadAt(i int, now time.Time) (analysis.Reading, error) {
+	return r.readAt(i, analysis.Align(now, r.Scrape), now)
+}
+
+// readAt reads SLO i's series at the instant at, from the samples a range
+// selector ending at now holds.
+func (r *Recording) readAt(i int, at, now time.Time) (analysis.Reading, error) {
 	t := model.TimeFromUnixNano(at.UnixNano())
+	lo := model.TimeFromUnixNano(now.Add(-analysis.ReadingWindow(r.Scrape)).UnixNano())
+	hi := model.TimeFromUnixNano(now.UnixNano())
+	ms := make([]model.Matrix, len(r.matrices[i]))
+	for j, m := range r.matrices[i] {
+		ms[j] = inRange(m, lo, hi)
+	}
 	s := r.SLOs[i]
 	if s.ThresholdMs == 0 {
-		return analysis.ClassifyAvailability(r.matrices[i][0], r.matrices[i][1], t, s.GRPCErrorCodes), nil
+		return analysis.ClassifyAvailability(ms[0], ms[1], t, s.GRPCErrorCodes), nil
 	}
-	return analysis.ClassifyLatency(r.matrices[i][0], t, s.ThresholdMs)
+	return analysis.ClassifyLatency(ms[0], t, s.ThresholdMs)
+}
+
+// inRange is the series of m with a sample in (lo, hi], each cut to the
+// samples up to hi: what a range selector ending at hi returns.
+func inRange(m model.Matrix, lo, hi model.Time) model.Matrix {
+	out := make(model.Matrix, 0, len(m))
+	for _, ss := range m {
+		end := sort.Search(len(ss.Values), func(k int) bool { return ss.Values[k].Timestamp > hi })
+		if end == 0 || ss.Values[end-1].Timestamp <= lo {
+			continue
+		}
+		out = append(out, &model.SampleStream{Metric: ss.Metric, Values: ss.Values[:end]})
+	}
+	return out
 }
 
 // Fetch reads the recording: the same raw counter series the controller
@@ -283,18 +315,25 @@ func (r *Recording) hasSamples() bool {
 
 // scrapeInterval is the median spacing of the samples.
 func (r *Recording) scrapeInterval() time.Duration {
-	var gaps []int64
+	var all []model.Matrix
 	for _, ms := range r.matrices {
-		for _, m := range ms {
-			for _, ss := range m {
-				for i := 1; i < len(ss.Values) && len(gaps) < 10000; i++ {
-					gaps = append(gaps, int64(ss.Values[i].Timestamp-ss.Values[i-1].Timestamp))
-				}
+		all = append(all, ms...)
+	}
+	return medianGap(all, 15*time.Second)
+}
+
+// medianGap is the median spacing of the matrices' samples (def without).
+func medianGap(ms []model.Matrix, def time.Duration) time.Duration {
+	var gaps []int64
+	for _, m := range ms {
+		for _, ss := range m {
+			for i := 1; i < len(ss.Values) && len(gaps) < 10000; i++ {
+				gaps = append(gaps, int64(ss.Values[i].Timestamp-ss.Values[i-1].Timestamp))
 			}
 		}
 	}
 	if len(gaps) == 0 {
-		return 15 * time.Second
+		return def
 	}
 	sort.Slice(gaps, func(i, j int) bool { return gaps[i] < gaps[j] })
 	return (time.Duration(gaps[len(gaps)/2]) * time.Millisecond).Round(100 * time.Millisecond)
@@ -310,6 +349,22 @@ func (r *Recording) weightAt(c splitterv1.Color, t time.Time) (float64, bool) {
 		return 0, false
 	}
 	return float64(ps[i].Value), true
+}
+
+// weightChanges says whether c's recorded weight changed between lo and hi.
+func (r *Recording) weightChanges(c splitterv1.Color, lo, hi time.Time) bool {
+	w0, ok := r.weightAt(c, lo)
+	if !ok {
+		return true
+	}
+	a, b := model.TimeFromUnixNano(lo.UnixNano()), model.TimeFromUnixNano(hi.UnixNano())
+	ps := r.Weights[c]
+	for i := sort.Search(len(ps), func(i int) bool { return ps[i].Timestamp > a }); i < len(ps) && ps[i].Timestamp <= b; i++ {
+		if float64(ps[i].Value) != w0 {
+			return true
+		}
+	}
+	return false
 }
 
 // ErrNoRelease is returned by Release for a window without one.

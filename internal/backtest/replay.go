@@ -5,7 +5,10 @@ import (
 	"math"
 	"math/rand/v2"
 	"sort"
+	"strings"
 	"time"
+
+	"github.com/prometheus/common/model"
 
 	splitterv1 "splitter.dev/splitter/api/v1alpha1"
 	"splitter.dev/splitter/internal/analysis"
@@ -47,7 +50,7 @@ func (r *Recording) timeline() ([]rawPoint, error) {
 	for at := r.From; !at.After(r.To); at = at.Add(r.Scrape) {
 		p := rawPoint{At: at, Seconds: at.Sub(prev).Seconds(), Requests: map[string]float64{}, Bad: map[string]map[string]float64{}}
 		for i, s := range r.SLOs {
-			reading, err := r.ReadAt(i, at)
+			reading, err := r.readAt(i, at, at.Add(r.Scrape+max(500*time.Millisecond, r.Scrape/10)))
 			if err != nil {
 				return nil, err
 			}
@@ -82,19 +85,19 @@ func (r *Recording) timeline() ([]rawPoint, error) {
 	return out, nil
 }
 
-// recordedRelease finds the release in the recording: which color was live,
-// and when the candidate had traffic.
+// recordedRelease is the release in the recording: which color was live,
+// when the recorded first step began (first, estimated to half a scrape)
+// and when the candidate last had traffic.
 type recordedRelease struct {
 	live, cand  splitterv1.Color
 	first, last time.Time
 	fromWeights bool
 }
 
+// findRelease finds the release: from splitter_split_weight when
+// Prometheus scraped the controller, else from the counters.
 func (r *Recording) findRelease(tl []rawPoint) (recordedRelease, error) {
 	dep := func(c splitterv1.Color) string { return r.Workload + "-" + string(c) }
-	if r.Weights != nil {
-		return r.releaseFromWeights()
-	}
 	first, last := map[splitterv1.Color]int{}, map[splitterv1.Color]int{}
 	for _, c := range []splitterv1.Color{splitterv1.Blue, splitterv1.Green} {
 		first[c], last[c] = -1, -1
@@ -107,6 +110,21 @@ func (r *Recording) findRelease(tl []rawPoint) (recordedRelease, error) {
 			}
 		}
 	}
+	// start is when a point's stretch began.
+	start := func(i int) time.Time { return tl[i].At.Add(-time.Duration(tl[i].Seconds * float64(time.Second))) }
+	_, haveBlue := r.weightAt(splitterv1.Blue, r.From)
+	_, haveGreen := r.weightAt(splitterv1.Green, r.From)
+	if r.Weights != nil && haveBlue && haveGreen {
+		rel, err := r.releaseFromWeights()
+		if err != nil {
+			return rel, err
+		}
+		// The candidate's first requests bound the write from above.
+		if i := first[rel.cand]; i >= 0 && tl[i].At.Before(rel.first) {
+			rel.first = start(i).Add(tl[i].At.Sub(start(i)) / 2)
+		}
+		return rel, nil
+	}
 	b, g := first[splitterv1.Blue], first[splitterv1.Green]
 	switch {
 	case b < 0 && g < 0:
@@ -118,7 +136,7 @@ func (r *Recording) findRelease(tl []rawPoint) (recordedRelease, error) {
 		}
 		return recordedRelease{}, fmt.Errorf("%w: only %s received traffic between %s and %s (to measure the policy's false rollbacks on it, use --baseline-only)",
 			ErrNoRelease, dep(only), stamp(r.From), stamp(r.To))
-	case b <= 2 && g <= 2:
+	case !start(b).After(r.From) && !start(g).After(r.From):
 		return recordedRelease{}, fmt.Errorf("both %s and %s had traffic from the window's start (%s): start the window before the release, when only the live color had traffic",
 			dep(splitterv1.Blue), dep(splitterv1.Green), stamp(r.From))
 	}
@@ -126,8 +144,9 @@ func (r *Recording) findRelease(tl []rawPoint) (recordedRelease, error) {
 	if g < b {
 		rel.live, rel.cand = splitterv1.Green, splitterv1.Blue
 	}
+	// The first requests came within the stretch: its middle.
 	i := first[rel.cand]
-	rel.first = tl[i].At.Add(-time.Duration(tl[i].Seconds * float64(time.Second)))
+	rel.first = start(i).Add(tl[i].At.Sub(start(i)) / 2)
 	rel.last = tl[last[rel.cand]].At
 	if last[rel.cand] == len(tl)-1 {
 		rel.last = r.To
@@ -135,7 +154,9 @@ func (r *Recording) findRelease(tl []rawPoint) (recordedRelease, error) {
 	return rel, nil
 }
 
-// releaseFromWeights reads the release off splitter_split_weight.
+// releaseFromWeights reads the release off splitter_split_weight: the
+// first step was written between the last sample at 0 and the first
+// above it (first is the middle).
 func (r *Recording) releaseFromWeights() (recordedRelease, error) {
 	rel := recordedRelease{live: splitterv1.Blue, cand: splitterv1.Green, fromWeights: true}
 	if w, _ := r.weightAt(splitterv1.Green, r.From); w >= 50 {
@@ -145,15 +166,24 @@ func (r *Recording) releaseFromWeights() (recordedRelease, error) {
 		return rel, fmt.Errorf("%s-%s already had %g%% of the traffic at the window's start (%s), as splitter_split_weight recorded: start the window before the release",
 			r.Workload, rel.cand, w, stamp(r.From))
 	}
-	from, to := r.From.UnixMilli(), r.To.UnixMilli()
+	from, to := model.TimeFromUnixNano(r.From.UnixNano()), model.TimeFromUnixNano(r.To.UnixNano())
+	prev := model.Time(0)
 	for _, p := range r.Weights[rel.cand] {
-		if int64(p.Timestamp) < from || int64(p.Timestamp) > to || p.Value <= 0 {
+		if p.Timestamp > to {
+			break
+		}
+		if p.Value <= 0 || p.Timestamp < from {
+			if rel.first.IsZero() {
+				prev = p.Timestamp
+			}
 			continue
 		}
 		if rel.first.IsZero() {
-			// The sample is the first scrape after the write: the write was
-			// up to a scrape earlier.
-			rel.first = p.Timestamp.Time().Add(-r.Scrape)
+			lo := prev.Time()
+			if prev == 0 {
+				lo = p.Timestamp.Time().Add(-r.weightScrape())
+			}
+			rel.first = lo.Add(p.Timestamp.Time().Sub(lo) / 2)
 		}
 		rel.last = p.Timestamp.Time()
 	}
@@ -190,15 +220,24 @@ func Release(rec *Recording, opt Options) (*Report, error) {
 	if rel.fromWeights {
 		rep.RecordedWeights = "splitter_split_weight, as Prometheus scraped the controller"
 	}
-	releaseAt := rel.first.Sub(rec.From) - scrape
+	// The replay's first step is written when the recorded one was
+	// (estimated to half a scrape): the release begins two watch events
+	// before (the candidate's Ready, then the write's own).
+	releaseAt := rel.first.Sub(rec.From) - 2*watchDelay
 	if releaseAt < 5*time.Second {
 		releaseAt = 5 * time.Second
 		rep.Notes = append(rep.Notes, fmt.Sprintf("the window starts %s before the recorded candidate's first traffic: the replay's release starts at +%s, later than it should (start the window earlier)",
 			rel.first.Sub(rec.From).Round(time.Second), releaseAt))
 	}
+	// After the recorded candidate's last traffic the replay has no more
+	// evidence: it ends once every reading covers it, and a sweep (every
+	// scrape) has looked.
 	until := rec.To
 	if rel.last.Before(rec.To) {
-		until = rel.last.Add(scrape + max(500*time.Millisecond, scrape/10))
+		until = rel.last.Add(2*scrape + max(500*time.Millisecond, scrape/10))
+		if until.After(rec.To) {
+			until = rec.To
+		}
 	}
 	rng := rand.New(rand.NewPCG(opt.Seed, opt.Seed+1))
 	src := newSource(rec, releaseMode, rec.From, scrape, rng)
@@ -206,8 +245,10 @@ func Release(rec *Recording, opt Options) (*Report, error) {
 	src.timeline = tl
 	if rel.fromWeights {
 		src.recorded = map[splitterv1.Color]splitterv1.Color{splitterv1.Blue: rel.live, splitterv1.Green: rel.cand}
+		src.weightScrape = rec.weightScrape()
 	}
-	d := simulate.Drive{Plan: &p, Scrape: scrape, Start: rec.From, ReleaseAt: releaseAt, Until: until.Sub(rec.From), StopAtEnd: true, WakeOnReady: true}
+	d := simulate.Drive{Plan: &p, Scrape: scrape, Start: rec.From, ReleaseAt: releaseAt, Until: until.Sub(rec.From), StopAtEnd: true,
+		WakeOnReady: true, WatchDelay: watchDelay}
 	switch {
 	case len(p.Checks) > 0 && opt.Checks != nil:
 		d.Checks = func(now time.Time) []analysis.Result { return opt.Checks(now, liveDep, candDep) }
@@ -284,6 +325,10 @@ func Release(rec *Recording, opt Options) (*Report, error) {
 	})
 	return rep, nil
 }
+
+// watchDelay is how soon a replayed controller hears of its own writes
+// and of a Deployment turning Ready: a watch event's latency.
+const watchDelay = 50 * time.Millisecond
 
 // stepAfter is the step a transition leads to: the next one after a
 // StepAdvanced, the same otherwise.
@@ -365,17 +410,25 @@ func Baseline(rec *Recording, opt Options) (*BaselineReport, error) {
 		return nil, fmt.Errorf("the window (%s) is shorter than one release under this policy (about %s: %d steps of %s, standby %s): widen it",
 			window, length, len(p.Steps), p.StepDuration, p.Standby)
 	}
+	// Every release gets its whole course in the window: starts are spread
+	// over what leaves the longest release room (or a healthy one's, when
+	// the window is shorter; releases cut short then count as unfinished
+	// and stay out of the shares).
+	room := window - longest
+	if room < 0 {
+		room = window - length
+	}
 	every := time.Duration(0)
 	if n > 1 {
-		every = (window - length) / time.Duration(n-1)
+		every = room / time.Duration(n-1)
 	}
 	if every < scrape && n > 1 {
 		every = scrape
-		n = int((window-length)/every) + 1
+		n = int(room/every) + 1
 	}
 	rep := &BaselineReport{Policy: opt.Policy, Namespace: rec.Namespace, Workload: rec.Workload, From: rec.From, To: rec.To,
 		ScrapeInterval: scrape.String(), Seed: opt.Seed, Assumption: BaselineAssumption, Releases: n, Every: every.Round(time.Second).String(),
-		Length: length.String(), Disjoint: int(window / length), Reasons: map[string]int{}}
+		Length: length.String(), Reasons: map[string]int{}}
 	if len(p.Checks) > 0 {
 		rep.Notes = append(rep.Notes, "the policy's PromQL checks are not evaluated (the synthetic colors are not in Prometheus): they pass here")
 	}
@@ -383,17 +436,22 @@ func Baseline(rec *Recording, opt Options) (*BaselineReport, error) {
 		rep.Notes = append(rep.Notes, "the policy's hooks are not called: they pass here")
 	}
 	var promote []float64
+	var busy time.Duration // the releases' total course, for Disjoint
 	for i := range n {
 		start := rec.From.Add(time.Duration(i) * every)
 		seed := opt.Seed + uint64(i)
 		rng := rand.New(rand.NewPCG(seed, seed+1))
 		src := newSource(rec, baselineMode, start, scrape, rng)
-		d := simulate.Drive{Plan: &p, Scrape: scrape, Start: start, ReleaseAt: releaseAt, Until: min(longest, rec.To.Sub(start)), StopAtEnd: true, WakeOnReady: true}
+		until := min(longest, rec.To.Sub(start))
+		d := simulate.Drive{Plan: &p, Scrape: scrape, Start: start, ReleaseAt: releaseAt, Until: until, StopAtEnd: true,
+			WakeOnReady: true, WatchDelay: watchDelay}
 		res := simulate.DriveRelease(d, src, rng)
+		course := until
 		switch res.Outcome() {
 		case "promoted":
 			rep.Promoted++
 			promote = append(promote, (res.Ended - releaseAt).Seconds())
+			course = min(until, res.Ended+p.Standby)
 		case "rolledback":
 			rep.RolledBack++
 			h := res.History[0]
@@ -402,17 +460,28 @@ func Baseline(rec *Recording, opt Options) (*BaselineReport, error) {
 				msg = msg[:60]
 			}
 			rep.Reasons[h.Reason+": "+msg]++
+			if strings.Contains(h.Message, "AbsoluteRegression") {
+				rep.Incidents++
+			}
+			course = res.Ended
 		case "paused":
 			rep.Paused++
 		default:
 			rep.Unfinished++
 		}
+		busy += course
 	}
 	if len(rep.Reasons) == 0 {
 		rep.Reasons = nil
 	}
-	rep.FalseRollbacks = share(rep.RolledBack, n, rep.Disjoint)
-	rep.PausedShare = share(rep.Paused, n, rep.Disjoint)
+	finished := n - rep.Unfinished
+	if finished == 0 {
+		return nil, fmt.Errorf("no release finished within the window (%s): widen it", window)
+	}
+	rep.Length = (busy / time.Duration(n)).Round(time.Second).String()
+	rep.Disjoint = max(1, int(window/max(time.Second, busy/time.Duration(n))))
+	rep.FalseRollbacks = share(rep.RolledBack, finished, rep.Disjoint)
+	rep.PausedShare = share(rep.Paused, finished, rep.Disjoint)
 	if len(promote) > 0 {
 		rep.PromotionSeconds = &Quantiles{P50: simulate.Quantile(promote, 0.5), P90: simulate.Quantile(promote, 0.9), P99: simulate.Quantile(promote, 0.99)}
 	}
@@ -432,8 +501,7 @@ func Baseline(rec *Recording, opt Options) (*BaselineReport, error) {
 // overstates the sample size.
 func share(k, n, independent int) Share {
 	s := Share{Share: float64(k) / float64(n)}
-	m := min(n, max(1, independent))
-	s.Low, s.High = simulate.Wilson(int(math.Round(s.Share*float64(m))), m)
+	s.Low, s.High = simulate.WilsonShare(s.Share, min(n, max(1, independent)))
 	return s
 }
 

@@ -122,6 +122,21 @@ func (o Offset) String() string {
 
 func (o Offset) MarshalText() ([]byte, error) { return []byte(o.String()), nil }
 
+// UnmarshalText reads [-]hh:mm:ss.
+func (o *Offset) UnmarshalText(b []byte) error {
+	s := string(b)
+	sign := time.Duration(1)
+	if len(s) > 0 && s[0] == '-' {
+		sign, s = -1, s[1:]
+	}
+	var h, m, sec int
+	if _, err := fmt.Sscanf(s, "%d:%d:%d", &h, &m, &sec); err != nil {
+		return fmt.Errorf("offset %q: want hh:mm:ss", b)
+	}
+	*o = Offset(sign * (time.Duration(h)*time.Hour + time.Duration(m)*time.Minute + time.Duration(sec)*time.Second))
+	return nil
+}
+
 // BaselineReport is a policy's false-rollback rate over a window with no
 // release: many replayed releases between two identical colors.
 type BaselineReport struct {
@@ -133,10 +148,15 @@ type BaselineReport struct {
 	ScrapeInterval string    `json:"scrapeInterval"`
 	Seed           uint64    `json:"seed"`
 	Assumption     string    `json:"assumption"`
-	// Releases started Every apart; each lasts up to Length.
+	// Releases started Every apart; Length is their mean course (to the
+	// end of standby, the rollback, or the end of the drive).
 	Releases int    `json:"releases"`
 	Every    string `json:"every"`
 	Length   string `json:"length"`
+	// Incidents are the rollbacks on the SLO itself (the watchdog's
+	// AbsoluteRegression): the service breached it, both colors alike, as
+	// any release would have been rolled back then.
+	Incidents int `json:"incidents"`
 	// Disjoint is how many releases of Length fit in the window without
 	// overlapping: overlapping releases share traffic, so their outcomes
 	// are not independent.
@@ -146,8 +166,9 @@ type BaselineReport struct {
 	RolledBack int            `json:"rolledBack"`
 	Unfinished int            `json:"unfinished"`
 	Reasons    map[string]int `json:"reasons,omitempty"`
-	// FalseRollbacks is the rolled-back share with a 95% Wilson interval
-	// counted over the Disjoint releases (the honest sample size).
+	// FalseRollbacks is the rolled-back share of the finished releases,
+	// with a 95% Wilson interval counted over the Disjoint releases (the
+	// honest sample size).
 	FalseRollbacks Share `json:"falseRollbacks"`
 	PausedShare    Share `json:"pausedShare"`
 	// PromotionSeconds are quantiles of the time from release to promotion.

@@ -72,6 +72,8 @@ type source struct {
 	// timeline is the recording per scrape: without splitter_split_weight,
 	// the recorded weights are estimated from it.
 	timeline []rawPoint
+	// weightScrape is how often splitter_split_weight was scraped.
+	weightScrape time.Duration
 	// totals are the synthetic counts fed to the engine so far, counted
 	// as the engine counts growth, after each reading.
 	totals []snapshot
@@ -181,7 +183,7 @@ func (s *source) Read(t time.Duration) (rollout.Counters, string) {
 	var incs []increment
 	recorded := map[splitterv1.Color]float64{}
 	for i, spec := range s.rec.SLOs {
-		reading, err := s.rec.ReadAt(i, at)
+		reading, err := s.rec.ReadAt(i, s.start.Add(t))
 		if err != nil {
 			return nil, err.Error()
 		}
@@ -229,10 +231,8 @@ func (s *source) Read(t time.Duration) (rollout.Counters, string) {
 		if inc.reset {
 			inc.st.out = [2][2]int64{}
 		}
-		for _, tg := range keep[inc.color] {
-			c, o := tg.c, &inc.st.out[index(tg.c)]
-			bad := thin(s.rng, inc.bad, tg.f)
-			n := bad + thin(s.rng, inc.good, tg.f)
+		feed := func(c splitterv1.Color, n, bad int64) {
+			o := &inc.st.out[index(c)]
 			o[0] += n
 			o[1] += bad
 			if !inc.fresh {
@@ -246,6 +246,14 @@ func (s *source) Read(t time.Duration) (rollout.Counters, string) {
 				id += "/" + string(c)
 			}
 			out = append(out, splitterv1.SeriesReading{Color: c, SLO: inc.slo, Series: inc.key.deployment + "/" + id, Requests: o[0], Bad: o[1]})
+		}
+		tg := keep[inc.color]
+		bad := thin(s.rng, inc.bad, tg[0].f)
+		n := bad + thin(s.rng, inc.good, tg[0].f)
+		feed(tg[0].c, n, bad)
+		if len(tg) == 2 {
+			// Baseline mode: each request goes to one color or the other.
+			feed(tg[1].c, round(inc.good+inc.bad)-n, round(inc.bad)-bad)
 		}
 	}
 	s.lastAt, s.last = at, out
@@ -294,11 +302,15 @@ func (s *source) colorOf(deployment string) (splitterv1.Color, bool) {
 func (s *source) factors(from, to time.Time, recorded map[splitterv1.Color]float64) map[splitterv1.Color][]target {
 	pGreen := average(from, to, func(t time.Time) float64 { return s.policyWeight(t.Sub(s.start)) }) / 100
 	if s.mode == baselineMode {
-		return map[splitterv1.Color][]target{"": {{splitterv1.Blue, 1 - pGreen}, {splitterv1.Green, pGreen}}}
+		return map[splitterv1.Color][]target{"": {{splitterv1.Green, pGreen}, {splitterv1.Blue, 1 - pGreen}}}
 	}
 	policy := map[splitterv1.Color]float64{splitterv1.Blue: 1 - pGreen, splitterv1.Green: pGreen}
 	rec := map[splitterv1.Color]float64{}
-	if s.recorded != nil {
+	// The recorded weights: splitter_split_weight's, unless it changed
+	// within a controller scrape of the reading (when it changed is then
+	// known only to that scrape); else estimated from the counts.
+	ws := s.weightScrape
+	if s.recorded != nil && !s.rec.weightChanges(s.recorded[splitterv1.Green], from.Add(-ws), to.Add(ws)) {
 		for c, rc := range s.recorded {
 			rec[c] = average(from, to, func(t time.Time) float64 { w, _ := s.rec.weightAt(rc, t); return w }) / 100
 		}
@@ -321,7 +333,9 @@ func (s *source) factors(from, to time.Time, recorded map[splitterv1.Color]float
 		s.starved += to.Sub(from)
 	}
 	if total := recorded[splitterv1.Blue] + recorded[splitterv1.Green]; total > 0 {
-		w := int32(pGreen*100 + 0.5)
+		// Keyed by the weight in force at the reading's end (an interval
+		// across a step change counts for the new step).
+		w := int32(s.policyWeight(to.Sub(s.start)) + 0.5)
 		if s.scale[w] == nil {
 			s.scale[w] = &scaleSum{}
 		}

@@ -96,9 +96,12 @@ func BaselineTable(r *BaselineReport) string {
 	pf("Counts: %s.", r.Assumption)
 	pf("Traffic over the window: %.1f req/s; bad: %s.", r.Traffic.RPS, badRates(r.Traffic.BadRate))
 	pf("")
-	pf("%d releases, started every %s, each up to %s (%d fit in the window without overlapping):", r.Releases, r.Every, r.Length, r.Disjoint)
+	pf("%d releases, started every %s, each taking %s on average (%d fit in the window without overlapping):", r.Releases, r.Every, r.Length, r.Disjoint)
 	pf("  promoted %d, paused %d, rolled back %d, unfinished %d", r.Promoted, r.Paused, r.RolledBack, r.Unfinished)
 	pf("  false rollbacks:             %s", fmtShare(r.FalseRollbacks))
+	if r.Incidents > 0 {
+		pf("    of which on the SLO itself: %d (the service breached it, both colors alike: an incident in the window)", r.Incidents)
+	}
 	pf("  paused for lack of evidence: %s", fmtShare(r.PausedShare))
 	if q := r.PromotionSeconds; q != nil {
 		pf("  time to promotion:           p50 %s, p90 %s, p99 %s", secs(q.P50), secs(q.P90), secs(q.P99))
@@ -114,7 +117,7 @@ func BaselineTable(r *BaselineReport) string {
 			pf("    %4d  %s", r.Reasons[k], k)
 		}
 	}
-	pf("The interval counts %d releases (the disjoint ones): overlapping releases share traffic, so their outcomes are not independent.", min(r.Releases, r.Disjoint))
+	pf("The intervals count %d releases (the disjoint ones): overlapping releases share traffic, so their outcomes are not independent.", min(r.Releases, r.Disjoint))
 	if r.Simulate != "" {
 		pf("The same traffic in the model: %s", r.Simulate)
 	}
@@ -125,6 +128,9 @@ func BaselineTable(r *BaselineReport) string {
 }
 
 func badRates(m map[string]float64) string {
+	if len(m) == 0 {
+		return "none"
+	}
 	keys := make([]string, 0, len(m))
 	for k := range m {
 		keys = append(keys, k)

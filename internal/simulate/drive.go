@@ -52,6 +52,10 @@ type Drive struct {
 	// becomes Ready, as the controller's watch does. Simulate's figures
 	// predate it: there the engine wakes on its own requeue.
 	WakeOnReady bool
+	// WatchDelay is how long after a write (or a Deployment turning
+	// Ready) the engine is called again, as the write's watch event
+	// would call the controller (default 1s).
+	WatchDelay time.Duration
 	// Checks, when set, judges the policy's PromQL checks at an instant;
 	// otherwise they pass.
 	Checks func(now time.Time) []analysis.Result
@@ -199,6 +203,10 @@ func (s *driver) run(start func()) Result {
 	}
 	nextSweep := sweepPhase
 	nextWake := time.Duration(0)
+	watch := d.WatchDelay
+	if watch <= 0 {
+		watch = time.Second
+	}
 	released := false
 loop:
 	for {
@@ -235,7 +243,7 @@ loop:
 			if d.WakeOnReady {
 				for c, at := range s.w.readyTimes() {
 					if at != ready[c] {
-						nextWake = min(nextWake, max(at.Sub(s.w.start), next+time.Second))
+						nextWake = min(nextWake, max(at.Sub(s.w.start), next+watch))
 					}
 				}
 			}
@@ -243,7 +251,7 @@ loop:
 				break loop
 			}
 			if s.w.routed != before {
-				nextWake = min(nextWake, next+time.Second) // the write's watch event
+				nextWake = min(nextWake, next+watch) // the write's watch event
 			}
 		}
 	}

@@ -439,12 +439,24 @@ func Wilson(k, n int) (lo, hi float64) {
 	if n == 0 {
 		return 0, 1
 	}
+	return WilsonShare(float64(k)/float64(n), n)
+}
+
+// WilsonShare is the 95% Wilson score interval of a share p observed over
+// n trials (p need not be a whole count over n).
+func WilsonShare(p float64, n int) (lo, hi float64) {
+	if n == 0 {
+		return 0, 1
+	}
 	z := 1.96
-	p := float64(k) / float64(n)
 	nn := float64(n)
 	mid := (p + z*z/(2*nn)) / (1 + z*z/nn)
 	half := z * math.Sqrt(p*(1-p)/nn+z*z/(4*nn*nn)) / (1 + z*z/nn)
-	return max(0, mid-half), min(1, mid+half)
+	lo, hi = max(0, mid-half), min(1, mid+half)
+	if p == 0 {
+		lo = 0 // not a rounding error's 1e-17
+	}
+	return lo, hi
 }
 
 // randSource adapts math/rand/v2 to gonum's random source.
