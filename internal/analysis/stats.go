@@ -3,6 +3,7 @@ package analysis
 import (
 	"fmt"
 	"math"
+	"sync"
 
 	"gonum.org/v1/gonum/stat/distuv"
 )
@@ -33,15 +34,44 @@ func ClopperPearson(x, n, alpha float64) (lower, upper float64) {
 		return 0, 1
 	}
 	x = math.Max(0, math.Min(x, n))
-	lower, upper = 0, 1
+	lower = 0
 	if x > 0 {
 		lower = distuv.Beta{Alpha: x, Beta: n - x + 1}.Quantile(alpha)
 	}
-	if x < n {
-		upper = distuv.Beta{Alpha: x + 1, Beta: n - x}.Quantile(1 - alpha)
-	}
-	return lower, upper
+	return lower, clopperPearsonUpper(x, n, alpha)
 }
+
+// clopperPearsonUpper is ClopperPearson's upper bound alone (x in [0, n],
+// n > 0), remembered: the watchdog asks for the same reference's bound at
+// every look between two checkpoints, and the incomplete beta function is
+// most of a look's cost.
+func clopperPearsonUpper(x, n, alpha float64) float64 {
+	if x >= n {
+		return 1
+	}
+	k := cpKey{x, n, alpha}
+	cpMu.Lock()
+	u, ok := cpMemo[k]
+	cpMu.Unlock()
+	if ok {
+		return u
+	}
+	u = distuv.Beta{Alpha: x + 1, Beta: n - x}.Quantile(1 - alpha)
+	cpMu.Lock()
+	if len(cpMemo) >= 4096 {
+		clear(cpMemo) // bounded: a long-running controller's references differ
+	}
+	cpMemo[k] = u
+	cpMu.Unlock()
+	return u
+}
+
+type cpKey struct{ x, n, alpha float64 }
+
+var (
+	cpMu   sync.Mutex
+	cpMemo = map[cpKey]float64{}
+)
 
 // z is the standard normal quantile.
 func z(p float64) float64 { return math.Sqrt2 * math.Erfinv(2*p-1) }

@@ -89,7 +89,7 @@ func (p Policy) ReferenceRate(s SLO, ref Count) (p0 float64, ok bool) {
 	if ref.N <= 0 {
 		return 1, false
 	}
-	_, up := ClopperPearson(ref.X, ref.N, p.ReferenceAlpha())
+	up := clopperPearsonUpper(math.Max(0, math.Min(ref.X, ref.N)), ref.N, p.ReferenceAlpha())
 	p0 = math.Max(p.MaxRatio*up, up+p.Margin*s.Budget())
 	return p0, p0 < 1
 }
