@@ -87,7 +87,7 @@ func usage() {
   splitter policy lint [--rps N [--scrape-interval D] [--bad-rate P]] FILE...
                                  check SplitPolicy YAML without a cluster; exits 1 on any error;
                                  with --rps, explain how long each step needs at that request rate
-  splitter policy simulate -f FILE --rps N --error-rate P [--latency-slow P] [--regression 5x]
+  splitter policy simulate -f FILE --rps N --error-rate P [--latency-slow P | --latency-p99 D [--latency-p50 D]] [--regression 5x]
                          [--runs 2000] [--scrape-interval 15s] [--seed N] [-o json]
                                  simulate releases of the policy through the engine: false rollbacks,
                                  time to promotion, pauses for lack of evidence, a regression's detection

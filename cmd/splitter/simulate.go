@@ -31,6 +31,8 @@ func simulateCmd(args []string, stdout, stderr io.Writer) int {
 	rps := fs.Float64("rps", 0, "the workload's request rate (both colors together)")
 	errRate := fs.String("error-rate", "", "share of requests that fail today on both colors, e.g. 0.2% or 0.002 (availability SLOs)")
 	slow := fs.String("latency-slow", "", "share of requests slower than a latency SLO's threshold on both colors (default: --error-rate)")
+	p99 := fs.Duration("latency-p99", 0, "instead of --latency-slow: both colors' p99 latency today; each latency SLO's slow share follows from a lognormal latency with this p99 (and --latency-p50)")
+	p50 := fs.Duration("latency-p50", 0, "with --latency-p99: the median latency (default: a quarter of the p99)")
 	regression := fs.String("regression", "", "also simulate releases whose candidate is this many times worse, e.g. 5x")
 	runs := fs.Int("runs", 2000, "releases to simulate (each for the healthy case and the regression)")
 	scrape := fs.Duration("scrape-interval", 15*time.Second, "Prometheus' scrape interval")
@@ -69,6 +71,23 @@ func simulateCmd(args []string, stdout, stderr io.Writer) int {
 			return usageErr("--latency-slow: %v", err)
 		}
 	}
+	var latency *simulate.Latency
+	switch {
+	case *p99 < 0 || *p50 < 0:
+		return usageErr("--latency-p99 and --latency-p50 must be above 0")
+	case *p99 > 0 && *slow != "":
+		return usageErr("give --latency-slow or --latency-p99, not both")
+	case *p50 > 0 && *p99 == 0:
+		return usageErr("--latency-p50 goes with --latency-p99")
+	case *p99 > 0:
+		latency = &simulate.Latency{P50: *p50, P99: *p99}
+		if latency.P50 == 0 {
+			latency.P50 = *p99 / 4
+		}
+		if latency.P50 > latency.P99 {
+			return usageErr("--latency-p50 (%s) must not exceed --latency-p99 (%s)", latency.P50, latency.P99)
+		}
+	}
 	times := 0.0
 	if *regression != "" {
 		if times, err = strconv.ParseFloat(strings.TrimSuffix(*regression, "x"), 64); err != nil || times <= 1 {
@@ -96,7 +115,15 @@ func simulateCmd(args []string, stdout, stderr io.Writer) int {
 	defer debug.SetGCPercent(debug.SetGCPercent(400))
 	var reports []simReport
 	for _, np := range plans {
-		reports = append(reports, simulatePolicy(np, tr, times, *runs, *seed))
+		tr := tr
+		if latency != nil {
+			tr.SlowBySLO = latency.SlowBySLO(np.Plan.SLOs)
+		}
+		r := simulatePolicy(np, tr, times, *runs, *seed)
+		if latency != nil {
+			r.Model.Latency = &simLatency{P50: latency.P50.String(), P99: latency.P99.String(), SlowBySLO: tr.SlowBySLO}
+		}
+		reports = append(reports, r)
 	}
 	if *output == "json" {
 		enc := json.NewEncoder(stdout)
@@ -155,8 +182,17 @@ type simModel struct {
 	FailedReads    float64 `json:"failedReads"`
 	Propagation    string  `json:"weightPropagation"`
 	Steps          []int32 `json:"steps"`
+	// Latency, with --latency-p99, is the lognormal latency the latency
+	// SLOs' slow shares come from (SlowRate is then unused).
+	Latency *simLatency `json:"latency,omitempty"`
 	// Note says what the model leaves out of this policy.
 	Note string `json:"note,omitempty"`
+}
+
+type simLatency struct {
+	P50       string             `json:"p50"`
+	P99       string             `json:"p99"`
+	SlowBySLO map[string]float64 `json:"slowBySLO"`
 }
 
 type simOutcomes struct {
@@ -276,7 +312,7 @@ func formatSimulation(r simReport) string {
 	}
 	pf("")
 	h := r.Healthy
-	pf("Healthy releases (both colors %s errors, %s slow):", pct(m.ErrorRate), pct(m.SlowRate))
+	pf("Healthy releases (both colors %s errors, %s slow):", pct(m.ErrorRate), slowText(m, 1))
 	pf("  promoted %d, paused %d, rolled back %d, unfinished %d", h.Promoted, h.Paused, h.RolledBack, h.Unfinished)
 	pf("  false rollbacks:             %s", fmtShare(h.RolledBackShare))
 	pf("  paused for lack of evidence: %s", fmtShare(h.PausedShare))
@@ -288,7 +324,7 @@ func formatSimulation(r simReport) string {
 	fmtReasons(&b, h.Reasons)
 	if g := r.Regression; g != nil {
 		pf("")
-		pf("%gx regression (candidate %s errors, %s slow; live %s, %s):", m.Regression, pct(min(0.9, m.ErrorRate*m.Regression)), pct(min(0.9, m.SlowRate*m.Regression)), pct(m.ErrorRate), pct(m.SlowRate))
+		pf("%gx regression (candidate %s errors, %s slow; live %s, %s):", m.Regression, pct(min(0.9, m.ErrorRate*m.Regression)), slowText(m, m.Regression), pct(m.ErrorRate), slowText(m, 1))
 		pf("  rolled back %d, promoted %d, paused %d, unfinished %d", g.RolledBack, g.Promoted, g.Paused, g.Unfinished)
 		pf("  detected (rolled back):      %s", fmtShare(g.RolledBackShare))
 		if q := g.Detection; q != nil {
@@ -309,7 +345,28 @@ func formatSimulation(r simReport) string {
 	pf("to zero or a new series); %s of counter reads fail; weights reach the data plane %s after", pct(m.FailedReads), m.Propagation)
 	pf("they are written; Prometheus scrapes each pod every %s; PromQL checks and hooks pass; nobody", m.ScrapeInterval)
 	pf("approves a paused release. Rates are 95%% Wilson intervals over %d releases.", m.Runs)
+	if l := m.Latency; l != nil {
+		pf("Latency: lognormal with p50 %s and p99 %s; a latency SLO's slow share is the share over its threshold.", l.P50, l.P99)
+	}
 	return b.String()
+}
+
+// slowText is the latency SLOs' slow share, times worse (capped at 90%):
+// one figure, or one per SLO with --latency-p99.
+func slowText(m simModel, times float64) string {
+	if m.Latency == nil || len(m.Latency.SlowBySLO) == 0 {
+		return pct(min(0.9, m.SlowRate*times))
+	}
+	names := make([]string, 0, len(m.Latency.SlowBySLO))
+	for n := range m.Latency.SlowBySLO {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	var parts []string
+	for _, n := range names {
+		parts = append(parts, pct(min(0.9, m.Latency.SlowBySLO[n]*times))+" "+n)
+	}
+	return strings.Join(parts, ", ")
 }
 
 func fmtReasons(b *strings.Builder, reasons map[string]int) {
@@ -347,6 +404,9 @@ func fmtShare(s simShare) string {
 func pct(x float64) string {
 	if math.IsNaN(x) {
 		return "-"
+	}
+	if x > 0 && x < 0.0001 {
+		return strconv.FormatFloat(100*x, 'g', 2, 64) + "%" // 0.0011%, not 0.00%
 	}
 	return strconv.FormatFloat(100*x, 'f', 2, 64) + "%"
 }

@@ -38,6 +38,9 @@ func TestSimulateExitCodes(t *testing.T) {
 		{"no file", []string{"--rps", "100", "--error-rate", "0.1%"}, 2, "", "-f"},
 		{"no rps", []string{"-f", slosSample, "--error-rate", "0.1%"}, 2, "", "--rps"},
 		{"bad rate", []string{"-f", slosSample, "--rps", "100", "--error-rate", "lots"}, 2, "", "--error-rate"},
+		{"latency p99", []string{"-f", slosSample, "--rps", "100", "--error-rate", "0.1%", "--latency-p99", "200ms", "--runs", "10"}, 0, "lognormal with p50 50ms and p99 200ms", ""},
+		{"latency p99 and slow", []string{"-f", slosSample, "--rps", "100", "--error-rate", "0.1%", "--latency-p99", "200ms", "--latency-slow", "1%"}, 2, "", "not both"},
+		{"p50 above p99", []string{"-f", slosSample, "--rps", "100", "--error-rate", "0.1%", "--latency-p99", "200ms", "--latency-p50", "1s"}, 2, "", "must not exceed"},
 		{"bad regression", []string{"-f", slosSample, "--rps", "100", "--error-rate", "0.1%", "--regression", "0.5x"}, 2, "", "--regression"},
 	} {
 		var out, errOut bytes.Buffer

@@ -1,6 +1,7 @@
 package simulate
 
 import (
+	"math"
 	"time"
 
 	"splitter.dev/splitter/internal/analysis"
@@ -14,6 +15,9 @@ type Traffic struct {
 	// ErrorRate is the share of requests bad for an availability SLO,
 	// SlowRate for a latency SLO (one with a threshold).
 	ErrorRate, SlowRate float64
+	// SlowBySLO, when set, is each latency SLO's slow share (by name),
+	// in place of SlowRate: see Lognormal.
+	SlowBySLO map[string]float64
 	// Scrape is Prometheus' scrape interval.
 	Scrape time.Duration
 }
@@ -42,6 +46,9 @@ func NewSpec(plan *policy.Plan, tr Traffic, times float64) Spec {
 			r := tr.ErrorRate
 			if slo.ThresholdMs > 0 {
 				r = tr.SlowRate
+				if x, ok := tr.SlowBySLO[slo.Name]; ok {
+					r = x
+				}
 			}
 			m[slo.Name] = min(0.9, r*times)
 		}
@@ -51,4 +58,36 @@ func NewSpec(plan *policy.Plan, tr Traffic, times float64) Spec {
 	return Spec{Plan: &p, RPS: tr.RPS, Scrape: tr.Scrape, Pods: Pods, Restarts: Restarts, ReadFail: ReadFail,
 		Propagation: Propagation, Until: max(20*time.Minute, steps+2*time.Minute) + p.Standby,
 		Bad: map[string]map[string]float64{LiveRevision: bad(1), CandidateRevision: bad(times)}}
+}
+
+// Latency is a service's latency distribution, lognormal, given by two
+// quantiles: what `policy simulate --latency-p99` models when only
+// percentiles are known.
+type Latency struct{ P50, P99 time.Duration }
+
+// z99 is the standard normal's 99th percentile.
+const z99 = 2.3263478740408408
+
+// SlowShare is the share of requests slower than threshold.
+func (l Latency) SlowShare(threshold time.Duration) float64 {
+	mu := math.Log(l.P50.Seconds())
+	sigma := (math.Log(l.P99.Seconds()) - mu) / z99
+	if sigma <= 0 {
+		if threshold < l.P50 {
+			return 1
+		}
+		return 0
+	}
+	return 0.5 * math.Erfc((math.Log(threshold.Seconds())-mu)/(sigma*math.Sqrt2))
+}
+
+// SlowBySLO is each latency SLO's slow share under l.
+func (l Latency) SlowBySLO(slos []analysis.SLO) map[string]float64 {
+	out := map[string]float64{}
+	for _, s := range slos {
+		if s.ThresholdMs > 0 {
+			out[s.Name] = l.SlowShare(time.Duration(s.ThresholdMs * float64(time.Millisecond)))
+		}
+	}
+	return out
 }

@@ -2,6 +2,7 @@ package simulate
 
 import (
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"os"
 	"reflect"
@@ -72,6 +73,31 @@ func TestStopAtEndKeepsOutcomes(t *testing.T) {
 			if full.Outcome() != short.Outcome() || full.Ended != short.Ended {
 				t.Errorf("%gx, seed %d: full %s at %s, stopped %s at %s", times, i, full.Outcome(), full.Ended, short.Outcome(), short.Ended)
 			}
+		}
+	}
+}
+
+func TestLatencySlowShare(t *testing.T) {
+	l := Latency{P50: 50 * time.Millisecond, P99: 200 * time.Millisecond}
+	for _, tc := range []struct {
+		threshold time.Duration
+		want      float64
+	}{{200 * time.Millisecond, 0.01}, {50 * time.Millisecond, 0.5}, {time.Second, 0}, {time.Millisecond, 1}} {
+		if got := l.SlowShare(tc.threshold); math.Abs(got-tc.want) > 1e-4 {
+			t.Errorf("over %s: %.6f, want %.6f", tc.threshold, got, tc.want)
+		}
+	}
+	// NewSpec takes each latency SLO's share from SlowBySLO.
+	plan := samplePlan(t, time.Minute)
+	tr := Traffic{RPS: 100, ErrorRate: 0.001, SlowRate: 0.5, SlowBySLO: l.SlowBySLO(plan.SLOs), Scrape: 15 * time.Second}
+	spec := NewSpec(plan, tr, 2)
+	for _, slo := range plan.SLOs {
+		if slo.ThresholdMs == 0 {
+			continue
+		}
+		want := 2 * l.SlowShare(time.Duration(slo.ThresholdMs*float64(time.Millisecond)))
+		if got := spec.Bad[CandidateRevision][slo.Name]; math.Abs(got-want) > 1e-12 {
+			t.Errorf("%s: candidate slow %.6f, want %.6f", slo.Name, got, want)
 		}
 	}
 }
