@@ -51,11 +51,15 @@ func (w *watchdogSweep) Start(ctx context.Context) error {
 }
 
 func (w *watchdogSweep) sweep(ctx context.Context) {
+	start := time.Now()
 	var list splitterv1.SplitList
 	if err := w.r.Client.List(ctx, &list, client.UnsafeDisableDeepCopy); err != nil {
 		log.FromContext(ctx).Info("Watchdog sweep cannot list Splits", "error", err.Error())
 		return
 	}
+	// Timed and counted as swept only once the Splits could be listed; the
+	// list also refreshes every Split's gauges.
+	defer w.r.Metrics.swept(start, list.Items)
 	now := w.r.Now()
 	for i := range list.Items {
 		s := &list.Items[i]
