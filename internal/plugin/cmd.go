@@ -119,7 +119,7 @@ an Event with who asked.`,
 		c.approve(), c.act("abort", "Snap the release in progress back to the live colour", Abort),
 		c.act("pause", "Hold the release in progress at its weights (the watchdog keeps watching)", Pause),
 		c.act("resume", "Go on with a paused release", Resume),
-		c.retry(), c.promote(), c.optIn(), c.optOut(), c.version())
+		c.retry(), c.promote(), c.optIn(), c.optOut(), c.version(), c.dashboard())
 	return root
 }
 
