@@ -8,7 +8,9 @@ package monitoring
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
+	"sort"
 	"strings"
 )
 
@@ -325,4 +327,80 @@ func (d Dashboard) JSON() ([]byte, error) {
 		return nil, fmt.Errorf("encoding the dashboard: %w", err)
 	}
 	return append(b, '\n'), nil
+}
+
+// Expression is one PromQL expression of a dashboard, and where it is: the
+// panel's or annotation's title, or the variable's name.
+type Expression struct {
+	Where, Expr string
+}
+
+// Expressions reads every PromQL expression of a dashboard's JSON, whatever
+// its shape: each "expr", and the series selector of each label_values()
+// variable query.
+func Expressions(raw []byte) ([]Expression, error) {
+	var doc any
+	if err := json.Unmarshal(raw, &doc); err != nil {
+		return nil, fmt.Errorf("decoding the dashboard: %w", err)
+	}
+	var out []Expression
+	var errs []error
+	var walk func(path string, v any)
+	walk = func(path string, v any) {
+		switch v := v.(type) {
+		case map[string]any:
+			here := path
+			for _, k := range []string{"title", "name"} {
+				if s, ok := v[k].(string); ok {
+					here = fmt.Sprintf("%s %q", path, s)
+					break
+				}
+			}
+			keys := make([]string, 0, len(v))
+			for k := range v {
+				keys = append(keys, k)
+			}
+			sort.Strings(keys)
+			for _, k := range keys {
+				switch s, isString := v[k].(string); {
+				case isString && k == "expr":
+					where := here
+					if ref, ok := v["refId"].(string); ok {
+						where += " " + ref
+					}
+					out = append(out, Expression{where, s})
+				case isString && (k == "query" || k == "definition") && strings.HasPrefix(s, "label_values("):
+					sel, err := LabelValuesSelector(s)
+					if err != nil {
+						errs = append(errs, fmt.Errorf("%s.%s: %w", here, k, err))
+					} else if k == "query" { // definition repeats it
+						out = append(out, Expression{here, sel})
+					}
+				default:
+					walk(here+"."+k, v[k])
+				}
+			}
+		case []any:
+			for i, e := range v {
+				walk(fmt.Sprintf("%s[%d]", path, i), e)
+			}
+		}
+	}
+	walk("dashboard", doc)
+	return out, errors.Join(errs...)
+}
+
+// LabelValuesSelector is the series selector of Grafana's
+// label_values(selector, label).
+func LabelValuesSelector(q string) (string, error) {
+	inner, ok := strings.CutPrefix(strings.TrimSpace(q), "label_values(")
+	if !ok || !strings.HasSuffix(inner, ")") {
+		return "", fmt.Errorf("not label_values(...): %q", q)
+	}
+	inner = strings.TrimSuffix(inner, ")")
+	i := strings.LastIndex(inner, ",")
+	if i < 0 {
+		return "", fmt.Errorf("label_values without a series selector: %q", q)
+	}
+	return strings.TrimSpace(inner[:i]), nil
 }

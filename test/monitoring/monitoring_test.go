@@ -2,7 +2,6 @@ package monitoring
 
 import (
 	"bytes"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -107,70 +106,17 @@ func TestDashboardLayout(t *testing.T) {
 	}
 }
 
-// expression is one PromQL expression and where it is.
-type expression struct{ where, expr string }
-
-// dashboardExpressions reads every PromQL expression of the committed
-// dashboard JSON, whatever its shape: every "expr", and the series
-// selector of each label_values() variable query.
-func dashboardExpressions(t *testing.T) []expression {
+func dashboardExpressions(t *testing.T) []Expression {
 	t.Helper()
 	raw, err := os.ReadFile(dashboardFile)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var doc any
-	if err := json.Unmarshal(raw, &doc); err != nil {
+	exprs, err := Expressions(raw)
+	if err != nil {
 		t.Fatalf("%s: %v", dashboardFile, err)
 	}
-	var out []expression
-	var walk func(path string, v any)
-	walk = func(path string, v any) {
-		switch v := v.(type) {
-		case map[string]any:
-			keys := make([]string, 0, len(v))
-			for k := range v {
-				keys = append(keys, k)
-			}
-			sort.Strings(keys)
-			for _, k := range keys {
-				switch s, isString := v[k].(string); {
-				case isString && k == "expr":
-					out = append(out, expression{path + "." + k, s})
-				case isString && (k == "query" || k == "definition") && strings.HasPrefix(s, "label_values("):
-					sel, err := labelValuesSelector(s)
-					if err != nil {
-						t.Errorf("%s.%s: %v", path, k, err)
-					} else {
-						out = append(out, expression{path + "." + k, sel})
-					}
-				default:
-					walk(path+"."+k, v[k])
-				}
-			}
-		case []any:
-			for i, e := range v {
-				walk(fmt.Sprintf("%s[%d]", path, i), e)
-			}
-		}
-	}
-	walk("dashboard", doc)
-	return out
-}
-
-// labelValuesSelector is the series selector of Grafana's
-// label_values(selector, label); "" for label_values(label).
-func labelValuesSelector(q string) (string, error) {
-	inner, ok := strings.CutPrefix(strings.TrimSpace(q), "label_values(")
-	if !ok || !strings.HasSuffix(inner, ")") {
-		return "", fmt.Errorf("not label_values(...): %q", q)
-	}
-	inner = strings.TrimSuffix(inner, ")")
-	i := strings.LastIndex(inner, ",")
-	if i < 0 {
-		return "", fmt.Errorf("label_values without a series selector: %q", q)
-	}
-	return strings.TrimSpace(inner[:i]), nil
+	return exprs
 }
 
 type ruleFile struct {
@@ -200,11 +146,11 @@ func readRules(t *testing.T) ruleFile {
 	return rf
 }
 
-func ruleExpressions(t *testing.T) []expression {
-	var out []expression
+func ruleExpressions(t *testing.T) []Expression {
+	var out []Expression
 	for _, g := range readRules(t).Groups {
 		for _, r := range g.Rules {
-			out = append(out, expression{rulesFile + ": " + g.Name + "/" + r.Alert + r.Record, r.Expr})
+			out = append(out, Expression{rulesFile + ": " + g.Name + "/" + r.Alert + r.Record, r.Expr})
 		}
 	}
 	return out
@@ -341,18 +287,18 @@ func TestExpressionsNameExportedMetrics(t *testing.T) {
 	}
 	used := map[string]bool{}
 	for _, e := range exprs {
-		names, err := metricNames(grafanaVars.Replace(e.expr))
+		names, err := metricNames(grafanaVars.Replace(e.Expr))
 		if err != nil {
-			t.Errorf("%s: %v\n\t%s", e.where, err, e.expr)
+			t.Errorf("%s: %v\n\t%s", e.Where, err, e.Expr)
 			continue
 		}
 		if len(names) == 0 {
-			t.Errorf("%s names no metric: %s", e.where, e.expr)
+			t.Errorf("%s names no metric: %s", e.Where, e.Expr)
 		}
 		for _, n := range names {
 			used[n] = true
 			if !known[n] {
-				t.Errorf("%s: %s is exported by neither splitter nor Istio\n\t%s", e.where, n, e.expr)
+				t.Errorf("%s: %s is exported by neither splitter nor Istio\n\t%s", e.Where, n, e.Expr)
 			}
 		}
 	}
@@ -409,7 +355,7 @@ func TestDashboardPromtool(t *testing.T) {
 	}
 	var rules []rule
 	for i, e := range dashboardExpressions(t) {
-		rules = append(rules, rule{Record: fmt.Sprintf("splitter:dashboard_%d", i), Expr: grafanaVars.Replace(e.expr)})
+		rules = append(rules, rule{Record: fmt.Sprintf("splitter:dashboard_%d", i), Expr: grafanaVars.Replace(e.Expr)})
 	}
 	raw, err := yaml.Marshal(map[string]any{"groups": []any{map[string]any{"name": "dashboard", "rules": rules}}})
 	if err != nil {
@@ -505,5 +451,37 @@ func TestIstioListMatchesReference(t *testing.T) {
 	sort.Strings(ours)
 	if strings.Join(ref, " ") != strings.Join(ours, " ") {
 		t.Errorf("Istio metrics: the reference lists %v, this test %v", ref, ours)
+	}
+}
+
+func TestExpressionsReadsEveryShape(t *testing.T) {
+	raw := []byte(`{
+	  "templating": {"list": [
+	    {"name": "ns", "query": {"query": "label_values(up{job=\"a\"}, namespace)"}, "definition": "label_values(up{job=\"a\"}, namespace)"},
+	    {"name": "old", "query": "label_values(b_total, split)"}
+	  ]},
+	  "annotations": {"list": [{"name": "marks", "expr": "c == 1"}]},
+	  "panels": [{"title": "outer", "type": "row", "panels": [{"title": "inner", "targets": [{"refId": "A", "expr": "sum(d)"}, {"refId": "B", "expr": "e"}]}]}]
+	}`)
+	got, err := Expressions(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var lines []string
+	for _, e := range got {
+		lines = append(lines, e.Where+": "+e.Expr)
+	}
+	want := []string{
+		`dashboard.annotations.list[0] "marks": c == 1`,
+		`dashboard.panels[0] "outer".panels[0] "inner".targets[0] A: sum(d)`,
+		`dashboard.panels[0] "outer".panels[0] "inner".targets[1] B: e`,
+		`dashboard.templating.list[0] "ns".query: up{job="a"}`,
+		`dashboard.templating.list[1] "old": b_total`,
+	}
+	if strings.Join(lines, "\n") != strings.Join(want, "\n") {
+		t.Errorf("got\n%s\nwant\n%s", strings.Join(lines, "\n"), strings.Join(want, "\n"))
+	}
+	if _, err := Expressions([]byte(`{"templating": {"list": [{"query": "label_values(namespace)"}]}}`)); err == nil {
+		t.Error("label_values without a selector: no error")
 	}
 }
