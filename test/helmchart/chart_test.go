@@ -558,12 +558,26 @@ func TestDefaultRenderIsValid(t *testing.T) {
 }
 
 // `helm lint`'s rules pass (no warning, no error) with the defaults and the
-// other shapes of the chart.
+// other shapes of the chart; the last case shows the linter does see errors.
 func TestHelmLint(t *testing.T) {
-	for _, values := range []string{"", "rbac.scope=namespace,watchNamespaces={shop}", allOptions,
-		"leaderElection.enabled=false,replicas=1,namespace.name=,namespace.create=false"} {
-		t.Run(values, func(t *testing.T) {
-			l := lint.All(ChartDir(), set(t, values), "splitter-system", false)
+	for _, tc := range []struct {
+		name, values string
+		wantErr      bool
+	}{
+		{"defaults", "", false},
+		{"per-namespace RBAC", "rbac.scope=namespace,watchNamespaces={shop}", false},
+		{"all options", allOptions, false},
+		{"release namespace, no leader election", "leaderElection.enabled=false,replicas=1,namespace.name=,namespace.create=false", false},
+		{"bad values", "replicas=-1", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			l := lint.All(ChartDir(), set(t, tc.values), "splitter-system", false)
+			if tc.wantErr {
+				if l.HighestSeverity < support.ErrorSev {
+					t.Errorf("lint passed --set %s: %v", tc.values, l.Messages)
+				}
+				return
+			}
 			for _, m := range l.Messages {
 				if m.Severity >= support.WarningSev {
 					t.Error(m)
