@@ -191,11 +191,17 @@ func q(expr, legend string) Target {
 	return Target{Expr: strings.TrimSpace(expr), LegendFormat: legend, Range: true}
 }
 
-// snapBacks counts snap-backs over a range, a Split's first one for a
-// reason included (its series is born at 1, which increase() misses).
-func snapBacks(by, sel, rng string) string {
-	return fmt.Sprintf(`(sum by (%[1]s) (increase(splitter_snapbacks_total{%[2]s}[%[3]s])) or sum by (%[1]s) (splitter_snapbacks_total{%[2]s} unless splitter_snapbacks_total{%[2]s} offset %[3]s))`, by, sel, rng)
+// increase is how much a counter grew over rng, summed by labels, a
+// series' birth included: splitter's counters are created at their first
+// count (a Split's first snap-back, a check's first Fail), so they start
+// at 1, which increase() alone cannot see. A series born within rng counts
+// its whole value; the others their increase().
+func increase(metric, by, sel, rng string) string {
+	born := fmt.Sprintf(`(%[1]s{%[2]s} unless %[1]s{%[2]s} offset %[3]s)`, metric, sel, rng)
+	return fmt.Sprintf(`sum by (%[1]s) ((increase(%[2]s{%[3]s}[%[4]s]) unless %[5]s) or %[5]s)`, by, metric, sel, rng, born)
 }
+
+func snapBacks(by, sel, rng string) string { return increase("splitter_snapbacks_total", by, sel, rng) }
 
 // Splitter is the fleet dashboard.
 func Splitter() Dashboard {
@@ -218,10 +224,10 @@ func Splitter() Dashboard {
 			q(`max by (namespace, split, phase) (splitter_split_phase{`+fleet+`,phase!="Idle"}) == 1`, "")),
 		bars("Snap-backs by reason", "Snap-backs per interval, by the reason the release was rolled back.",
 			q(snapBacks("reason", fleet, "$__rate_interval"), "{{reason}}")),
-		timeseries("Check verdicts", "Check evaluations per second, by verdict (hook calls count as checks named hook/<name>).", "ops", true,
-			q(`sum by (verdict) (rate(splitter_check_verdicts_total{`+fleet+`}[$__rate_interval]))`, "{{verdict}}")),
+		bars("Check verdicts", "Check evaluations per interval, by verdict (hook calls count as checks named hook/<name>).",
+			q(increase("splitter_check_verdicts_total", "verdict", fleet, "$__rate_interval"), "{{verdict}}")),
 		table("Verdicts by check in range", "Verdicts over the time range, per Split, check and verdict.", "short",
-			q(`round(sum by (namespace, split, check, verdict) (increase(splitter_check_verdicts_total{`+fleet+`}[$__range]))) > 0`, "")),
+			q(`round(`+increase("splitter_check_verdicts_total", "namespace, split, check, verdict", fleet, "$__range")+`) > 0`, "")),
 		timeseries("Weights over time", "The weight (percent) each color should have, per Split: the candidate's share rises step by step, a snap-back drops it to 0 in one write.", "percent", false,
 			q(`max by (namespace, split, color) (splitter_split_weight{`+fleet+`})`, "{{namespace}}/{{split}} {{color}}")),
 		table("Gates waiting", "How long each waiting gate has waited (alert GateWaitingTooLong at 1 hour).", "s",
@@ -250,7 +256,7 @@ func Splitter() Dashboard {
 		timeseries("p99 latency per color", "99th percentile of the request duration at each color's sidecar (Istio, reporter=destination).", "ms", false,
 			q(`histogram_quantile(0.99, sum by (destination_workload, le) (rate(istio_request_duration_milliseconds_bucket{reporter="destination",`+colors+`}[$__rate_interval])))`, "{{destination_workload}}")),
 		bars("Check verdicts", "Verdicts per interval, by check and verdict.",
-			q(`sum by (check, verdict) (increase(splitter_check_verdicts_total{`+one+`}[$__rate_interval]))`, "{{check}} {{verdict}}")),
+			q(increase("splitter_check_verdicts_total", "check, verdict", one, "$__rate_interval"), "{{check}} {{verdict}}")),
 		bars("Snap-backs", "Snap-backs per interval, by reason.",
 			q(snapBacks("reason", one, "$__rate_interval"), "{{reason}}")),
 	}

@@ -485,3 +485,50 @@ func TestExpressionsReadsEveryShape(t *testing.T) {
 		t.Error("label_values without a selector: no error")
 	}
 }
+
+// TestIncreaseCountsNewSeries runs the dashboard's counter expression in
+// promtool: a series born within the range (at 1) counts, as does an old
+// series' increase, and neither twice.
+func TestIncreaseCountsNewSeries(t *testing.T) {
+	bin := promtool(t)
+	expr := func(rng string) string { return "round(" + increase("c_total", "k", "", rng) + ")" }
+	type sample struct {
+		Labels string  `json:"labels"`
+		Value  float64 `json:"value"`
+	}
+	type exprTest struct {
+		Expr       string   `json:"expr"`
+		EvalTime   string   `json:"eval_time"`
+		ExpSamples []sample `json:"exp_samples"`
+	}
+	tests := []exprTest{
+		{expr("10m"), "14m", []sample{{`{k="old"}`, 1}}},
+		{expr("10m"), "20m", []sample{{`{k="new"}`, 1}, {`{k="old"}`, 1}}},
+		{expr("10m"), "24m", []sample{{`{k="new"}`, 1}, {`{k="old"}`, 1}}}, // born 9 minutes ago
+		{expr("10m"), "28m", []sample{{`{k="new"}`, 1}, {`{k="old"}`, 1}}},
+		{expr("1m"), "15m", []sample{{`{k="new"}`, 1}, {`{k="old"}`, 0}}},
+		{expr("1m"), "22m", []sample{{`{k="new"}`, 0}, {`{k="old"}`, 1}}},
+		{expr("1m"), "26m", []sample{{`{k="new"}`, 1}, {`{k="old"}`, 0}}},
+	}
+	raw, err := yaml.Marshal(map[string]any{
+		"evaluation_interval": "1m",
+		"tests": []any{map[string]any{
+			"interval": "1m",
+			"input_series": []map[string]string{
+				{"series": `c_total{k="old"}`, "values": "1x10 2x10 3x10"}, // +1 at 11m and 22m
+				{"series": `c_total{k="new"}`, "values": "_x15 1x10 2x10"}, // born at 15m, +1 at 26m
+			},
+			"promql_expr_test": tests,
+		}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	file := filepath.Join(t.TempDir(), "increase_test.yaml")
+	if err := os.WriteFile(file, raw, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command(bin, "test", "rules", file).CombinedOutput(); err != nil {
+		t.Errorf("promtool test rules: %v\n%s", err, out)
+	}
+}
