@@ -12,6 +12,8 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+
+	"sigs.k8s.io/yaml"
 )
 
 // The dashboard's JSON model, as much of Grafana's as it uses.
@@ -409,4 +411,34 @@ func LabelValuesSelector(q string) (string, error) {
 		return "", fmt.Errorf("label_values without a series selector: %q", q)
 	}
 	return strings.TrimSpace(inner[:i]), nil
+}
+
+// PrometheusRule wraps a Prometheus rule file (deploy/prometheus/alerts.yaml)
+// as the Prometheus Operator's PrometheusRule, for kubectl apply -k
+// deploy/prometheus; the YAML it returns is what is committed.
+func PrometheusRule(ruleFile []byte) ([]byte, error) {
+	var rules struct {
+		Groups []any `json:"groups"`
+	}
+	if err := yaml.UnmarshalStrict(ruleFile, &rules); err != nil {
+		return nil, fmt.Errorf("reading the rule file: %w", err)
+	}
+	if len(rules.Groups) == 0 {
+		return nil, errors.New("the rule file has no groups")
+	}
+	obj := map[string]any{
+		"apiVersion": "monitoring.coreos.com/v1",
+		"kind":       "PrometheusRule",
+		"metadata": map[string]any{
+			"name":   "splitter",
+			"labels": map[string]any{"app.kubernetes.io/name": "splitter", "app.kubernetes.io/component": "alerts"},
+		},
+		"spec": map[string]any{"groups": rules.Groups},
+	}
+	out, err := yaml.Marshal(obj)
+	if err != nil {
+		return nil, fmt.Errorf("encoding the PrometheusRule: %w", err)
+	}
+	header := "# Generated from alerts.yaml by go test ./test/monitoring/ -run TestPrometheusRule -update: edit alerts.yaml.\n"
+	return append([]byte(header), out...), nil
 }

@@ -2,6 +2,7 @@ package monitoring
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -18,6 +19,8 @@ import (
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/promql/parser"
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
+	"sigs.k8s.io/kustomize/api/krusty"
+	"sigs.k8s.io/kustomize/kyaml/filesys"
 	"sigs.k8s.io/yaml"
 
 	"splitter.dev/splitter/internal/controller"
@@ -530,5 +533,85 @@ func TestIncreaseCountsNewSeries(t *testing.T) {
 	}
 	if out, err := exec.Command(bin, "test", "rules", file).CombinedOutput(); err != nil {
 		t.Errorf("promtool test rules: %v\n%s", err, out)
+	}
+}
+
+func TestPrometheusRuleUpToDate(t *testing.T) {
+	src, err := os.ReadFile(filepath.Join(rulesDir, rulesFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := PrometheusRule(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	file := filepath.Join(rulesDir, "prometheusrule.yaml")
+	if *update {
+		if err := os.WriteFile(file, got, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatalf("%v: generate it with go test ./test/monitoring/ -run TestPrometheusRule -update", err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Errorf("%s differs from %s: regenerate it with go test ./test/monitoring/ -run TestPrometheusRule -update", file, rulesFile)
+	}
+}
+
+// TestKustomizations renders deploy/grafana and deploy/prometheus as
+// kubectl apply -k does: the dashboard's ConfigMap carries splitter.json
+// as committed, the PrometheusRule alerts.yaml's groups.
+func TestKustomizations(t *testing.T) {
+	render := func(dir string) []map[string]any {
+		t.Helper()
+		m, err := krusty.MakeKustomizer(krusty.MakeDefaultOptions()).Run(filesys.MakeFsOnDisk(), dir)
+		if err != nil {
+			t.Fatalf("kustomize %s: %v", dir, err)
+		}
+		var out []map[string]any
+		for _, r := range m.Resources() {
+			obj, err := r.Map()
+			if err != nil {
+				t.Fatal(err)
+			}
+			out = append(out, obj)
+		}
+		return out
+	}
+
+	objs := render(filepath.Dir(dashboardFile))
+	dashboard, err := os.ReadFile(dashboardFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(objs) != 1 || objs[0]["kind"] != "ConfigMap" {
+		t.Fatalf("deploy/grafana renders %v, want one ConfigMap", objs)
+	}
+	meta := objs[0]["metadata"].(map[string]any)
+	if l, _ := meta["labels"].(map[string]any); l["grafana_dashboard"] != "1" {
+		t.Errorf("the dashboard's ConfigMap lacks the label grafana_dashboard=1: %v", meta)
+	}
+	if data, _ := objs[0]["data"].(map[string]any); data["splitter.json"] != string(dashboard) {
+		t.Error("the ConfigMap's splitter.json is not deploy/grafana/splitter.json")
+	}
+
+	objs = render(rulesDir)
+	if len(objs) != 1 || objs[0]["kind"] != "PrometheusRule" {
+		t.Fatalf("deploy/prometheus renders %v, want one PrometheusRule", objs)
+	}
+	var file map[string]any
+	raw, err := os.ReadFile(filepath.Join(rulesDir, rulesFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := yaml.Unmarshal(raw, &file); err != nil {
+		t.Fatal(err)
+	}
+	got, _ := json.Marshal(objs[0]["spec"].(map[string]any)["groups"])
+	want, _ := json.Marshal(file["groups"])
+	if !bytes.Equal(got, want) {
+		t.Errorf("the PrometheusRule's groups differ from %s:\n%s\n%s", rulesFile, got, want)
 	}
 }
