@@ -138,10 +138,12 @@ const activePhases = `Preparing|Shifting|AwaitingApproval|Promoting|RollingBack`
 // namespace chosen; the release panels one Split.
 const (
 	fleet = `namespace=~"$namespace"`
-	one   = `namespace="$namespace",split="$split"`
+	// With several namespaces chosen, Grafana writes $namespace as a
+	// regular expression: the release panels match it too.
+	one = `namespace=~"$namespace",split="$split"`
 	// Istio's labels for the selected Split's two color Deployments,
 	// <split>-blue and <split>-green (a Split is named after its workload).
-	colors = `destination_workload_namespace="$namespace",destination_workload=~"$split-(blue|green)"`
+	colors = `destination_workload_namespace=~"$namespace",destination_workload=~"$split-(blue|green)"`
 )
 
 func ptr[T any](v T) *T { return &v }
