@@ -12,6 +12,7 @@ import (
 	"regexp"
 	"sort"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -227,6 +228,11 @@ func TestMetricNames(t *testing.T) {
 
 var fqName = regexp.MustCompile(`fqName: "([^"]+)"`)
 
+var (
+	controllerMetricsOnce sync.Once
+	controllerMetrics     *controller.Metrics
+)
+
 // splitterMetrics are the names splitter's /metrics serves: the
 // controller's metrics (every collector, series or not) and whatever
 // controller-runtime's registry gathers (the notifications' metrics,
@@ -239,8 +245,9 @@ func splitterMetrics(t *testing.T) map[string]bool {
 			known[name+s] = true
 		}
 	}
-	m := controller.NewMetrics()
-	for _, c := range m.Collectors() {
+	// Registered once per test binary (-count=2 runs this twice).
+	controllerMetricsOnce.Do(func() { controllerMetrics = controller.NewMetrics() })
+	for _, c := range controllerMetrics.Collectors() {
 		descs := make(chan *prometheus.Desc, 16)
 		c.Describe(descs)
 		close(descs)
