@@ -110,6 +110,9 @@ manifests: $(CONTROLLER_GEN) ## Generate CRDs (deploy/crds) and deepcopy code wi
 	$(CONTROLLER_GEN) object paths=./api/...
 	$(CONTROLLER_GEN) crd paths=./api/... output:crd:artifacts:config=deploy/crds
 	$(CONTROLLER_GEN) rbac:roleName=splitter-controller paths=./internal/controller/... output:rbac:artifacts:config=deploy/rbac
+	cp deploy/crds/*.yaml deploy/helm/splitter/crds/
+	cp deploy/rbac/role.yaml deploy/helm/splitter/files/role.yaml
+	cp deploy/prometheus/alerts.yaml deploy/helm/splitter/files/alerts.yaml
 
 .PHONY: lint
 lint: ## gofmt and go vet.
@@ -209,7 +212,7 @@ $(PROMETHEUS_DIR)/prometheus:
 		-tags "$(PROMETHEUS_TAGS)" -ldflags "$(PROMETHEUS_LDFLAGS)"
 
 .PHONY: prometheus
-prometheus: $(PROMETHEUS_DIR)/prometheus ## Build Prometheus 3 (the default) and install Debian's 2.42 (PROMETHEUS_LEGACY) when missing.
+prometheus: $(PROMETHEUS_DIR)/prometheus ## Build Prometheus 3 (the default) and install Debian's 2.42 (PROMETHEUS_LEGACY, and promtool for test/monitoring) when missing.
 	@if [ ! -x "$(PROMETHEUS_LEGACY)" ]; then \
 	  if [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then \
 	    echo "Prometheus 2.42 is missing: install it (Debian: apt-get install prometheus) or set PROMETHEUS_LEGACY=/path/to/prometheus"; exit 1; fi; \

@@ -435,7 +435,7 @@ func TestValuesRender(t *testing.T) {
 				t.Errorf("ServiceMonitor selects %v (labels %v), Service labels %v", smSel, sm.GetLabels(), svc.GetLabels())
 			}
 			ep, _, _ := unstructured.NestedSlice(sm.Object, "spec", "endpoints")
-			if want := []any{map[string]any{"port": "metrics", "path": "/metrics", "interval": "30s"}}; !reflect.DeepEqual(ep, want) {
+			if want := []any{map[string]any{"port": "metrics", "path": "/metrics", "interval": "30s", "honorLabels": true}}; !reflect.DeepEqual(ep, want) {
 				t.Errorf("endpoints %v", ep)
 			}
 		}},
