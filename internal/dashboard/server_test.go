@@ -95,7 +95,10 @@ func newBed(t *testing.T, ns string, objs ...client.Object) *bed {
 	ts.Listener.Close()
 	ts.Listener = ln
 	ts.Start()
-	t.Cleanup(ts.Close)
+	t.Cleanup(func() {
+		ts.CloseClientConnections() // the event streams the browser holds
+		ts.Close()
+	})
 	b.srv, b.url = srv, ts.URL
 	return b
 }
