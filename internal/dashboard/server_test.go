@@ -176,7 +176,7 @@ func TestDetailAndScope(t *testing.T) {
 	if code != 200 || json.Unmarshal([]byte(body), &tl) != nil {
 		t.Fatalf("GET timeline: %d %s", code, body)
 	}
-	if tl.WeightSource != "status" || len(tl.Weight) != 2 || tl.Weight[1].V != 25 || tl.Problem == "" {
+	if tl.WeightSource != "events" || tl.Weight[0].V != 0 || tl.Weight[len(tl.Weight)-1].V != 25 || tl.Problem == "" {
 		t.Errorf("timeline without Prometheus: %+v", tl)
 	}
 	if code, _ := b.do(t, "GET", "/api/splits/b/app/timeline?from=x", nil); code != http.StatusBadRequest {

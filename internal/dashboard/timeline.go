@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"net/http"
+	"regexp"
 	"sort"
 	"strconv"
 	"strings"
@@ -41,7 +42,8 @@ type Timeline struct {
 	From int64 `json:"from"`
 	To   int64 `json:"to"`
 	// Weight is green's weight; WeightSource says where it came from:
-	// "prometheus" (splitter_split_weight) or "status" (the Split now).
+	// "prometheus" (splitter_split_weight), "events" (rebuilt from the
+	// Split's history and StepAdvanced Events) or "status" (the Split now).
 	Weight       []Point            `json:"weight"`
 	WeightSource string             `json:"weightSource"`
 	ErrorRate    map[string][]Point `json:"errorRate"`
@@ -180,6 +182,73 @@ func StatusWeight(s *splitterv1.Split, from, to time.Time) []Point {
 	return []Point{{T: ms(start), V: g}, {T: ms(to), V: g}}
 }
 
+var getsWeight = regexp.MustCompile(`\b(blue|green) gets (\d+)%`)
+
+// EventWeights is green's weight rebuilt from what the Split says
+// happened, when Prometheus has no splitter_split_weight: each release
+// starts with its candidate at 0, each StepAdvanced Event says the
+// candidate's weight, a promotion gives it 100 and a snap-back 0. Nil
+// when nothing happened in [from, to].
+func EventWeights(s *splitterv1.Split, evs []Event, from, to time.Time) []Point {
+	type change struct {
+		t time.Time
+		g float64
+	}
+	greenIf := func(c splitterv1.Color, candidate float64) float64 {
+		if c == splitterv1.Green {
+			return candidate
+		}
+		return 100 - candidate
+	}
+	var cs []change
+	st := s.Status
+	for _, h := range st.History {
+		cs = append(cs, change{h.StartedAt.Time, greenIf(h.Color, 0)})
+		if h.Outcome == splitterv1.OutcomePromoted {
+			cs = append(cs, change{h.FinishedAt.Time, greenIf(h.Color, 100)})
+		} else {
+			cs = append(cs, change{h.FinishedAt.Time, greenIf(h.Color, 0)})
+		}
+	}
+	if st.ReleaseStartedAt != nil && st.Candidate != "" && (len(st.History) == 0 || st.History[0].ID != rollout.ReleaseID(st)) {
+		cs = append(cs, change{st.ReleaseStartedAt.Time, greenIf(st.Candidate, 0)})
+	}
+	for _, e := range evs {
+		if e.Reason != rollout.ReasonStepAdvanced {
+			continue
+		}
+		if m := getsWeight.FindStringSubmatch(e.Note); m != nil {
+			w, _ := strconv.ParseFloat(m[2], 64)
+			cs = append(cs, change{e.At, greenIf(splitterv1.Color(m[1]), w)})
+		}
+	}
+	sort.SliceStable(cs, func(i, j int) bool { return cs[i].t.Before(cs[j].t) })
+	var out []Point
+	for i, c := range cs {
+		if c.t.Before(from) || c.t.After(to) {
+			continue
+		}
+		if len(out) == 0 {
+			// Before the window's first change: the last change before it,
+			// or else the first change's value (a release starts at 0).
+			before := c.g
+			if i > 0 {
+				before = cs[i-1].g
+			}
+			out = append(out, Point{T: ms(from), V: before})
+		}
+		out = append(out, Point{T: ms(c.t), V: c.g})
+	}
+	if len(out) == 0 {
+		return nil
+	}
+	last := out[len(out)-1].V
+	if inProgress(st.Phase) || st.Phase == splitterv1.PhaseRollingBack {
+		last = float64(Weights(st)[string(splitterv1.Green)]) // the status is newer than any Event
+	}
+	return append(out, Point{T: ms(to), V: last})
+}
+
 // availabilityCodes are the grpc codes the policy's first availability
 // SLO counts as errors.
 func availabilityCodes(p *splitterv1.SplitPolicySpec) []int32 {
@@ -248,6 +317,9 @@ func BuildTimeline(ctx context.Context, api promv1.API, scrape time.Duration, s 
 		tl.Markers = []Marker{}
 	}
 	tl.Weight, tl.WeightSource = StatusWeight(s, from, to), "status"
+	if ws := EventWeights(s, evs, from, to); ws != nil {
+		tl.Weight, tl.WeightSource = ws, "events"
+	}
 	if api == nil {
 		tl.Problem = "no Prometheus (--prometheus-url): error rates and latency are not shown"
 		return tl

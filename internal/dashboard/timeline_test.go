@@ -1,0 +1,71 @@
+package dashboard
+
+import (
+	"reflect"
+	"testing"
+	"time"
+
+	splitterv1 "splitter.dev/splitter/api/v1alpha1"
+)
+
+func TestWeights(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		st   splitterv1.SplitStatus
+		want map[string]int32
+	}{
+		{"new", splitterv1.SplitStatus{}, map[string]int32{"blue": 100, "green": 0}},
+		{"idle on green", splitterv1.SplitStatus{Phase: splitterv1.PhaseIdle, Live: splitterv1.Green, Weight: 100}, map[string]int32{"blue": 0, "green": 100}},
+		{"shifting", shifting(), map[string]int32{"blue": 75, "green": 25}},
+		{"rolled back", rolledBack(0), map[string]int32{"blue": 100, "green": 0}},
+		{"blue candidate", splitterv1.SplitStatus{Phase: splitterv1.PhaseAwaitingApproval, Live: splitterv1.Green, Candidate: splitterv1.Blue, Weight: 50}, map[string]int32{"blue": 50, "green": 50}},
+	} {
+		if got := Weights(tc.st); !reflect.DeepEqual(got, tc.want) {
+			t.Errorf("%s: %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}
+
+func TestWindow(t *testing.T) {
+	from, to := Window(split("b", "app", shifting()), t0)
+	if !from.Equal(t0.Add(-5*time.Minute-30*time.Second)) || !to.Equal(t0) {
+		t.Errorf("a release in progress: %s..%s", from, to)
+	}
+	from, to = Window(split("b", "app", rolledBack(-time.Hour)), t0)
+	if !from.Equal(t0.Add(-62*time.Minute-30*time.Second)) || !to.Equal(t0.Add(-time.Hour+30*time.Second)) {
+		t.Errorf("the last release: %s..%s", from, to)
+	}
+}
+
+func TestMarkersAndEventWeights(t *testing.T) {
+	s := split("b", "app", rolledBack(0))
+	s.Status.Actions = []splitterv1.Action{{Verb: "pause", By: "alice", At: mt(-90 * time.Second)}}
+	s.Status.Checks = []splitterv1.CheckResult{{Name: "availability", Verdict: splitterv1.VerdictFail, Value: "0.7", Bound: ">= 0.995", Step: 1, EvaluatedAt: mt(-time.Second)}}
+	evs := []Event{
+		{Reason: "StepAdvanced", Note: "step 1/2: green gets 20%", At: t0.Add(-100 * time.Second)},
+		{Reason: "WatchdogTripped", Note: "availability", At: t0.Add(-time.Second), Warning: true},
+		{Reason: "StepAdvanced", Note: "step 1/2: green gets 20%", At: t0.Add(-time.Hour)}, // before the window
+	}
+	from, to := t0.Add(-3*time.Minute), t0.Add(time.Minute)
+	var kinds []string
+	for _, m := range Markers(s, evs, from, to) {
+		kinds = append(kinds, m.Kind)
+	}
+	want := []string{"start", "step", "action", "verdict", "fault", "snapback"}
+	if !reflect.DeepEqual(kinds, want) {
+		t.Errorf("markers %v, want %v", kinds, want)
+	}
+	ws := EventWeights(s, evs, from, to)
+	var vs []float64
+	for _, p := range ws {
+		vs = append(vs, p.V)
+	}
+	// 20 before the window (the last change before it), 0 at the
+	// release's start, 20 at its step, 0 at the snap-back, to the end.
+	if !reflect.DeepEqual(vs, []float64{20, 0, 20, 0, 0}) || ws[0].T != ms(from) || ws[len(ws)-1].T != ms(to) {
+		t.Errorf("weights %+v", ws)
+	}
+	if EventWeights(split("b", "app", splitterv1.SplitStatus{}), nil, from, to) != nil {
+		t.Error("weights without anything that happened")
+	}
+}
