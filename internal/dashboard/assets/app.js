@@ -30,7 +30,7 @@ function el(tag, attrs, ...children) {
 }
 
 const key = (s) => s.namespace + "/" + s.name;
-const time = (t) => (t ? new Date(t).toLocaleTimeString() : "");
+const time = (t) => (t ? new Date(t).toLocaleTimeString([], { hour12: false }) : "");
 const dateTime = (t) => (t ? new Date(t).toLocaleString() : "");
 function took(a, b) {
   const s = Math.round((new Date(b) - new Date(a)) / 1000);
@@ -205,25 +205,34 @@ const markerLines = {
 };
 
 function xScale(tl) {
-  return { type: "linear", min: tl.from, max: tl.to, ticks: { callback: (v) => new Date(v).toLocaleTimeString(), maxTicksLimit: 8 } };
+  return { type: "linear", min: tl.from, max: tl.to,
+    ticks: { callback: (v) => new Date(v).toLocaleTimeString([], { hour12: false }), maxTicksLimit: 6, maxRotation: 0 } };
+}
+// The top of an axis: the data's highest value and a margin, at least floor.
+function axisTop(series, floor) {
+  let m = floor;
+  for (const ps of series) for (const p of ps) m = Math.max(m, p.y);
+  return m === floor ? floor : Math.ceil(m * 1.1);
 }
 const xy = (ps) => (ps || []).map((p) => ({ x: p.t, y: p.v }));
 
 function renderTimeline(tl) {
   if (!window.Chart) return;
+  const blueErr = xy(tl.errorRate.blue).map((p) => ({ x: p.x, y: 100 * p.y }));
+  const greenErr = xy(tl.errorRate.green).map((p) => ({ x: p.x, y: 100 * p.y }));
   const traffic = {
     type: "line",
     data: {
       datasets: [
         { label: "green weight %", data: xy(tl.weight), yAxisID: "w", stepped: true, borderColor: colors.green, backgroundColor: "rgba(31,157,85,.12)", fill: true, pointRadius: 0 },
-        { label: "blue error rate %", data: xy(tl.errorRate.blue).map((p) => ({ x: p.x, y: 100 * p.y })), yAxisID: "e", borderColor: colors.blue, pointRadius: 0, borderWidth: 1.5 },
-        { label: "green error rate %", data: xy(tl.errorRate.green).map((p) => ({ x: p.x, y: 100 * p.y })), yAxisID: "e", borderColor: colors.green, borderDash: [5, 3], pointRadius: 0, borderWidth: 1.5 },
+        { label: "blue error rate %", data: blueErr, yAxisID: "e", borderColor: colors.blue, pointRadius: 0, borderWidth: 1.5 },
+        { label: "green error rate %", data: greenErr, yAxisID: "e", borderColor: colors.green, borderDash: [5, 3], pointRadius: 0, borderWidth: 1.5 },
       ],
     },
     options: {
-      animation: false, maintainAspectRatio: false, parsing: false,
+      animation: false, maintainAspectRatio: false, parsing: false, elements: { line: { tension: 0 } },
       scales: { x: xScale(tl), w: { position: "left", min: 0, max: 100, title: { display: true, text: "weight %" } },
-        e: { position: "right", min: 0, suggestedMax: 1, title: { display: true, text: "error rate %" }, grid: { drawOnChartArea: false } } },
+        e: { position: "right", min: 0, max: axisTop([blueErr, greenErr], 1), title: { display: true, text: "error rate %" }, grid: { drawOnChartArea: false } } },
       plugins: { markerLines: { markers: tl.markers }, legend: { labels: { boxWidth: 12 } } },
     },
     plugins: [markerLines],
@@ -237,8 +246,8 @@ function renderTimeline(tl) {
       ],
     },
     options: {
-      animation: false, maintainAspectRatio: false, parsing: false,
-      scales: { x: xScale(tl), y: { min: 0, title: { display: true, text: "p99 latency ms" } } },
+      animation: false, maintainAspectRatio: false, parsing: false, elements: { line: { tension: 0 } },
+      scales: { x: xScale(tl), y: { min: 0, max: axisTop([xy(tl.latencyP99.blue), xy(tl.latencyP99.green)], 10), title: { display: true, text: "p99 latency ms" } } },
       plugins: { markerLines: { markers: tl.markers }, legend: { labels: { boxWidth: 12 } } },
     },
     plugins: [markerLines],
