@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"github.com/chromedp/chromedp"
+	rbacv1 "k8s.io/api/rbac/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 
 	splitterv1 "splitter.dev/splitter/api/v1alpha1"
@@ -268,8 +270,29 @@ func TestDashboard(t *testing.T) {
 		t.Errorf("weights seen %v, want 20 and 50", keys(seen))
 	}
 
-	// Approve from the release's page.
 	s := waitPhase(t, tb, gated, splitterv1.PhaseAwaitingApproval, time.Minute, nil)
+
+	// RBAC decides: a user who may only read Splits sees the release but
+	// cannot approve it (the API server refuses the dashboard's patch).
+	tb.Create(t, &rbacv1.Role{ObjectMeta: metav1.ObjectMeta{Name: "split-viewer", Namespace: gated},
+		Rules: []rbacv1.PolicyRule{{APIGroups: []string{splitterv1.GroupVersion.Group}, Resources: []string{"splits"}, Verbs: []string{"get", "list", "watch"}}}})
+	tb.Create(t, &rbacv1.RoleBinding{ObjectMeta: metav1.ObjectMeta{Name: "split-viewer", Namespace: gated},
+		RoleRef:  rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: "split-viewer"},
+		Subjects: []rbacv1.Subject{{Kind: rbacv1.UserKind, APIGroup: rbacv1.GroupName, Name: "viewer"}}})
+	viewer := startDashboard(t, tb, "-n", gated, "--as", "viewer")
+	if code, body := rawRequest(t, viewer, "GET", "/api/splits", nil); code != http.StatusOK || !strings.Contains(body, `"phase":"AwaitingApproval"`) {
+		t.Errorf("the viewer's overview: %d %s", code, body)
+	}
+	_, page := rawRequest(t, viewer, "GET", "/", nil)
+	tok := page[strings.Index(page, `name="splitter-token" content="`)+len(`name="splitter-token" content="`):]
+	tok = tok[:strings.Index(tok, `"`)]
+	code, body := rawRequest(t, viewer, "POST", "/api/splits/"+gated+"/app/approve?expect="+s.Status.Gate, map[string]string{"Origin": viewer.url, dashboard.TokenHeader: tok})
+	if code != http.StatusForbidden || !strings.Contains(body, "forbidden") {
+		t.Errorf("the viewer's approve: %d %q, want 403 from the API server", code, body)
+	}
+	t.Logf("the viewer's approve: %d %s", code, strings.TrimSpace(body))
+
+	// Approve from the release's page.
 	if err := doFor(ctx, 30*time.Second, chromedp.Navigate(d.url+"/#/"+gated+"/app"),
 		chromedp.WaitEnabled(chromedp.CSS(`button[data-verb="approve"]`)),
 		chromedp.Click(chromedp.CSS(`button[data-verb="approve"]`)),
@@ -290,7 +313,7 @@ func TestDashboard(t *testing.T) {
 		chromedp.WaitVisible(chromedp.CSS(`#r-markers li[data-kind="snapback"]`))); err != nil {
 		t.Fatalf("no snap-back marker on the faulty release's page: %v", err)
 	}
-	code, body := rawRequest(t, d, "GET", "/api/splits/"+faulty+"/app/timeline", nil)
+	code, body = rawRequest(t, d, "GET", "/api/splits/"+faulty+"/app/timeline", nil)
 	var tl dashboard.Timeline
 	if code != http.StatusOK || json.Unmarshal([]byte(body), &tl) != nil {
 		t.Fatalf("timeline: %d %s", code, body)
