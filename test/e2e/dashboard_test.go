@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -19,6 +20,7 @@ import (
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	splitterv1 "splitter.dev/splitter/api/v1alpha1"
 	"splitter.dev/splitter/internal/dashboard"
@@ -334,6 +336,31 @@ func TestDashboard(t *testing.T) {
 	if len(tl.LatencyP99["blue"]) == 0 {
 		t.Errorf("no p99 latency for blue on the timeline")
 	}
+
+	// Page update latency: from a write to the Split (a label, which the
+	// controller ignores) returning to the page holding its resourceVersion.
+	var lat []time.Duration
+	for i := range 20 {
+		sp, err := getSplit(context.Background(), tb, faulty)
+		if err != nil {
+			t.Fatal(err)
+		}
+		base := sp.DeepCopy()
+		if sp.Labels == nil {
+			sp.Labels = map[string]string{}
+		}
+		sp.Labels["dashboard-probe"] = strconv.Itoa(i)
+		start := time.Now()
+		if err := tb.Client.Patch(context.Background(), sp, client.MergeFrom(base)); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := runFor(ctx, 5*time.Second, chromedp.Poll[chromedp.Void](
+			fmt.Sprintf(`(splits.get(%q) || {}).resourceVersion === %q`, faulty+"/app", sp.ResourceVersion))); err != nil {
+			t.Fatalf("the page did not get resourceVersion %s: %v", sp.ResourceVersion, err)
+		}
+		lat = append(lat, time.Since(start))
+	}
+	t.Logf("page update latency (write returned -> the page has it), 20 writes: median %s, worst %s", median(lat), worst(lat))
 
 	// The picture for the README: both releases on the overview would
 	// do, the snap-back on the chart says more.
