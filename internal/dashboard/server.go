@@ -301,7 +301,7 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 			}
 			relist = s.follow(ctx, w, wi, &rv, ping.C)
 			wi.Stop()
-			if ctx.Err() != nil {
+			if ctx.Err() != nil || (relist && !sleep(ctx, time.Second)) {
 				return
 			}
 		}

@@ -1,9 +1,18 @@
 package dashboard
 
 import (
+	"context"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"reflect"
+	"strings"
+	"sync"
 	"testing"
 	"time"
+
+	promapi "github.com/prometheus/client_golang/api"
+	promv1 "github.com/prometheus/client_golang/api/prometheus/v1"
 
 	splitterv1 "splitter.dev/splitter/api/v1alpha1"
 )
@@ -67,5 +76,50 @@ func TestMarkersAndEventWeights(t *testing.T) {
 	}
 	if EventWeights(split("b", "app", splitterv1.SplitStatus{}), nil, from, to) != nil {
 		t.Error("weights without anything that happened")
+	}
+}
+
+// BuildTimeline against a Prometheus that answers query_range: series
+// split by colour, the weight taken from splitter_split_weight, NaN
+// points (0/0) left out, a failed query named in Problem.
+func TestBuildTimelineFromPrometheus(t *testing.T) {
+	var queries []string
+	var mu sync.Mutex
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_ = r.ParseForm()
+		q := r.Form.Get("query")
+		mu.Lock()
+		queries = append(queries, q)
+		mu.Unlock()
+		w.Header().Set("Content-Type", "application/json")
+		switch {
+		case strings.HasPrefix(q, "max(splitter_split_weight"):
+			fmt.Fprint(w, `{"status":"success","data":{"resultType":"matrix","result":[{"metric":{},"values":[[1000,"0"],[1010,"20"]]}]}}`)
+		case strings.Contains(q, "histogram_quantile"):
+			http.Error(w, `{"status":"error","errorType":"execution","error":"boom"}`, http.StatusUnprocessableEntity)
+		default:
+			fmt.Fprint(w, `{"status":"success","data":{"resultType":"matrix","result":[`+
+				`{"metric":{"destination_workload":"app-blue"},"values":[[1000,"0"],[1010,"0.01"]]},`+
+				`{"metric":{"destination_workload":"app-green"},"values":[[1000,"NaN"],[1010,"0.3"]]}]}}`)
+		}
+	}))
+	defer srv.Close()
+	c, err := promapi.NewClient(promapi.Config{Address: srv.URL})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := split("b", "app", shifting())
+	tl := BuildTimeline(context.Background(), promv1.NewAPI(c), time.Second, s, nil, t0.Add(-time.Minute), t0)
+	if tl.WeightSource != "prometheus" || len(tl.Weight) != 2 || tl.Weight[1] != (Point{T: 1010000, V: 20}) {
+		t.Errorf("weight %s %+v", tl.WeightSource, tl.Weight)
+	}
+	if len(tl.ErrorRate["blue"]) != 2 || len(tl.ErrorRate["green"]) != 1 || tl.ErrorRate["green"][0].V != 0.3 {
+		t.Errorf("error rates %+v", tl.ErrorRate)
+	}
+	if !strings.Contains(tl.Problem, "latencyP99") || len(tl.LatencyP99) != 0 {
+		t.Errorf("problem %q, latency %+v", tl.Problem, tl.LatencyP99)
+	}
+	if len(queries) != 3 || !strings.Contains(tl.Queries["errorRate"], `destination_workload=~"app-blue|app-green"`) || !strings.Contains(tl.Queries["errorRate"], "[4s]") {
+		t.Errorf("queries %q", tl.Queries)
 	}
 }
