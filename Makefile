@@ -120,7 +120,7 @@ lint: ## gofmt and go vet.
 	$(GO) vet ./...
 
 .PHONY: test
-test: lint tools prometheus build ## Run every test: unit, generated-file freshness, and the test bed end-to-end.
+test: lint tools prometheus chromium build ## Run every test: unit, generated-file freshness, the test bed end-to-end, the dashboard in a browser.
 	SPLITTER_BIN=$(BIN)/splitter SPLITTER_REQUIRE_TOOLS=1 $(GO) test -count=1 -timeout 30m $(GO_TEST_FLAGS) $(TEST_PKGS)
 	$(call fuzz_each,$(FUZZ_BRIEF))
 
@@ -221,6 +221,20 @@ prometheus: $(PROMETHEUS_DIR)/prometheus ## Build Prometheus 3 (the default) and
 	    echo "apt-get could not install prometheus: install it by hand or set PROMETHEUS_LEGACY=/path/to/prometheus"; exit 1; }; \
 	fi; \
 	if [ ! -x "$(PROMETHEUS)" ]; then echo "PROMETHEUS=$(PROMETHEUS) is not an executable"; exit 1; fi
+
+.PHONY: chromium
+chromium: ## Install Debian's Chromium when missing (the dashboard's browser tests drive it headless).
+	@if ! command -v chromium >/dev/null && [ -z "$$CHROMIUM" ]; then \
+	  if [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then \
+	    echo "Chromium is missing: install it (Debian: apt-get install chromium) or set CHROMIUM=/path/to/chromium"; exit 1; fi; \
+	  echo ">> installing chromium from Debian's packages"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null || { \
+	    echo "apt-get could not install chromium: install it by hand or set CHROMIUM=/path/to/chromium"; exit 1; }; \
+	fi
+
+.PHONY: dashboard-screenshot
+dashboard-screenshot: chromium build ## Rewrite docs/dashboard.png from the browser test.
+	DASHBOARD_SCREENSHOT=$(CURDIR)/docs/dashboard.png $(MAKE) test TEST_PKGS=./test/e2e GO_TEST_FLAGS="-run 'TestDashboard$$$$' -v"
 
 .PHONY: clean
 clean: ## Remove bin/ and the test bed's state (the per-user tool cache stays).

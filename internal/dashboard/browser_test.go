@@ -28,6 +28,10 @@ func chromium(t *testing.T) string {
 			return path
 		}
 	}
+	// make test installs it (make chromium): there, a missing browser is a failure.
+	if os.Getenv("SPLITTER_REQUIRE_TOOLS") != "" {
+		t.Fatal("no Chromium for the browser test (SPLITTER_REQUIRE_TOOLS is set): make chromium, or apt-get install -y chromium")
+	}
 	t.Skip("no Chromium: apt-get install -y chromium")
 	return ""
 }
