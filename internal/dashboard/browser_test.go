@@ -88,7 +88,7 @@ func TestPageInBrowser(t *testing.T) {
 	ctx := browser(t)
 	b := newBed(t, "", split("b", "app", shifting()), split("c", "bad", rolledBack(-time.Minute)))
 	shot(t, ctx)
-	if err := within(ctx, 20*time.Second, chromedp.Navigate(b.url+"/"), chromedp.WaitVisible(chromedp.CSS(`tr[data-split="b/app"]`))); err != nil {
+	if err := within(ctx, 20*time.Second, chromedp.Navigate(b.url+"/?token="+b.srv.Token()), chromedp.WaitVisible(chromedp.CSS(`tr[data-split="b/app"]`))); err != nil {
 		t.Fatal(err)
 	}
 	text, err := get(ctx, chromedp.Text(chromedp.CSS(`#splits`)))

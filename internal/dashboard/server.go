@@ -64,8 +64,10 @@ type Options struct {
 type Server struct {
 	opts  Options
 	guard Guard
-	page  *template.Template
-	mux   *http.ServeMux
+	// cookie is the session cookie's name (per port).
+	cookie string
+	page   *template.Template
+	mux    *http.ServeMux
 }
 
 // New builds a session served at addr (the listener's host:port).
@@ -84,7 +86,8 @@ func New(opts Options, addr string) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("reading the page: %w", err)
 	}
-	s := &Server{opts: opts, guard: g, page: page, mux: http.NewServeMux()}
+	_, port, _ := net.SplitHostPort(addr)
+	s := &Server{opts: opts, guard: g, cookie: SessionCookie(port), page: page, mux: http.NewServeMux()}
 	static, _ := fs.Sub(assets, "assets") // the directory is embedded
 	s.mux.HandleFunc("GET /{$}", s.index)
 	s.mux.Handle("GET /assets/", http.StripPrefix("/assets/", http.FileServerFS(static)))
@@ -99,6 +102,9 @@ func New(opts Options, addr string) (*Server, error) {
 // Token is the session's token (the tests read it).
 func (s *Server) Token() string { return s.guard.Token }
 
+// EntryURL is the URL that opens the session, for a listener's address.
+func (s *Server) EntryURL(addr string) string { return "http://" + addr + "/?token=" + s.guard.Token }
+
 // ServeHTTP checks every request before any handler sees it: every
 // request that is not a GET is an action and needs the token.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -109,9 +115,17 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h.Set("Referrer-Policy", "same-origin")
 	h.Set("Cache-Control", "no-store")
 	action := r.Method != http.MethodGet && r.Method != http.MethodHead
-	if code, why := s.guard.Check(FromHTTP(r, action)); code != 0 {
+	req := FromHTTP(r, action, s.cookie)
+	if code, why := s.guard.Check(req); code != 0 {
 		s.opts.Log.Info("Refused a request", "method", r.Method, "path", r.URL.Path, "code", code, "why", why)
 		http.Error(w, why, code)
+		return
+	}
+	if req.Entry != "" && s.guard.same(req.Entry) {
+		// The printed URL: the session moves into a cookie, and the token
+		// out of the address bar and the history.
+		http.SetCookie(w, &http.Cookie{Name: s.cookie, Value: s.guard.Token, Path: "/", HttpOnly: true, SameSite: http.SameSiteStrictMode})
+		http.Redirect(w, r, "/", http.StatusSeeOther)
 		return
 	}
 	s.mux.ServeHTTP(w, r)

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -103,23 +104,37 @@ func newBed(t *testing.T, ns string, objs ...client.Object) *bed {
 	return b
 }
 
+// do sends a request with the session's cookie, unless hdr sets a
+// Cookie of its own ("" for none).
 func (b *bed) do(t *testing.T, method, path string, hdr map[string]string) (int, string) {
 	t.Helper()
 	req, _ := http.NewRequest(method, b.url+path, nil)
+	if _, own := hdr["Cookie"]; !own {
+		req.AddCookie(&http.Cookie{Name: SessionCookie(b.port()), Value: b.srv.Token()})
+	}
 	for k, v := range hdr {
+		if k == "Cookie" && v == "" {
+			continue
+		}
 		if k == "Host" {
 			req.Host = v
 		} else {
 			req.Header.Set(k, v)
 		}
 	}
-	resp, err := http.DefaultClient.Do(req)
+	noRedirect := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	resp, err := noRedirect.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
 	body, _ := io.ReadAll(resp.Body)
 	return resp.StatusCode, string(body)
+}
+
+func (b *bed) port() string {
+	u, _ := url.Parse(b.url)
+	return u.Port()
 }
 
 func TestListSortsRollbacksFirst(t *testing.T) {
@@ -194,6 +209,12 @@ func TestServerGuards(t *testing.T) {
 		want               int
 	}{
 		{"page", "GET", "/", nil, 200},
+		{"page without the session", "GET", "/", map[string]string{"Cookie": ""}, http.StatusUnauthorized},
+		{"reads without the session", "GET", "/api/splits", map[string]string{"Cookie": ""}, http.StatusUnauthorized},
+		{"stream without the session", "GET", "/api/events", map[string]string{"Cookie": ""}, http.StatusUnauthorized},
+		{"assets without the session", "GET", "/assets/app.js", map[string]string{"Cookie": ""}, http.StatusUnauthorized},
+		{"the printed URL", "GET", "/?token=" + tok, map[string]string{"Cookie": ""}, http.StatusSeeOther},
+		{"a wrong printed URL", "GET", "/?token=nope", map[string]string{"Cookie": ""}, http.StatusUnauthorized},
 		{"asset", "GET", "/assets/chart.umd.js", nil, 200},
 		{"rebinding", "GET", "/api/splits", map[string]string{"Host": "evil.example"}, http.StatusMisdirectedRequest},
 		{"foreign origin", "GET", "/api/splits", map[string]string{"Origin": "http://evil.example"}, http.StatusForbidden},
@@ -235,6 +256,7 @@ func TestEventsFollowTheWatch(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	req, _ := http.NewRequestWithContext(ctx, "GET", b.url+"/api/events", nil)
+	req.AddCookie(&http.Cookie{Name: SessionCookie(b.port()), Value: b.srv.Token()})
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)

@@ -151,7 +151,10 @@ and snap-back, and the approve/abort/pause/resume/retry buttons.
 
 It uses your kubeconfig: what you see and do is what your RBAC allows. It
 answers only to its own address (Host and Origin checked), and the buttons need
-the session's token, which only the page it serves carries.`,
+the session's token. The URL it prints carries that token: opening it
+moves the token into an HttpOnly, SameSite=Strict cookie that every
+request needs, so neither another web page nor another program or user
+on this machine can read or act without that URL.`,
 		Example: `  kubectl splitter dashboard -n shop
   kubectl splitter dashboard -A --prometheus-url http://localhost:9090 --port 8300`,
 		Args: cobra.NoArgs,
@@ -195,7 +198,7 @@ the session's token, which only the page it serves carries.`,
 				ln.Close()
 				return err
 			}
-			url := "http://" + ln.Addr().String() + "/"
+			url := srv.EntryURL(ln.Addr().String())
 			scope := "namespace " + opts.Namespace
 			if opts.Namespace == "" {
 				scope = "every namespace"

@@ -6,7 +6,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -54,6 +56,17 @@ func chromiumPath(t *testing.T) string {
 type dashboardProcess struct {
 	url  string
 	host string
+	// token is the session's, from the printed URL (?token=).
+	token string
+}
+
+// entry is the printed URL, which opens the session.
+func (d *dashboardProcess) entry() string { return d.url + "/?token=" + d.token }
+
+// cookie is the session cookie the printed URL sets.
+func (d *dashboardProcess) cookie() *http.Cookie {
+	_, port, _ := net.SplitHostPort(d.host)
+	return &http.Cookie{Name: dashboard.SessionCookie(port), Value: d.token}
 }
 
 func startDashboard(t *testing.T, tb *testbed.TestBed, args ...string) *dashboardProcess {
@@ -92,14 +105,17 @@ func startDashboard(t *testing.T, tb *testbed.TestBed, args ...string) *dashboar
 	}()
 	select {
 	case line := <-lines:
-		// "Dashboard of every namespace at http://127.0.0.1:PORT/ (Ctrl-C to stop)"
+		// "Dashboard of every namespace at http://127.0.0.1:PORT/?token=... (Ctrl-C to stop)"
 		i := strings.Index(line, "http://")
 		if i < 0 {
 			t.Fatalf("the dashboard said %q", line)
 		}
-		u := strings.Fields(line[i:])[0]
-		t.Logf("$ kubectl splitter dashboard %s\n%s", strings.Join(args, " "), line)
-		return &dashboardProcess{url: strings.TrimSuffix(u, "/"), host: strings.TrimSuffix(strings.TrimPrefix(u, "http://"), "/")}
+		u, err := url.Parse(strings.Fields(line[i:])[0])
+		if err != nil || u.Query().Get("token") == "" {
+			t.Fatalf("the dashboard printed %q: want a URL with the session's token", line)
+		}
+		t.Logf("$ kubectl splitter dashboard %s\n%s", strings.Join(args, " "), strings.Replace(line, u.Query().Get("token"), "<token>", 1))
+		return &dashboardProcess{url: "http://" + u.Host, host: u.Host, token: u.Query().Get("token")}
 	case <-time.After(30 * time.Second):
 		t.Fatalf("the dashboard printed no URL; stderr:\n%s", errOut.String())
 	}
@@ -152,14 +168,21 @@ func doFor(ctx context.Context, d time.Duration, steps ...chromedp.Action[chrome
 	return chromedp.Do(c, steps...)
 }
 
-// rawRequest is a plain HTTP request to the dashboard, headers as given.
+// rawRequest is a plain HTTP request to the dashboard with the session's
+// cookie (unless hdr sets a Cookie: "" for none), headers as given.
 func rawRequest(t *testing.T, d *dashboardProcess, method, path string, hdr map[string]string) (int, string) {
 	t.Helper()
 	req, err := http.NewRequest(method, d.url+path, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
+	if _, own := hdr["Cookie"]; !own {
+		req.AddCookie(d.cookie())
+	}
 	for k, v := range hdr {
+		if k == "Cookie" && v == "" {
+			continue
+		}
 		if k == "Host" {
 			req.Host = v
 		} else {
@@ -211,13 +234,15 @@ func TestDashboard(t *testing.T) {
 		{"rebound Host", "GET", "/api/splits", map[string]string{"Host": "evil.example:" + strings.Split(d.host, ":")[1]}, http.StatusMisdirectedRequest},
 		{"action without the token", "POST", "/api/splits/" + gated + "/app/abort", map[string]string{"Origin": d.url}, http.StatusForbidden},
 		{"own Origin reads", "GET", "/api/splits", map[string]string{"Origin": d.url}, http.StatusOK},
+		{"reads without the session (another program on this machine)", "GET", "/api/splits", map[string]string{"Cookie": ""}, http.StatusUnauthorized},
+		{"the page without the session", "GET", "/", map[string]string{"Cookie": ""}, http.StatusUnauthorized},
 	} {
 		if code, body := rawRequest(t, d, tc.method, tc.path, tc.hdr); code != tc.want {
 			t.Errorf("%s: %d %q, want %d", tc.name, code, body, tc.want)
 		}
 	}
 
-	if err := doFor(ctx, 30*time.Second, chromedp.Navigate(d.url+"/"),
+	if err := doFor(ctx, 30*time.Second, chromedp.Navigate(d.entry()),
 		chromedp.WaitVisible(chromedp.CSS(`tr[data-split="`+gated+`/app"]`)),
 		chromedp.WaitVisible(chromedp.CSS(`tr[data-split="`+faulty+`/app"]`))); err != nil {
 		t.Fatalf("the overview does not list both Splits: %v", err)
