@@ -8,6 +8,7 @@ package live
 import (
 	"context"
 	"fmt"
+	"math"
 	"os"
 	"strings"
 	"testing"
@@ -279,7 +280,11 @@ func TestDashboardAndAlertsOnALiveRelease(t *testing.T) {
 		for _, ss := range m {
 			top := 0.0
 			for _, p := range ss.Values {
-				top = max(top, float64(p.Value))
+				// A ratio is NaN (0/0) where its window holds no requests,
+				// e.g. green's after the snap-back; Go's max keeps a NaN.
+				if v := float64(p.Value); !math.IsNaN(v) {
+					top = max(top, v)
+				}
 			}
 			maxBy[e.Where][ss.Metric.String()] = top
 		}
