@@ -142,9 +142,7 @@ func backtestCmd(args []string, stdout, stderr io.Writer, now time.Time) int {
 
 func emit(stdout, stderr io.Writer, format string, v any, text func() string) int {
 	if format == "json" {
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
-		if err := enc.Encode(v); err != nil {
+		if err := writeJSON(stdout, v); err != nil {
 			fmt.Fprintf(stderr, "splitter policy backtest: %v\n", err)
 			return 1
 		}
@@ -152,6 +150,13 @@ func emit(stdout, stderr io.Writer, format string, v any, text func() string) in
 	}
 	fmt.Fprint(stdout, text())
 	return 0
+}
+
+// writeJSON is the commands' -o json: indented, one document.
+func writeJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
 }
 
 // pickPolicy is the file's one SplitPolicy, or the one named; a file that

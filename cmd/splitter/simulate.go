@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
@@ -126,9 +125,7 @@ func simulateCmd(args []string, stdout, stderr io.Writer) int {
 		reports = append(reports, r)
 	}
 	if *output == "json" {
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
-		if err := enc.Encode(reports); err != nil {
+		if err := writeJSON(stdout, reports); err != nil {
 			fmt.Fprintf(stderr, "splitter policy simulate: %v\n", err)
 			return 1
 		}

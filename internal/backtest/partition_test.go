@@ -66,7 +66,7 @@ func TestBaselineSplitIsAPartition(t *testing.T) {
 		rec := synthetic(recSpec{length: 30 * time.Minute, scrape: scrape, rps: 200, pods: 3, seed: 4,
 			bad: map[splitterv1.Color]func(time.Duration) float64{splitterv1.Blue: constant(0.01), splitterv1.Green: constant(0.01)}})
 		for _, p := range []int32{10, 50} {
-			src := newSource(rec, baselineMode, t0, scrape, rand.New(rand.NewPCG(1, 2)))
+			src := newSource(rec, baselineMode, t0, rand.New(rand.NewPCG(1, 2)))
 			src.Route(0, rollout.Weights{Blue: 100 - p, Green: p})
 			prev, _ := src.Read(scrape + 2*time.Second)
 			var readings int
@@ -99,7 +99,7 @@ func TestBaselineConservesRequests(t *testing.T) {
 	scrape := 15 * time.Second
 	rec := synthetic(recSpec{length: 20 * time.Minute, scrape: scrape, rps: 200, pods: 3, seed: 4,
 		bad: map[splitterv1.Color]func(time.Duration) float64{splitterv1.Blue: constant(0.01), splitterv1.Green: constant(0.01)}})
-	src := newSource(rec, baselineMode, t0, scrape, rand.New(rand.NewPCG(1, 2)))
+	src := newSource(rec, baselineMode, t0, rand.New(rand.NewPCG(1, 2)))
 	src.Route(0, rollout.Weights{Blue: 50, Green: 50})
 	tAt := func(k int) time.Duration { return time.Duration(k)*scrape + 2*time.Second }
 	prev, _ := src.Read(tAt(1))

@@ -2,8 +2,10 @@ package backtest
 
 import (
 	"fmt"
+	"maps"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -213,8 +215,7 @@ func Release(rec *Recording, opt Options) (*Report, error) {
 	p := *opt.Plan
 	p.Timing = analysis.Timing{Scrape: scrape}
 	liveDep, candDep := rec.Workload+"-"+string(rel.live), rec.Workload+"-"+string(rel.cand)
-	rep := &Report{Policy: opt.Policy, Namespace: rec.Namespace, Workload: rec.Workload, From: rec.From, To: rec.To,
-		ScrapeInterval: scrape.String(), Seed: opt.Seed, Live: liveDep, Candidate: candDep,
+	rep := &Report{Window: windowOf(rec, opt), Live: liveDep, Candidate: candDep,
 		CandidateFirst: rel.first, CandidateLast: rel.last, Assumption: ReleaseAssumption,
 		RecordedWeights: "estimated from each color's share of the requests in each reading (scrape splitter's /metrics for exact ones: splitter_split_weight)"}
 	if rel.fromWeights {
@@ -240,7 +241,7 @@ func Release(rec *Recording, opt Options) (*Report, error) {
 		}
 	}
 	rng := rand.New(rand.NewPCG(opt.Seed, opt.Seed+1))
-	src := newSource(rec, releaseMode, rec.From, scrape, rng)
+	src := newSource(rec, releaseMode, rec.From, rng)
 	src.deployments = map[string]splitterv1.Color{liveDep: splitterv1.Blue, rec.Workload: splitterv1.Blue, candDep: splitterv1.Green}
 	src.timeline = tl
 	if rel.fromWeights {
@@ -342,13 +343,8 @@ func stepAfter(x simulate.Decision) int32 {
 // countsOf lists what the engine was fed, blue as the live Deployment and
 // green as the candidate.
 func countsOf(fed map[string][2][2]int64, live, cand string) []Count {
-	slos := make([]string, 0, len(fed))
-	for slo := range fed {
-		slos = append(slos, slo)
-	}
-	sort.Strings(slos)
 	var out []Count
-	for _, slo := range slos {
+	for _, slo := range slices.Sorted(maps.Keys(fed)) {
 		for i, name := range []string{cand, live} {
 			v := fed[slo][1-i]
 			out = append(out, Count{SLO: slo, Deployment: name, Requests: v[0], Bad: v[1]})
@@ -426,8 +422,7 @@ func Baseline(rec *Recording, opt Options) (*BaselineReport, error) {
 		every = scrape
 		n = int(room/every) + 1
 	}
-	rep := &BaselineReport{Policy: opt.Policy, Namespace: rec.Namespace, Workload: rec.Workload, From: rec.From, To: rec.To,
-		ScrapeInterval: scrape.String(), Seed: opt.Seed, Assumption: BaselineAssumption, Releases: n, Every: every.Round(time.Second).String(),
+	rep := &BaselineReport{Window: windowOf(rec, opt), Assumption: BaselineAssumption, Releases: n, Every: every.Round(time.Second).String(),
 		Length: length.String(), Reasons: map[string]int{}}
 	if len(p.Checks) > 0 {
 		rep.Notes = append(rep.Notes, "the policy's PromQL checks are not evaluated (the synthetic colors are not in Prometheus): they pass here")
@@ -441,7 +436,7 @@ func Baseline(rec *Recording, opt Options) (*BaselineReport, error) {
 		start := rec.From.Add(time.Duration(i) * every)
 		seed := opt.Seed + uint64(i)
 		rng := rand.New(rand.NewPCG(seed, seed+1))
-		src := newSource(rec, baselineMode, start, scrape, rng)
+		src := newSource(rec, baselineMode, start, rng)
 		until := min(longest, rec.To.Sub(start))
 		d := simulate.Drive{Plan: &p, Scrape: scrape, Start: start, ReleaseAt: releaseAt, Until: until, StopAtEnd: true,
 			WakeOnReady: true, WatchDelay: watchDelay}

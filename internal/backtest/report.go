@@ -7,8 +7,9 @@ import (
 	splitterv1 "splitter.dev/splitter/api/v1alpha1"
 )
 
-// Report is what a policy would have done over a recorded release.
-type Report struct {
+// Window names what was replayed: both reports start with it (its
+// fields are the JSON's first, flat).
+type Window struct {
 	Policy    string    `json:"policy"`
 	Namespace string    `json:"namespace"`
 	Workload  string    `json:"workload"`
@@ -17,6 +18,16 @@ type Report struct {
 	// ScrapeInterval is the recording's (and the replay's watchdog's).
 	ScrapeInterval string `json:"scrapeInterval"`
 	Seed           uint64 `json:"seed"`
+}
+
+func windowOf(rec *Recording, opt Options) Window {
+	return Window{Policy: opt.Policy, Namespace: rec.Namespace, Workload: rec.Workload, From: rec.From, To: rec.To,
+		ScrapeInterval: rec.Scrape.String(), Seed: opt.Seed}
+}
+
+// Report is what a policy would have done over a recorded release.
+type Report struct {
+	Window
 	// Live and Candidate are the recorded Deployments: the replay's
 	// engine runs the live one as blue and the candidate as green.
 	Live      string `json:"live"`
@@ -140,14 +151,8 @@ func (o *Offset) UnmarshalText(b []byte) error {
 // BaselineReport is a policy's false-rollback rate over a window with no
 // release: many replayed releases between two identical colors.
 type BaselineReport struct {
-	Policy         string    `json:"policy"`
-	Namespace      string    `json:"namespace"`
-	Workload       string    `json:"workload"`
-	From           time.Time `json:"from"`
-	To             time.Time `json:"to"`
-	ScrapeInterval string    `json:"scrapeInterval"`
-	Seed           uint64    `json:"seed"`
-	Assumption     string    `json:"assumption"`
+	Window
+	Assumption string `json:"assumption"`
 	// Releases started Every apart; Length is their mean course (to the
 	// end of standby, the rollback, or the end of the drive).
 	Releases int    `json:"releases"`

@@ -48,11 +48,10 @@ const (
 // is the recorded live Deployment, green the recorded candidate (release
 // mode); both are the workload's own traffic (baseline mode).
 type source struct {
-	rec    *Recording
-	mode   mode
-	start  time.Time
-	scrape time.Duration
-	rng    *rand.Rand
+	rec   *Recording
+	mode  mode
+	start time.Time
+	rng   *rand.Rand
 	// deployments maps a recorded Deployment to the engine color its
 	// series count for (release mode).
 	deployments map[string]splitterv1.Color
@@ -119,8 +118,8 @@ func index(c splitterv1.Color) int {
 
 type scaleSum struct{ kept, recorded float64 }
 
-func newSource(rec *Recording, m mode, start time.Time, scrape time.Duration, rng *rand.Rand) *source {
-	return &source{rec: rec, mode: m, start: start, scrape: scrape, rng: rng, state: map[synthKey]*synth{}, scale: map[int32]*scaleSum{}}
+func newSource(rec *Recording, m mode, start time.Time, rng *rand.Rand) *source {
+	return &source{rec: rec, mode: m, start: start, rng: rng, state: map[synthKey]*synth{}, scale: map[int32]*scaleSum{}}
 }
 
 func (s *source) Next() time.Duration { return time.Duration(1<<63 - 1) }
@@ -172,7 +171,7 @@ type increment struct {
 // Read reads every recorded series at the controller's instant for t and
 // thins or splits what each grew by since the last reading.
 func (s *source) Read(t time.Duration) (rollout.Counters, string) {
-	at := analysis.Align(s.start.Add(t), s.scrape)
+	at := analysis.Align(s.start.Add(t), s.rec.Scrape)
 	if !s.lastAt.IsZero() && !at.After(s.lastAt) {
 		return s.last, ""
 	}
@@ -353,7 +352,7 @@ func (s *source) factors(from, to time.Time, recorded map[splitterv1.Color]float
 // weights keeps every request. (Looking on one side only keeps a step
 // change next to the reading from blurring the share.)
 func (s *source) estimate(from, to time.Time, policy float64) (float64, bool) {
-	half := max(5*time.Second, 2*s.scrape)
+	half := max(5*time.Second, 2*s.rec.Scrape)
 	share := func(lo, hi time.Time) (g, n float64) {
 		for _, p := range s.timeline {
 			if !p.At.After(lo) || p.At.After(hi) {

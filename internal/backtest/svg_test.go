@@ -88,9 +88,8 @@ func svgRolledBack() *Report {
 		}, "availability", "latency")
 	rollback := svgDecision(10*time.Second, 75*time.Second, splitterv1.PhaseRollingBack, 1, 0, "CheckFailed", "availability: 20.1% bad > 1%")
 	return &Report{
-		Policy: "strict", Namespace: "shop", Workload: "checkout",
-		From: svgStart, To: svgStart.Add(300 * time.Second),
-		ScrapeInterval: "15s", Seed: 1,
+		Window: Window{Policy: "strict", Namespace: "shop", Workload: "checkout",
+			From: svgStart, To: svgStart.Add(300 * time.Second), ScrapeInterval: "15s", Seed: 1},
 		Live: "checkout-blue", Candidate: "checkout-green",
 		CandidateFirst: svgStart.Add(10 * time.Second), CandidateLast: svgStart.Add(200 * time.Second),
 		Outcome: "rolledback",
@@ -128,8 +127,8 @@ func svgPromoted() *Report {
 	promote := svgDecision(6*time.Second, 125*time.Second, splitterv1.PhasePromoting, 3, 100, "ChecksPassed", "all checks passed")
 	ds = append(ds, promote)
 	return &Report{
-		Policy: "loose", Namespace: "shop", Workload: "cart",
-		Live: "cart-v1", Candidate: "cart-v2",
+		Window: Window{Policy: "loose", Namespace: "shop", Workload: "cart"},
+		Live:   "cart-v1", Candidate: "cart-v2",
 		CandidateFirst: svgStart.Add(6 * time.Second),
 		Outcome:        "promoted",
 		Decided:        &promote,
@@ -160,8 +159,8 @@ func svgEdgeCases() *Report {
 	tl := svgTimeline(1, 10, func(int) float64 { return 10 }, func(int) float64 { return 10 },
 		func(splitterv1.Color, int) float64 { return 0 }, "availability")
 	return &Report{
-		Policy: "strict", Namespace: "shop", Workload: "checkout",
-		Live: "a", Candidate: "b",
+		Window: Window{Policy: "strict", Namespace: "shop", Workload: "checkout"},
+		Live:   "a", Candidate: "b",
 		CandidateFirst: svgStart,
 		Outcome:        "undecided",
 		Decisions: []Decision{
@@ -207,7 +206,7 @@ func TestSVG(t *testing.T) {
 		absent: []string{"no data"},
 	}, {
 		name:   "empty",
-		report: &Report{Policy: "strict", Namespace: "shop", Workload: "checkout", Outcome: "undecided"},
+		report: &Report{Window: Window{Policy: "strict", Namespace: "shop", Workload: "checkout"}, Outcome: "undecided"},
 		want:   []string{"no data", "outcome: undecided"},
 		absent: []string{`class="marker"`},
 	}, {

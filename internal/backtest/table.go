@@ -2,7 +2,8 @@ package backtest
 
 import (
 	"fmt"
-	"sort"
+	"maps"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -107,13 +108,8 @@ func BaselineTable(r *BaselineReport) string {
 		pf("  time to promotion:           p50 %s, p90 %s, p99 %s", secs(q.P50), secs(q.P90), secs(q.P99))
 	}
 	if len(r.Reasons) > 0 {
-		keys := make([]string, 0, len(r.Reasons))
-		for k := range r.Reasons {
-			keys = append(keys, k)
-		}
-		sort.Strings(keys)
 		pf("  rollbacks by reason:")
-		for _, k := range keys {
+		for _, k := range slices.Sorted(maps.Keys(r.Reasons)) {
 			pf("    %4d  %s", r.Reasons[k], k)
 		}
 	}
@@ -131,13 +127,8 @@ func badRates(m map[string]float64) string {
 	if len(m) == 0 {
 		return "none"
 	}
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
 	var parts []string
-	for _, k := range keys {
+	for _, k := range slices.Sorted(maps.Keys(m)) {
 		parts = append(parts, fmt.Sprintf("%s %.3f%%", k, 100*m[k]))
 	}
 	return strings.Join(parts, ", ")

@@ -90,7 +90,7 @@ func TestThinningNeverInvents(t *testing.T) {
 		replacePod(rec, "checkout-blue-2", 9*time.Minute)
 		tl, _ := rec.timeline()
 		for _, policyW := range []int32{5, 20, 40, 90} {
-			src := newSource(rec, releaseMode, t0, scrape, rand.New(rand.NewPCG(3, 4)))
+			src := newSource(rec, releaseMode, t0, rand.New(rand.NewPCG(3, 4)))
 			src.deployments = map[string]splitterv1.Color{"checkout-blue": splitterv1.Blue, "checkout": splitterv1.Blue, "checkout-green": splitterv1.Green}
 			src.timeline = tl
 			src.Route(2*time.Minute, rollout.Weights{Blue: 100 - policyW, Green: policyW})

@@ -3,7 +3,6 @@ package dashboard
 import (
 	"context"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -13,32 +12,16 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	splitterv1 "splitter.dev/splitter/api/v1alpha1"
+	"splitter.dev/splitter/test/testbed"
 )
 
 // The page in a real browser (headless Chromium) over a fake API server:
 // it renders, follows the watch, draws the snap-back and posts actions
 // with the token. The test bed's version is test/e2e/dashboard_test.go.
 
-func chromium(t *testing.T) string {
-	for _, p := range []string{os.Getenv("CHROMIUM"), "/usr/bin/chromium", "chromium", "chromium-browser", "google-chrome"} {
-		if p == "" {
-			continue
-		}
-		if path, err := exec.LookPath(p); err == nil {
-			return path
-		}
-	}
-	// make test installs it (make chromium): there, a missing browser is a failure.
-	if os.Getenv("SPLITTER_REQUIRE_TOOLS") != "" {
-		t.Fatal("no Chromium for the browser test (SPLITTER_REQUIRE_TOOLS is set): make chromium, or apt-get install -y chromium")
-	}
-	t.Skip("no Chromium: apt-get install -y chromium")
-	return ""
-}
-
 func browser(t *testing.T) context.Context {
 	t.Helper()
-	opts := append(chromedp.DefaultExecAllocatorOptions[:], chromedp.ExecPath(chromium(t)), chromedp.NoSandbox, chromedp.WindowSize(1200, 800))
+	opts := append(chromedp.DefaultExecAllocatorOptions[:], chromedp.ExecPath(testbed.Chromium(t)), chromedp.NoSandbox, chromedp.WindowSize(1200, 800))
 	actx, cancel := chromedp.NewExecAllocator(context.Background(), opts...)
 	t.Cleanup(cancel)
 	ctx, cancel2 := chromedp.NewContext(actx)

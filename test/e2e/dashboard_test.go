@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"net/url"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -33,24 +32,6 @@ import (
 // the real kubectl runs the plugin with the admin kubeconfig, the page
 // follows two releases: one approved from the page, one faulty that the
 // watchdog snaps back.
-
-// chromiumPath is Debian's chromium (apt-get install -y chromium).
-func chromiumPath(t *testing.T) string {
-	for _, p := range []string{os.Getenv("CHROMIUM"), "/usr/bin/chromium", "chromium", "chromium-browser"} {
-		if p == "" {
-			continue
-		}
-		if path, err := exec.LookPath(p); err == nil {
-			return path
-		}
-	}
-	// make test installs it (make chromium): there, a missing browser is a failure.
-	if os.Getenv("SPLITTER_REQUIRE_TOOLS") != "" {
-		t.Fatal("no Chromium for the browser test (SPLITTER_REQUIRE_TOOLS is set): make chromium, or apt-get install -y chromium")
-	}
-	t.Skip("no Chromium for the dashboard's browser test: apt-get install -y chromium")
-	return ""
-}
 
 // dashboardProcess is a running `kubectl splitter dashboard`.
 type dashboardProcess struct {
@@ -125,7 +106,7 @@ func startDashboard(t *testing.T, tb *testbed.TestBed, args ...string) *dashboar
 // browse starts headless Chromium; a failed test keeps its screenshot.
 func browse(t *testing.T) context.Context {
 	t.Helper()
-	opts := append(chromedp.DefaultExecAllocatorOptions[:], chromedp.ExecPath(chromiumPath(t)), chromedp.NoSandbox, chromedp.WindowSize(1200, 800))
+	opts := append(chromedp.DefaultExecAllocatorOptions[:], chromedp.ExecPath(testbed.Chromium(t)), chromedp.NoSandbox, chromedp.WindowSize(1200, 800))
 	actx, cancel := chromedp.NewExecAllocator(context.Background(), opts...)
 	t.Cleanup(cancel)
 	ctx, cancel2 := chromedp.NewContext(actx)
