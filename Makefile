@@ -224,7 +224,7 @@ prometheus: $(PROMETHEUS_DIR)/prometheus ## Build Prometheus 3 (the default) and
 
 .PHONY: chromium
 chromium: ## Install Debian's Chromium when missing (the dashboard's browser tests drive it headless).
-	@if ! command -v chromium >/dev/null && [ -z "$$CHROMIUM" ]; then \
+	@if ! command -v chromium >/dev/null && [ -z "$${CHROMIUM:-}" ]; then \
 	  if [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then \
 	    echo "Chromium is missing: install it (Debian: apt-get install chromium) or set CHROMIUM=/path/to/chromium"; exit 1; fi; \
 	  echo ">> installing chromium from Debian's packages"; \
