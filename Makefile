@@ -6,8 +6,14 @@ SHELL := bash
 .DEFAULT_GOAL := help
 
 ROOT := $(CURDIR)
-BIN := $(ROOT)/bin
+BIN ?= $(ROOT)/bin
 GO ?= go
+# Where Debian's packages put their commands (hack/debian-tool.sh looks
+# there after PATH; test/install points it at a scratch directory).
+DEBIAN_BIN ?= /usr/bin
+export DEBIAN_BIN
+# Builds a pinned tool into $(BIN) through the per-user cache.
+BUILD_TOOL := BUILD_TOOL_OUT=$(BIN) hack/build-tool.sh
 
 # Pinned tools: each version is pinned once, in hack/tools/<name>/go.mod.
 tool_version = $(shell cd $(ROOT)/hack/tools/$(1) && $(GO) list -m -f '{{.Version}}' $(2))
@@ -30,7 +36,7 @@ PROMETHEUS_VERSION := $(call tool_version,prometheus,github.com/prometheus/prome
 prom_minor := $(word 2,$(subst ., ,$(PROMETHEUS_VERSION)))
 PROMETHEUS_RELEASE := $(shell echo $$(($(prom_minor)/100)).$$(($(prom_minor)%100)).$(word 3,$(subst ., ,$(PROMETHEUS_VERSION))))
 PROMETHEUS_DIR := $(BIN)/prometheus-$(PROMETHEUS_VERSION)
-PROMETHEUS_LEGACY ?= $(shell command -v prometheus 2>/dev/null || echo /usr/bin/prometheus)
+PROMETHEUS_LEGACY ?= $(shell command -v prometheus 2>/dev/null || echo $(DEBIAN_BIN)/prometheus)
 PROMETHEUS_FLAVOR ?= source
 ifeq ($(PROMETHEUS_FLAVOR),debian)
 PROMETHEUS ?= $(PROMETHEUS_LEGACY)
@@ -68,7 +74,9 @@ export TESTBED_KWOK := $(KWOK)
 export TESTBED_KWOK_STAGES := $(KWOK_DIR)/stages
 export TESTBED_PROMETHEUS := $(PROMETHEUS)
 export TESTBED_PROMETHEUS_LEGACY := $(PROMETHEUS_LEGACY)
-export TESTBED_ISTIO_CRDS = $(shell $(GO) list -m -f '{{.Dir}}' istio.io/api)/kubernetes/customresourcedefinitions.gen.yaml
+# go list -m names a module's directory only once it is downloaded: download
+# it first (a no-op when it is there), or a fresh clone reads "/kubernetes/...".
+export TESTBED_ISTIO_CRDS = $(shell $(GO) mod download istio.io/api && $(GO) list -m -f '{{.Dir}}' istio.io/api)/kubernetes/customresourcedefinitions.gen.yaml
 export TESTBED_CRDS := $(ROOT)/deploy/crds
 export TESTBED_STATE := $(ROOT)/.testbed
 # Prometheus' scrape interval on the test bed (a Go duration): 1s for fast
@@ -120,8 +128,12 @@ lint: ## gofmt and go vet.
 	$(GO) vet ./...
 
 .PHONY: test
-test: lint tools prometheus chromium build ## Run every test: unit, generated-file freshness, the test bed end-to-end, the dashboard in a browser.
-	SPLITTER_BIN=$(BIN)/splitter SPLITTER_REQUIRE_TOOLS=1 $(GO) test -count=1 -timeout 30m $(GO_TEST_FLAGS) $(TEST_PKGS)
+# Debian's packages first: a machine that cannot install them fails in
+# seconds, not after the tool builds.
+test: prometheus-legacy chromium lint tools prometheus build ## Run every test: unit, generated-file freshness, the test bed end-to-end, the dashboard in a browser.
+	SPLITTER_BIN=$(BIN)/splitter SPLITTER_REQUIRE_TOOLS=1 \
+	  CHROMIUM=$$(hack/debian-tool.sh chromium CHROMIUM chromium) PROMTOOL=$$(hack/debian-tool.sh promtool PROMTOOL prometheus) \
+	  $(GO) test -count=1 -timeout 30m $(GO_TEST_FLAGS) $(TEST_PKGS)
 	$(call fuzz_each,$(FUZZ_BRIEF))
 
 # Fuzz targets, package:Target (go test -fuzz takes one target per run).
@@ -189,48 +201,45 @@ $(TESTBED):
 tools: $(ETCD) $(KUBE_DIR)/kube-apiserver $(KWOK) $(CONTROLLER_GEN) $(PROMETHEUS_DIR)/prometheus ## Build the pinned tools into bin/ (cached per user).
 
 $(ETCD):
-	hack/build-tool.sh etcd go.etcd.io/etcd/server/v3 etcd=go.etcd.io/etcd/server/v3 -- -ldflags "-s -w"
+	$(BUILD_TOOL) etcd go.etcd.io/etcd/server/v3 etcd=go.etcd.io/etcd/server/v3 -- -ldflags "-s -w"
 
 $(KUBE_DIR)/kube-apiserver:
-	hack/build-tool.sh kube k8s.io/kubernetes \
+	$(BUILD_TOOL) kube k8s.io/kubernetes \
 		k8s.io/kubernetes/cmd/kube-apiserver \
 		k8s.io/kubernetes/cmd/kube-controller-manager \
 		k8s.io/kubernetes/cmd/kube-scheduler -- -ldflags "$(KUBE_LDFLAGS)"
 
 $(KWOK):
-	hack/build-tool.sh kwok sigs.k8s.io/kwok sigs.k8s.io/kwok/cmd/kwok -- -ldflags "-s -w"
+	$(BUILD_TOOL) kwok sigs.k8s.io/kwok sigs.k8s.io/kwok/cmd/kwok -- -ldflags "-s -w"
 	mkdir -p $(KWOK_DIR)/stages
-	src=$$(cd hack/tools/kwok && $(GO) list -m -f '{{.Dir}}' sigs.k8s.io/kwok)/kustomize/stage; \
+	src=$$(cd hack/tools/kwok && $(GO) mod download sigs.k8s.io/kwok && $(GO) list -m -f '{{.Dir}}' sigs.k8s.io/kwok)/kustomize/stage; \
 	  install -m 0644 $$src/node/fast/node-initialize.yaml $$src/node/heartbeat/node-heartbeat.yaml \
 	    $$src/pod/fast/pod-ready.yaml $$src/pod/fast/pod-complete.yaml $$src/pod/fast/pod-delete.yaml $(KWOK_DIR)/stages/
 
 $(CONTROLLER_GEN):
-	hack/build-tool.sh controller-gen sigs.k8s.io/controller-tools sigs.k8s.io/controller-tools/cmd/controller-gen -- -ldflags "-s -w"
+	$(BUILD_TOOL) controller-gen sigs.k8s.io/controller-tools sigs.k8s.io/controller-tools/cmd/controller-gen -- -ldflags "-s -w"
 
 $(PROMETHEUS_DIR)/prometheus:
-	hack/build-tool.sh prometheus github.com/prometheus/prometheus github.com/prometheus/prometheus/cmd/prometheus -- \
+	$(BUILD_TOOL) prometheus github.com/prometheus/prometheus github.com/prometheus/prometheus/cmd/prometheus -- \
 		-tags "$(PROMETHEUS_TAGS)" -ldflags "$(PROMETHEUS_LDFLAGS)"
 
+# Debian's packages that the tests use, found or installed by
+# hack/debian-tool.sh (PATH, then $(DEBIAN_BIN); as root, apt-get update and
+# install). A variable set by the user (PROMETHEUS_LEGACY, PROMTOOL,
+# CHROMIUM) is used as given and must name an executable. test/install runs
+# these targets with the tools absent and apt-get stubbed.
+.PHONY: prometheus-legacy
+prometheus-legacy: ## Install Debian's Prometheus 2.42 (PROMETHEUS_LEGACY) and its promtool (PROMTOOL, for test/monitoring) when missing.
+	@hack/debian-tool.sh prometheus PROMETHEUS_LEGACY prometheus >/dev/null
+	@hack/debian-tool.sh promtool PROMTOOL prometheus >/dev/null
+
 .PHONY: prometheus
-prometheus: $(PROMETHEUS_DIR)/prometheus ## Build Prometheus 3 (the default) and install Debian's 2.42 (PROMETHEUS_LEGACY, and promtool for test/monitoring) when missing.
-	@if [ ! -x "$(PROMETHEUS_LEGACY)" ]; then \
-	  if [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then \
-	    echo "Prometheus 2.42 is missing: install it (Debian: apt-get install prometheus) or set PROMETHEUS_LEGACY=/path/to/prometheus"; exit 1; fi; \
-	  echo ">> installing prometheus 2.42 from Debian's packages"; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null || { \
-	    echo "apt-get could not install prometheus: install it by hand or set PROMETHEUS_LEGACY=/path/to/prometheus"; exit 1; }; \
-	fi; \
-	if [ ! -x "$(PROMETHEUS)" ]; then echo "PROMETHEUS=$(PROMETHEUS) is not an executable"; exit 1; fi
+prometheus: prometheus-legacy $(PROMETHEUS_DIR)/prometheus ## Build Prometheus 3 (the default) and install Debian's 2.42 when missing.
+	@if [ ! -x "$(PROMETHEUS)" ]; then echo "PROMETHEUS=$(PROMETHEUS) is not an executable" >&2; exit 1; fi
 
 .PHONY: chromium
-chromium: ## Install Debian's Chromium when missing (the dashboard's browser tests drive it headless).
-	@if ! command -v chromium >/dev/null && [ -z "$${CHROMIUM:-}" ]; then \
-	  if [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then \
-	    echo "Chromium is missing: install it (Debian: apt-get install chromium) or set CHROMIUM=/path/to/chromium"; exit 1; fi; \
-	  echo ">> installing chromium from Debian's packages"; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null || { \
-	    echo "apt-get could not install chromium: install it by hand or set CHROMIUM=/path/to/chromium"; exit 1; }; \
-	fi
+chromium: ## Install Debian's Chromium when missing (the dashboard's browser tests drive it headless; CHROMIUM=/path: another).
+	@hack/debian-tool.sh chromium CHROMIUM chromium >/dev/null
 
 .PHONY: dashboard-screenshot
 dashboard-screenshot: chromium build ## Rewrite docs/dashboard.png from the browser test.

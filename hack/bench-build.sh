@@ -5,7 +5,7 @@
 # is kept: downloads measure the network, not the build) and times that.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
-cache="${SPLITTER_TOOLS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/splitter/tools}"
+cache="${SPLITTER_TOOLS_CACHE:-${XDG_CACHE_HOME:-${HOME:-}/.cache}/splitter/tools}"
 
 echo "tool build times (machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(go env GOVERSION))"
 if [ "${BENCH_COLD:-0}" != 1 ]; then

@@ -19,7 +19,18 @@ flags=("$@")
 moddir="$root/hack/tools/$mod"
 version=$(cd "$moddir" && go list -m -f '{{.Version}}' "$verfrom")
 gover=$(go env GOVERSION)
-cache="${SPLITTER_TOOLS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/splitter/tools}/$mod-$version-$gover"
+# The cache: $SPLITTER_TOOLS_CACHE, else under $XDG_CACHE_HOME or ~/.cache.
+# Read with defaults: this runs under set -u, and a fresh machine sets none.
+cache_root=${SPLITTER_TOOLS_CACHE:-}
+if [ -z "$cache_root" ]; then
+  base=${XDG_CACHE_HOME:-${HOME:+$HOME/.cache}}
+  if [ -z "$base" ]; then
+    echo "build-tool.sh: neither SPLITTER_TOOLS_CACHE, XDG_CACHE_HOME nor HOME is set: set SPLITTER_TOOLS_CACHE=/a/cache/dir" >&2
+    exit 1
+  fi
+  cache_root=$base/splitter/tools
+fi
+cache="$cache_root/$mod-$version-$gover"
 out="${BUILD_TOOL_OUT:-$root/bin}/$mod-$version"
 
 names=() paths=()
@@ -34,6 +45,10 @@ if have "$out"; then exit 0; fi
 if ! have "$cache"; then
   echo ">> building ${names[*]} $version (once per machine; cached in $cache)" >&2
   start=$(date +%s)
+  # Built into $cache.tmp and moved into place whole: a failed or killed
+  # build leaves nothing that a later run takes for a built tool.
+  rm -rf "$cache.tmp"
+  trap 'rm -rf "$cache.tmp"' EXIT
   mkdir -p "$cache.tmp"
   for i in "${!names[@]}"; do
     (cd "$moddir" && go build -trimpath "${flags[@]}" -o "$cache.tmp/${names[$i]}" "${paths[$i]}")

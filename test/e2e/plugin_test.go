@@ -37,9 +37,7 @@ var (
 // pluginBin builds kubectl-splitter once per test binary.
 func pluginBin(t testing.TB) string {
 	t.Helper()
-	if _, err := exec.LookPath("kubectl"); err != nil {
-		t.Skip("no kubectl on PATH")
-	}
+	testbed.Command(t, "", []string{"kubectl"}, "install kubectl (Debian: apt-get install kubernetes-client)")
 	pluginOnce.Do(func() {
 		if pluginDir, pluginErr = os.MkdirTemp("", "kubectl-splitter-"); pluginErr != nil {
 			return
@@ -114,11 +112,9 @@ func mustKubectl(t testing.TB, tb *testbed.TestBed, want int, says []string, arg
 // as a person at a terminal would.
 func kubectlTTY(t testing.TB, tb *testbed.TestBed, env []string, args ...string) (string, int) {
 	t.Helper()
-	if _, err := exec.LookPath("script"); err != nil {
-		t.Skip("no script(1) for a pseudo-terminal")
-	}
+	script := testbed.Command(t, "", []string{"script"}, "util-linux's script(1) gives kubectl a pseudo-terminal (Debian: apt-get install bsdutils)")
 	cmd := kubectlCmd(t, tb)
-	cmd.Path, _ = exec.LookPath("script")
+	cmd.Path = script
 	cmd.Args = []string{"script", "-q", "-e", "-c", "kubectl " + strings.Join(args, " "), "/dev/null"}
 	cmd.Env = append(cmd.Env, env...)
 	out, err := cmd.CombinedOutput()

@@ -25,6 +25,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"splitter.dev/splitter/internal/controller"
+	"splitter.dev/splitter/test/testbed"
 )
 
 var update = flag.Bool("update", false, "rewrite deploy/grafana/splitter.json from the generator")
@@ -324,20 +325,11 @@ func sortedKeys(m map[string]bool) []string {
 	return out
 }
 
-// promtool finds Debian's promtool (package prometheus); the Makefile
-// installs it. Without it the promtool tests skip, or fail under
-// SPLITTER_REQUIRE_TOOLS=1.
+// promtool is Debian's promtool (package prometheus) or $PROMTOOL; make
+// test installs it (make prometheus).
 func promtool(t *testing.T) string {
 	t.Helper()
-	p, err := exec.LookPath("promtool")
-	if err != nil {
-		msg := "promtool not found: apt-get install -y prometheus (Debian's package ships it)"
-		if os.Getenv("SPLITTER_REQUIRE_TOOLS") == "1" {
-			t.Fatal(msg)
-		}
-		t.Skip(msg)
-	}
-	return p
+	return testbed.Promtool(t)
 }
 
 func runPromtool(t *testing.T, dir string, args ...string) {
