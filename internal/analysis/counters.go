@@ -318,55 +318,119 @@ func ClassifyAvailability(destination, source model.Matrix, at model.Time, grpcE
 	return s.reading()
 }
 
-// ClassifyLatency pairs each proxy's +Inf and threshold buckets read at
-// `at`. A proxy with requests but without the threshold's bucket (custom
-// buckets, relabelling) is an error: reading it as zero fast requests
-// would make every request slow.
-func ClassifyLatency(m model.Matrix, at model.Time, thresholdMs float64) (Reading, error) {
-	var inf sums
-	// One threshold bucket per proxy, matched by value. Two spellings of
-	// it for one proxy are one counter stored twice: Prometheus was
+// Unreadable are the workloads whose counters a reading could not
+// classify, with why. Only the releases of those workloads fail their look:
+// one team's histogram buckets must not blind every other release.
+type Unreadable map[Workload]error
+
+// For is the error of one release's workloads, if any was unreadable (the
+// first by color, so the message is stable).
+func (u Unreadable) For(namespace string, workloads map[splitterv1.Color]string) error {
+	colors := make([]splitterv1.Color, 0, len(workloads))
+	for c := range workloads {
+		colors = append(colors, c)
+	}
+	sort.Slice(colors, func(i, j int) bool { return colors[i] < colors[j] })
+	for _, c := range colors {
+		if err := u[Workload{namespace, workloads[c]}]; err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Err is one of the errors, the first by workload (for a reading of one
+// release's workloads only).
+func (u Unreadable) Err() error {
+	ws := make([]Workload, 0, len(u))
+	for w := range u {
+		ws = append(ws, w)
+	}
+	sort.Slice(ws, func(i, j int) bool {
+		if ws[i].Namespace != ws[j].Namespace {
+			return ws[i].Namespace < ws[j].Namespace
+		}
+		return ws[i].Name < ws[j].Name
+	})
+	if len(ws) == 0 {
+		return nil
+	}
+	return u[ws[0]]
+}
+
+// ClassifyLatency reads each proxy's slow requests at `at`: for every label
+// set of the histogram (a proxy has one per response code, caller,
+// protocol...), the +Inf bucket minus the threshold's bucket of the same
+// label set, summed per proxy. Pairing by the whole label set matters: a
+// proxy's +Inf summed over its series against one series' threshold bucket
+// counts every other series' requests as slow.
+//
+// A label set with requests but without the threshold's bucket (custom
+// buckets, relabelling) makes its workload Unreadable: reading it as zero
+// fast requests would make every request slow. Other workloads are read.
+func ClassifyLatency(m model.Matrix, at model.Time, thresholdMs float64) (Reading, Unreadable) {
+	// One threshold bucket per label set, matched by value. Two spellings
+	// of it for one label set are one counter stored twice: Prometheus was
 	// upgraded from 2 to 3 within the window (250 before, 250.0 after).
 	// The series sampled last is the one Prometheus still scrapes; adding
 	// both would count fast requests twice.
-	type bucket struct {
-		v    float64
-		last model.Time
+	type histogram struct {
+		w         Workload
+		proxy     string
+		inf, fast float64
+		hasInf    bool
+		hasFast   bool
+		fastLast  model.Time
 	}
-	fast := map[string]bucket{}
+	var order []model.Fingerprint
+	hs := map[model.Fingerprint]*histogram{}
 	for _, st := range m {
 		v, ok := ValueAt(st.Values, at)
 		if !ok {
 			continue
 		}
-		id := seriesID(st.Metric, proxyLabels...)
 		f, err := strconv.ParseFloat(string(st.Metric["le"]), 64)
+		if err != nil || !(math.IsInf(f, 1) || sameBoundary(f, thresholdMs)) {
+			continue
+		}
+		set := st.Metric.Clone()
+		delete(set, "le")
+		fp := set.Fingerprint()
+		h := hs[fp]
+		if h == nil {
+			h = &histogram{w: workloadOf(st.Metric), proxy: seriesID(st.Metric, proxyLabels...)}
+			hs[fp] = h
+			order = append(order, fp)
+		}
+		if math.IsInf(f, 1) {
+			h.inf, h.hasInf = v, true
+			continue
+		}
+		if last := st.Values[len(st.Values)-1].Timestamp; !h.hasFast || last > h.fastLast {
+			h.fast, h.hasFast, h.fastLast = v, true, last
+		}
+	}
+	var slow sums
+	unreadable := Unreadable{}
+	for _, fp := range order {
+		h := hs[fp]
 		switch {
-		case err != nil:
-		case math.IsInf(f, 1):
-			inf.add(workloadOf(st.Metric), id, v, 0)
-		case sameBoundary(f, thresholdMs):
-			last := st.Values[len(st.Values)-1].Timestamp
-			if b, dup := fast[id]; !dup || last > b.last {
-				fast[id] = bucket{v, last}
+		case !h.hasInf: // no total read for this label set: nothing to count
+		case !h.hasFast && h.inf == 0:
+		case !h.hasFast:
+			if unreadable[h.w] == nil {
+				unreadable[h.w] = fmt.Errorf("%s/%s has no istio_request_duration_milliseconds_bucket{le=%q}: the latency SLO's threshold must be one of the proxies' bucket boundaries",
+					h.w.Namespace, h.w.Name, strconv.FormatFloat(thresholdMs, 'f', -1, 64))
 			}
+		default:
+			slow.add(h.w, h.proxy, h.inf, math.Max(0, h.inf-h.fast))
 		}
 	}
-	out := Reading{}
-	for _, id := range inf.order {
-		total := inf.val[id].Requests
-		w := inf.w[id]
-		b, ok := fast[id]
-		if !ok {
-			if total == 0 {
-				continue
-			}
-			return nil, fmt.Errorf("%s/%s has no istio_request_duration_milliseconds_bucket{le=%q}: the latency SLO's threshold must be one of the proxies' bucket boundaries",
-				w.Namespace, w.Name, strconv.FormatFloat(thresholdMs, 'f', -1, 64))
-		}
-		out[w] = append(out[w], Series{ID: id, Requests: total, Bad: math.Max(0, total-b.v)})
+	out := slow.reading()
+	for w := range unreadable {
+		delete(out, w)
 	}
-	return out, nil
+	return out, unreadable
 }
 
 // sameBoundary says whether two bucket boundaries are one: equal up to
@@ -378,26 +442,29 @@ func sameBoundary(a, b float64) bool {
 // ReadCounters reads every color Deployment's counter series for spec at
 // Align(now, scrape): a handful of queries serve every release at once. A
 // failed query, a timeout and a result with warnings (partial data) are
-// errors: the caller treats the look as Error and keeps its baseline.
-func (e Evaluator) ReadCounters(ctx context.Context, spec CounterSpec, now time.Time, scrape time.Duration) (Reading, error) {
+// errors: the caller treats the look as Error and keeps its baseline. The
+// workloads it could read but not classify are in Unreadable: an error for
+// their releases only.
+func (e Evaluator) ReadCounters(ctx context.Context, spec CounterSpec, now time.Time, scrape time.Duration) (Reading, Unreadable, error) {
 	at := model.TimeFromUnixNano(Align(now, scrape).UnixNano())
 	if spec.ThresholdMs == 0 {
 		qs := AvailabilityQueries(scrape)
 		dst, err := e.matrix(ctx, qs[0], now)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		src, err := e.matrix(ctx, qs[1], now)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
-		return ClassifyAvailability(dst, src, at, spec.GRPCErrorCodes), nil
+		return ClassifyAvailability(dst, src, at, spec.GRPCErrorCodes), nil, nil
 	}
 	m, err := e.matrix(ctx, LatencyQuery(spec.ThresholdMs, scrape), now)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	return ClassifyLatency(m, at, spec.ThresholdMs)
+	r, unreadable := ClassifyLatency(m, at, spec.ThresholdMs)
+	return r, unreadable, nil
 }
 
 // matrix runs an instant query that must return raw samples (a range

@@ -94,7 +94,12 @@ func (r *Recording) readAt(i int, at, now time.Time) (analysis.Reading, error) {
 	if s.ThresholdMs == 0 {
 		return analysis.ClassifyAvailability(ms[0], ms[1], t, s.GRPCErrorCodes), nil
 	}
-	return analysis.ClassifyLatency(ms[0], t, s.ThresholdMs)
+	// The selector matched this workload's colors only.
+	reading, unreadable := analysis.ClassifyLatency(ms[0], t, s.ThresholdMs)
+	if err := unreadable.Err(); err != nil {
+		return nil, err
+	}
+	return reading, nil
 }
 
 // inRange is the series of m with a sample in (lo, hi], each cut to the

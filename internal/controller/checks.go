@@ -94,9 +94,10 @@ type counterCacheKey struct {
 }
 
 type counterCacheEntry struct {
-	at      time.Time
-	reading analysis.Reading
-	mu      sync.Mutex
+	at         time.Time
+	reading    analysis.Reading
+	unreadable analysis.Unreadable
+	mu         sync.Mutex
 }
 
 // Counters reads the colors' counter series from Prometheus. Readings of
@@ -126,15 +127,18 @@ func (p *PrometheusChecks) Counters(ctx context.Context, address, namespace stri
 
 		entry.mu.Lock()
 		if entry.reading == nil || time.Since(entry.at) > p.CounterTTL {
-			reading, err := analysis.Evaluator{API: api, Timeout: p.Timeout}.ReadCounters(ctx, spec, now, p.Scrape)
+			reading, unreadable, err := analysis.Evaluator{API: api, Timeout: p.Timeout}.ReadCounters(ctx, spec, now, p.Scrape)
 			if err != nil {
 				entry.mu.Unlock()
 				return nil, fmt.Errorf("%s counters: %w", spec.SLO, err)
 			}
-			entry.reading, entry.at = reading, time.Now()
+			entry.reading, entry.unreadable, entry.at = reading, unreadable, time.Now()
 		}
-		reading := entry.reading
+		reading, unreadable := entry.reading, entry.unreadable
 		entry.mu.Unlock()
+		if err := unreadable.For(namespace, workloads); err != nil {
+			return nil, fmt.Errorf("%s counters: %w", spec.SLO, err)
+		}
 		out = append(out, reading.For(spec.SLO, namespace, workloads)...)
 	}
 	return out, nil
