@@ -43,6 +43,18 @@ func TestGrowthPerSeries(t *testing.T) {
 			[]splitterv1.SeriesReading{reading(g, "a", 100, 0)},
 			[]splitterv1.SeriesReading{reading(g, "a", 200, 0), reading(g, "old", 1005400, 700)},
 			Count{N: 100}, true},
+		// Issue 18, finding 6: Istio creates a pod's 503 series at its
+		// first 503. A new series of a proxy the baseline knew counts
+		// from zero; one of an unknown proxy (a new pod) from its first
+		// reading.
+		{"a known proxy's new series counts from zero",
+			[]splitterv1.SeriesReading{reading(g, "p1.200", 100, 0)},
+			[]splitterv1.SeriesReading{reading(g, "p1.200", 190, 0), reading(g, "p1.503", 10, 10)},
+			Count{N: 100, X: 10}, true},
+		{"an unknown proxy's new series counts from its first reading",
+			[]splitterv1.SeriesReading{reading(g, "p1.200", 100, 0)},
+			[]splitterv1.SeriesReading{reading(g, "p1.200", 190, 0), reading(g, "p2.200", 500, 0), reading(g, "p2.503", 10, 10)},
+			Count{N: 90}, true},
 		{"a vanished series adds nothing", []splitterv1.SeriesReading{reading(g, "a", 100, 0), reading(g, "b", 50, 0)},
 			[]splitterv1.SeriesReading{reading(g, "a", 120, 0)}, Count{N: 20}, false},
 		{"only the bad counter reset", []splitterv1.SeriesReading{reading(g, "a", 100, 50)}, []splitterv1.SeriesReading{reading(g, "a", 110, 5)}, Count{N: 110, X: 5}, false},

@@ -25,28 +25,23 @@ func growthOf(prev, now rollout.Counters) (n, x [2]float64) {
 }
 
 // recordedGrowth is what the recording's Deployments grew by between two
-// aligned instants, per Deployment.
+// aligned instants, per Deployment, by the engine's counting rule
+// (analysis.Growth).
 func recordedGrowth(t *testing.T, rec *Recording, a, b time.Time) map[string]float64 {
 	lag := rec.Scrape + max(500*time.Millisecond, rec.Scrape/10)
 	ra, _ := rec.readAt(0, a, a.Add(lag))
 	rb, _ := rec.readAt(0, b, b.Add(lag))
+	readings := func(ss []analysis.Series) []splitterv1.SeriesReading {
+		var out []splitterv1.SeriesReading
+		for _, s := range ss {
+			out = append(out, splitterv1.SeriesReading{Color: splitterv1.Blue, SLO: "a", Series: s.ID, Requests: int64(math.Round(s.Requests)), Bad: int64(math.Round(s.Bad))})
+		}
+		return out
+	}
 	out := map[string]float64{}
 	for w, ss := range rb {
-		old := map[string]float64{}
-		for _, s := range ra[w] {
-			old[s.ID] = math.Round(s.Requests)
-		}
-		for _, s := range ss {
-			o, ok := old[s.ID]
-			if !ok {
-				continue
-			}
-			d := math.Round(s.Requests) - o
-			if d < 0 {
-				d = math.Round(s.Requests)
-			}
-			out[w.Name] += d
-		}
+		c, _ := analysis.Growth(readings(ra[w]), readings(ss))
+		out[w.Name] += c.Of("a", splitterv1.Blue).N
 	}
 	return out
 }
