@@ -57,7 +57,13 @@ type Spec struct {
 	ReadFail float64
 	// Clump, when above 1, makes bad requests come in clumps of that many
 	// (same mean rate): one failure retried and counted several times.
-	Clump       int
+	Clump int
+	// Callers, when set, are the shares of the traffic each caller sends
+	// (summing to 1), and the pods export what Istio exports: a series per
+	// caller and response code, born at its first response, and latency
+	// histograms per label set, read through the controller's classifiers
+	// (see istio.go). Nil: one series per pod and SLO.
+	Callers     []float64
 	Propagation time.Duration
 	// Until is how long each release is simulated for.
 	Until time.Duration
@@ -87,12 +93,15 @@ type simPod struct {
 	phase      time.Duration
 	nextScrape time.Duration
 	samples    []simSample
+	// istio: the pod's label sets when Spec.Callers is set.
+	istio []*istioSet
 }
 
 type simSample struct {
 	at       time.Duration
 	requests []float64
 	bad      []float64
+	istio    []istioValue
 }
 
 // podSource is the simulated traffic: pods, their counters and
@@ -144,7 +153,7 @@ func newPromSim(spec Spec, rng *rand.Rand) *promSim {
 	}
 	for _, c := range []splitterv1.Color{splitterv1.Blue, splitterv1.Green} {
 		for range spec.Pods {
-			s.pods[c] = append(s.pods[c], s.newPod(0))
+			s.pods[c] = append(s.pods[c], s.newPod(c, 0))
 		}
 	}
 	return &promSim{driver: dr, pods: s}
@@ -191,14 +200,18 @@ func (s *podSource) Route(t time.Duration, w rollout.Weights) {
 	s.changes = append(s.changes, weightChange{at: t, w: w})
 }
 
-func (s *podSource) newPod(now time.Duration) *simPod {
+func (s *podSource) newPod(c splitterv1.Color, now time.Duration) *simPod {
 	s.podSeq++
 	phase := time.Duration(s.rng.Int64N(int64(s.spec.Scrape)))
 	next := now - now%s.spec.Scrape + phase
 	if next <= now {
 		next += s.spec.Scrape
 	}
-	return &simPod{id: "pod-" + strconv.Itoa(s.podSeq), requests: make([]float64, len(s.spec.Plan.SLOs)), bad: make([]float64, len(s.spec.Plan.SLOs)), phase: phase, nextScrape: next}
+	p := &simPod{id: "pod-" + strconv.Itoa(s.podSeq), requests: make([]float64, len(s.spec.Plan.SLOs)), bad: make([]float64, len(s.spec.Plan.SLOs)), phase: phase, nextScrape: next}
+	if len(s.spec.Callers) > 0 {
+		p.istio = s.newIstioSets(c, p.id)
+	}
+	return p
 }
 
 func (s *podSource) elapsed() time.Duration { return s.d.elapsed() }
@@ -249,6 +262,10 @@ func (s *podSource) advance(t time.Duration) {
 				rates := s.spec.Bad[s.d.w.colors[c].spec.Revision]
 				perPod := s.spec.RPS * dt * float64(w.Of(c)) / 100 / float64(len(s.pods[c]))
 				for _, p := range s.pods[c] {
+					if len(s.spec.Callers) > 0 {
+						s.advanceIstio(p, perPod, rates, extra)
+						continue
+					}
 					n := poissonDraw(s.rng, perPod)
 					for i, slo := range s.spec.Plan.SLOs {
 						p.requests[i] += n
@@ -280,7 +297,7 @@ func (s *podSource) scrape() {
 			if p.nextScrape > now {
 				continue
 			}
-			p.samples = append(p.samples, simSample{at: now, requests: slices.Clone(p.requests), bad: slices.Clone(p.bad)})
+			p.samples = append(p.samples, simSample{at: now, requests: slices.Clone(p.requests), bad: slices.Clone(p.bad), istio: snapshotIstio(p)})
 			if len(p.samples) > 4 {
 				p.samples = p.samples[1:]
 			}
@@ -309,9 +326,10 @@ func (s *podSource) restart(c splitterv1.Color) {
 	if s.rng.IntN(2) == 0 {
 		clear(ps[i].requests)
 		clear(ps[i].bad)
+		restartIstio(ps[i])
 		return
 	}
-	ps[i] = s.newPod(s.elapsed())
+	ps[i] = s.newPod(c, s.elapsed())
 }
 
 func (s *podSource) Read(t time.Duration) (rollout.Counters, string) {
@@ -319,6 +337,9 @@ func (s *podSource) Read(t time.Duration) (rollout.Counters, string) {
 		return nil, "query timed out"
 	}
 	at := analysis.Align(s.d.w.start.Add(t), s.spec.Scrape).Sub(s.d.w.start)
+	if len(s.spec.Callers) > 0 {
+		return s.readIstio(model.Time(at.Milliseconds())), ""
+	}
 	out := rollout.Counters{}
 	var pairs, bad []model.SamplePair
 	for _, c := range []splitterv1.Color{splitterv1.Blue, splitterv1.Green} {
