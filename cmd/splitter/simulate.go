@@ -36,6 +36,7 @@ func simulateCmd(args []string, stdout, stderr io.Writer) int {
 	runs := fs.Int("runs", 2000, "releases to simulate (each for the healthy case and the regression)")
 	scrape := fs.Duration("scrape-interval", 15*time.Second, "Prometheus' scrape interval")
 	seed := fs.Uint64("seed", 300, "random seed (the same seed gives the same figures)")
+	callers := fs.String("callers", "", "callers' shares of the traffic, e.g. 90%,10%: the pods then export what Istio exports (a series per caller and response code, born at its first response; latency histograms per label set), read as the controller reads them")
 	output := fs.String("o", "text", "output format: text or json")
 	if err := fs.Parse(args); err != nil {
 		return 2
@@ -68,6 +69,11 @@ func simulateCmd(args []string, stdout, stderr io.Writer) int {
 	if *slow != "" {
 		if tr.SlowRate, err = parseShare(*slow); err != nil {
 			return usageErr("--latency-slow: %v", err)
+		}
+	}
+	if *callers != "" {
+		if tr.Callers, err = simulate.ParseCallers(*callers); err != nil {
+			return usageErr("--callers: %v", err)
 		}
 	}
 	var latency *simulate.Latency
@@ -179,6 +185,9 @@ type simModel struct {
 	FailedReads    float64 `json:"failedReads"`
 	Propagation    string  `json:"weightPropagation"`
 	Steps          []int32 `json:"steps"`
+	// Callers, with --callers: each caller's share, and the pods export
+	// Istio's series.
+	Callers []float64 `json:"callers,omitempty"`
 	// Latency, with --latency-p99, is the lognormal latency the latency
 	// SLOs' slow shares come from (SlowRate is then unused).
 	Latency *simLatency `json:"latency,omitempty"`
@@ -234,7 +243,7 @@ type simStepCatch struct {
 func simulatePolicy(np policy.NamedPlan, tr simulate.Traffic, times float64, runs int, seed uint64) simReport {
 	r := simReport{Policy: np.Name, Model: simModel{RPS: tr.RPS, ErrorRate: tr.ErrorRate, SlowRate: tr.SlowRate, Regression: times,
 		ScrapeInterval: tr.Scrape.String(), Runs: runs, Seed: seed, PodsPerColor: simulate.Pods, RestartEvery: simulate.Restarts.String(),
-		FailedReads: simulate.ReadFail, Propagation: simulate.Propagation.String(), Steps: np.Plan.Steps}}
+		FailedReads: simulate.ReadFail, Propagation: simulate.Propagation.String(), Steps: np.Plan.Steps, Callers: tr.Callers}}
 	switch {
 	case len(np.Plan.SLOs) == 0:
 		r.Model.Note = "this policy has no slos: its PromQL checks are not modelled (they pass here), so nothing is judged on counts and no regression is caught"
@@ -342,6 +351,14 @@ func formatSimulation(r simReport) string {
 	pf("to zero or a new series); %s of counter reads fail; weights reach the data plane %s after", pct(m.FailedReads), m.Propagation)
 	pf("they are written; Prometheus scrapes each pod every %s; PromQL checks and hooks pass; nobody", m.ScrapeInterval)
 	pf("approves a paused release. Rates are 95%% Wilson intervals over %d releases.", m.Runs)
+	if len(m.Callers) > 0 {
+		shares := make([]string, len(m.Callers))
+		for i, c := range m.Callers {
+			shares[i] = pct(c)
+		}
+		pf("Callers: %s of the traffic; each pod exports a series per caller and response code from its first", strings.Join(shares, ", "))
+		pf("response, and a latency histogram per label set, read as the controller reads Istio's.")
+	}
 	if l := m.Latency; l != nil {
 		pf("Latency: lognormal with p50 %s and p99 %s; a latency SLO's slow share is the share over its threshold.", l.P50, l.P99)
 	}

@@ -41,6 +41,9 @@ func TestSimulateExitCodes(t *testing.T) {
 		{"latency p99", []string{"-f", slosSample, "--rps", "100", "--error-rate", "0.1%", "--latency-p99", "200ms", "--runs", "10"}, 0, "lognormal with p50 50ms and p99 200ms", ""},
 		{"latency p99 and slow", []string{"-f", slosSample, "--rps", "100", "--error-rate", "0.1%", "--latency-p99", "200ms", "--latency-slow", "1%"}, 2, "", "not both"},
 		{"p50 above p99", []string{"-f", slosSample, "--rps", "100", "--error-rate", "0.1%", "--latency-p99", "200ms", "--latency-p50", "1s"}, 2, "", "must not exceed"},
+		{"callers", []string{"-f", slosSample, "--rps", "100", "--error-rate", "0.1%", "--callers", "90%,10%", "--runs", "10"}, 0, "Callers: 90.00%, 10.00% of the traffic", ""},
+		{"callers not adding up", []string{"-f", slosSample, "--rps", "100", "--error-rate", "0.1%", "--callers", "90%,20%"}, 2, "", "add up to 110%"},
+		{"callers not shares", []string{"-f", slosSample, "--rps", "100", "--error-rate", "0.1%", "--callers", "web,batch"}, 2, "", `--callers: "web" is not a share`},
 		{"bad regression", []string{"-f", slosSample, "--rps", "100", "--error-rate", "0.1%", "--regression", "0.5x"}, 2, "", "--regression"},
 	} {
 		var out, errOut bytes.Buffer

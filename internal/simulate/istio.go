@@ -1,8 +1,10 @@
 package simulate
 
 import (
+	"fmt"
 	"math"
 	"strconv"
+	"strings"
 
 	"github.com/prometheus/common/model"
 	"gonum.org/v1/gonum/stat/distuv"
@@ -204,14 +206,26 @@ func (s *podSource) readIstio(at model.Time) rollout.Counters {
 	return out
 }
 
-// validCallers are caller shares that sum to 1 (nil: the legacy model).
-func validCallers(shares []float64) bool {
+// ParseCallers reads callers' shares of the traffic ("90%,10%" or
+// "0.9,0.1"); they must add up to 100%.
+func ParseCallers(s string) ([]float64, error) {
+	var out []float64
 	sum := 0.0
-	for _, x := range shares {
-		if x < 0 || math.IsNaN(x) {
-			return false
+	for _, f := range strings.Split(s, ",") {
+		f = strings.TrimSpace(f)
+		pct := strings.HasSuffix(f, "%")
+		v, err := strconv.ParseFloat(strings.TrimSuffix(f, "%"), 64)
+		if err != nil || math.IsNaN(v) || v <= 0 {
+			return nil, fmt.Errorf("%q is not a share above 0, such as 10%% or 0.1", f)
 		}
-		sum += x
+		if pct {
+			v /= 100
+		}
+		out = append(out, v)
+		sum += v
 	}
-	return len(shares) == 0 || math.Abs(sum-1) < 1e-9
+	if math.Abs(sum-1) > 1e-6 {
+		return nil, fmt.Errorf("the callers' shares add up to %.4g%%, not 100%%", 100*sum)
+	}
+	return out, nil
 }

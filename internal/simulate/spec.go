@@ -20,6 +20,9 @@ type Traffic struct {
 	SlowBySLO map[string]float64
 	// Scrape is Prometheus' scrape interval.
 	Scrape time.Duration
+	// Callers, when set, are the callers' shares of the traffic: the pods
+	// then export what Istio exports (see Spec.Callers).
+	Callers []float64
 }
 
 // The model's fixed assumptions (the README's Monte-Carlo figures use
@@ -55,7 +58,7 @@ func NewSpec(plan *policy.Plan, tr Traffic, times float64) Spec {
 		return m
 	}
 	steps := time.Duration(len(p.Steps)*(1+p.MaxExtensions)) * p.StepDuration
-	return Spec{Plan: &p, RPS: tr.RPS, Scrape: tr.Scrape, Pods: Pods, Restarts: Restarts, ReadFail: ReadFail,
+	return Spec{Plan: &p, RPS: tr.RPS, Scrape: tr.Scrape, Callers: tr.Callers, Pods: Pods, Restarts: Restarts, ReadFail: ReadFail,
 		Propagation: Propagation, Until: max(20*time.Minute, steps+2*time.Minute) + p.Standby,
 		Bad: map[string]map[string]float64{LiveRevision: bad(1), CandidateRevision: bad(times)}}
 }
