@@ -17,19 +17,23 @@ import (
 // Istio-shaped export (Spec.Callers set). A destination proxy exports
 // istio_requests_total and istio_request_duration_milliseconds with one
 // series per label set: per caller (source_workload...), response code,
-// flags, protocol. Envoy's stats are created on first use, so a pod's 503
-// series appears at its first 503, not before (istio/proxy's stats plugin
-// builds each metric's tags from the request and looks the series up in
-// Envoy's stats store, which creates it then: extensions/stats/plugin.cc
-// in istio/proxy; Envoy's ThreadLocalStore creates a counter on its first
-// lookup). The simulator models callers and response codes (200 and 503,
+// flags, protocol. The series for a code is created at that code's first
+// response: istio/proxy's source/extensions/filters/http/istio_stats/
+// istio_stats.cc builds the tags in IstioStatsFilter::log from the
+// finished request (response_code from its StreamInfo) and then calls
+// addCounter and recordHistogram, which look the stat up with
+// Stats::Utility::counterFromStatNames / histogramFromStatNames: Envoy's
+// store creates a stat at its first lookup. (Its RotatingScope drops
+// series only when a rotation interval is configured; Istio's default has
+// none.) The simulator models callers and response codes (200 and 503, at
 // the first availability SLO's bad rate); the latency histogram exports
 // the +Inf bucket and each latency SLO's threshold bucket per label set.
 // Readings go through analysis.ClassifyAvailability and ClassifyLatency,
 // as the controller's do, so the simulated engine sees what a real one
 // sees, series IDs included.
 
-// simSimWorkloads are the color Deployments' names in the simulated mesh.
+// simNamespace and simWorkload name the color Deployments in the
+// simulated mesh.
 const simNamespace = "sim"
 
 func simWorkload(c splitterv1.Color) string { return "app-" + string(c) }
