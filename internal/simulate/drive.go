@@ -71,9 +71,13 @@ type Result struct {
 	Weight int32
 	// FirstGreen is when the candidate first had traffic (offset).
 	FirstGreen time.Duration
-	// Ended is when the release ended (rollback or promotion), offset.
+	// Ended is when the release's outcome was decided, offset: the
+	// rollback (in standby too), else the promotion.
 	Ended time.Duration
-	Lines []string
+	// Promoted is when the candidate was promoted (it has all the traffic
+	// and standby begins), offset; -1 if never.
+	Promoted time.Duration
+	Lines    []string
 	// Decisions are the engine's transitions, in order.
 	Decisions []Decision
 	// Status is the engine's status when the drive ended.
@@ -128,7 +132,7 @@ func newDriver(d Drive, rng *rand.Rand) *driver {
 	}
 	w := newWorld(LiveRevision, d.Start, d.ReadyDelay)
 	dr := &driver{d: d, rng: rng, w: w}
-	dr.res.FirstGreen, dr.res.Ended = -1, -1
+	dr.res.FirstGreen, dr.res.Ended, dr.res.Promoted = -1, -1, -1
 	return dr
 }
 
@@ -173,8 +177,14 @@ func (s *driver) reconcile() time.Duration {
 			s.res.Lines = append(s.res.Lines, fmt.Sprintf("%8s %-16s step=%d weight=%d %s: %s", s.elapsed().Round(time.Second), d.Status.Phase, d.Status.Step, d.Status.Weight, t.Reason, t.Message))
 			s.res.Decisions = append(s.res.Decisions, Decision{At: s.w.now, Phase: d.Status.Phase, Step: prev.Step, Weight: prev.Weight,
 				Reason: t.Reason, Message: t.Message, Warning: t.Warning, Checks: d.Status.Checks})
-			if (d.Status.Phase == splitterv1.PhaseRollingBack || d.Status.Phase == splitterv1.PhasePromoting) && s.res.Ended < 0 {
+			switch {
+			case d.Status.Phase == splitterv1.PhaseRollingBack && (s.res.Ended < 0 || s.res.Promoted >= 0):
+				// A rollback in standby ends the release then, not at
+				// its promotion.
 				s.res.Ended = s.elapsed()
+				s.res.Step, s.res.Weight = prev.Step, prev.Weight
+			case d.Status.Phase == splitterv1.PhasePromoting && s.res.Ended < 0:
+				s.res.Ended, s.res.Promoted = s.elapsed(), s.elapsed()
 				s.res.Step, s.res.Weight = prev.Step, prev.Weight
 			}
 		}

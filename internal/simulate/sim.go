@@ -69,6 +69,16 @@ type Spec struct {
 	Until time.Duration
 	// Outage, when set, is a shared incident.
 	Outage Outage
+	// Drift, when set, makes both colors' bad rates wander together: each
+	// rate times exp(X - sd²/2), X an Ornstein-Uhlenbeck process with
+	// stationary standard deviation Drift.SD and correlation time
+	// Drift.Time (the rate of a service whose error rate follows its
+	// traffic, dependencies and time of day).
+	Drift Drift
+	// LateOnset, when set, keeps the candidate at the live revision's
+	// rates until LateOnset after its promotion (into standby): a
+	// regression that starts late.
+	LateOnset time.Duration
 	// StopAtEnd ends a release's simulation once its outcome is final
 	// (rolled back, or promoted and its standby over) rather than at
 	// Until: faster, same outcome, but the releases after it draw other
@@ -82,6 +92,12 @@ type Spec struct {
 type Outage struct {
 	Length, From time.Duration
 	Rate         float64
+}
+
+// Drift is a shared wandering of the bad rates (see Spec.Drift).
+type Drift struct {
+	SD   float64
+	Time time.Duration
 }
 
 type simPod struct {
@@ -118,6 +134,8 @@ type podSource struct {
 	advanced    time.Duration
 	outageAt    time.Duration
 	restartNext map[splitterv1.Color]time.Duration
+	// drift is the shared log-rate's current value (Spec.Drift).
+	drift float64
 }
 
 // promSim is one simulated release: the driver and its pods.
@@ -238,6 +256,9 @@ func (s *podSource) advance(t time.Duration) {
 				end = at
 			}
 		}
+		if at := s.onsetAt(); at > s.advanced && at < end {
+			end = at
+		}
 		extra := 0.0
 		if s.outageAt >= 0 {
 			for _, at := range []time.Duration{s.outageAt, s.outageAt + s.spec.Outage.Length} {
@@ -251,6 +272,7 @@ func (s *podSource) advance(t time.Duration) {
 		}
 		w := s.weightsAt(s.advanced)
 		dt := (end - s.advanced).Seconds()
+		mult := s.stepDrift(dt)
 		if w != nil {
 			for _, c := range []splitterv1.Color{splitterv1.Blue, splitterv1.Green} {
 				if w.Of(c) == 0 || len(s.pods[c]) == 0 {
@@ -259,7 +281,7 @@ func (s *podSource) advance(t time.Duration) {
 				if c == s.d.status.Candidate && s.d.res.FirstGreen < 0 && isRelease(s.d.status.Phase) {
 					s.d.res.FirstGreen = s.advanced
 				}
-				rates := s.spec.Bad[s.d.w.colors[c].spec.Revision]
+				rates := s.drifted(s.spec.Bad[s.ratesOf(s.d.w.colors[c].spec.Revision)], mult)
 				perPod := s.spec.RPS * dt * float64(w.Of(c)) / 100 / float64(len(s.pods[c]))
 				for _, p := range s.pods[c] {
 					if len(s.spec.Callers) > 0 {
@@ -279,6 +301,51 @@ func (s *podSource) advance(t time.Duration) {
 		}
 		s.advanced = end
 	}
+}
+
+// stepDrift moves the shared log-rate over dt seconds (exact
+// Ornstein-Uhlenbeck step) and returns the rates' multiplier for them.
+func (s *podSource) stepDrift(dt float64) float64 {
+	d := s.spec.Drift
+	if d.SD <= 0 || d.Time <= 0 {
+		return 1
+	}
+	if s.advanced == 0 {
+		s.drift = d.SD * s.rng.NormFloat64() // stationary from the start
+	}
+	a := math.Exp(-dt / d.Time.Seconds())
+	s.drift = s.drift*a + d.SD*math.Sqrt(1-a*a)*s.rng.NormFloat64()
+	return math.Exp(s.drift - d.SD*d.SD/2)
+}
+
+// drifted is rates times the drift's multiplier, capped at 90%.
+func (s *podSource) drifted(rates map[string]float64, mult float64) map[string]float64 {
+	if mult == 1 {
+		return rates
+	}
+	out := make(map[string]float64, len(rates))
+	for k, v := range rates {
+		out[k] = min(0.9, v*mult)
+	}
+	return out
+}
+
+// onsetAt is when a late onset starts (offset), never before the
+// promotion is known.
+func (s *podSource) onsetAt() time.Duration {
+	if s.spec.LateOnset <= 0 || s.d.res.Promoted < 0 {
+		return never
+	}
+	return s.d.res.Promoted + s.spec.LateOnset
+}
+
+// ratesOf is whose rates a revision has now: the candidate has the live
+// revision's before a late onset.
+func (s *podSource) ratesOf(rev string) string {
+	if rev == CandidateRevision && s.spec.LateOnset > 0 && s.advanced < s.onsetAt() {
+		return LiveRevision
+	}
+	return rev
 }
 
 func poissonDraw(rng *rand.Rand, mean float64) float64 {
