@@ -407,7 +407,7 @@ func (r *SplitReconciler) observe(ctx context.Context, split *splitterv1.Split, 
 		Pause:       split.Annotations[splitterv1.PauseAnnotation],
 		Retry:       split.Annotations[splitterv1.RetryAnnotation],
 		Promote:     split.Annotations[splitterv1.PromoteAnnotation],
-		RequestedBy: split.Annotations[splitterv1.RequestedByAnnotation],
+		RequestedBy: requestedBy(split),
 		Replicas:    rollout.WorkloadReplicas(user.Spec.Replicas, split.Status.Replicas),
 	}
 	colors := map[splitterv1.Color]*appsv1.Deployment{}

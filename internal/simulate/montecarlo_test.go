@@ -398,3 +398,35 @@ func lateOnset(times float64, onset time.Duration, n int, seed uint64) (*Tally, 
 	}
 	return tl, detect
 }
+
+// BenchmarkMonteCarloIstio prints the recommended policy's outcomes at 15 s
+// scrapes when the pods export what Istio exports (see istio.go): one, two
+// (90/10) and two (50/50) callers, healthy and with a 5x regression, and
+// bad requests in clumps of 2, 3 and 5 with two callers.
+// SPLITTER_MC_RELEASES releases a row (default 1,000).
+func BenchmarkMonteCarloIstio(b *testing.B) {
+	n := mcSize(1000)
+	for i, callers := range [][]float64{{1}, {0.9, 0.1}, {0.5, 0.5}} {
+		for j, sc := range []mcScenario{mcScenarios[0], mcScenarios[6]} {
+			spec := mcSpec(sc, 15*time.Second, time.Hour)
+			spec.Callers = callers
+			spec.StopAtEnd = true
+			tl := RunN(spec, n, uint64(1000+10*i+j))
+			line := fmt.Sprintf("Istio series, callers %v, %s, scrape 15s: %s; rolled back %.2f%% (95%% upper %.2f%%); median promotion %.0f s, detection %.0f s",
+				callers, sc.name, tl, 100*tl.Share("rolledback"), 100*WilsonUpper(tl.Outcomes["rolledback"], tl.N), Quantile(tl.Promote, 0.5), tl.Median())
+			b.Log(line)
+			fmt.Println(line)
+		}
+	}
+	for _, k := range []int{2, 3, 5} {
+		spec := mcSpec(mcScenarios[0], 15*time.Second, time.Hour)
+		spec.Callers = []float64{0.9, 0.1}
+		spec.Clump = k
+		spec.StopAtEnd = true
+		tl := RunN(spec, n, uint64(1100+k))
+		line := fmt.Sprintf("Istio series, callers [0.9 0.1], green = blue, errors in clumps of %d, scrape 15s: %s; rolled back %.2f%% (95%% upper %.2f%%)",
+			k, tl, 100*tl.Share("rolledback"), 100*WilsonUpper(tl.Outcomes["rolledback"], tl.N))
+		b.Log(line)
+		fmt.Println(line)
+	}
+}
