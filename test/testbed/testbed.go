@@ -186,7 +186,36 @@ const NodeName = "kwok-node-0"
 
 // Start brings the test bed up. On error it tears down what it started.
 // ctx bounds start-up only; the test bed runs until Stop.
-func Start(ctx context.Context, cfg Config) (_ *TestBed, err error) {
+//
+// A start that failed because a child could not bind its port is tried
+// again (three times in all) on new ports: FreePort releases a port before
+// the child binds it, and test packages run side by side (make test runs
+// e2e, chaos and monitoring/live at once) can pick the same one. That
+// happened on a fresh machine's first make test: Prometheus "bind: address
+// already in use", and the whole e2e package failed.
+func Start(ctx context.Context, cfg Config) (tb *TestBed, err error) {
+	for try := 1; ; try++ {
+		tb, err = start(ctx, cfg)
+		if err == nil || try == 3 || ctx.Err() != nil || !strings.Contains(err.Error(), "address already in use") {
+			return tb, err
+		}
+		if cfg.Progress != nil {
+			fmt.Fprintf(cfg.Progress, "testbed: a port was taken meanwhile (%s); starting again on new ports\n", clashLine(err))
+		}
+	}
+}
+
+// clashLine is the line of a start-up error that says which port clashed.
+func clashLine(err error) string {
+	for _, line := range strings.Split(err.Error(), "\n") {
+		if strings.Contains(line, "address already in use") {
+			return strings.TrimSpace(line)
+		}
+	}
+	return err.Error()
+}
+
+func start(ctx context.Context, cfg Config) (_ *TestBed, err error) {
 	if cfg.ScrapeInterval == 0 {
 		cfg.ScrapeInterval = time.Second
 	}
@@ -528,8 +557,27 @@ func ReadCRDs(files ...string) ([]*apiextensionsv1.CustomResourceDefinition, err
 	return out, nil
 }
 
+// takenPorts hands a component, once, a port that is already taken: a test
+// (TestStartRetriesAPortClash) shows that Start recovers from a clash.
+var (
+	takenPorts   = map[string]int{}
+	takenPortsMu sync.Mutex
+)
+
+// freePort is FreePort, unless a test took the component's port.
+func freePort(component string) (int, error) {
+	takenPortsMu.Lock()
+	p, ok := takenPorts[component]
+	delete(takenPorts, component)
+	takenPortsMu.Unlock()
+	if ok {
+		return p, nil
+	}
+	return FreePort()
+}
+
 func (tb *TestBed) startPrometheus(ctx context.Context) error {
-	port, err := FreePort()
+	port, err := freePort("prometheus")
 	if err != nil {
 		return err
 	}
