@@ -5,8 +5,9 @@
 #   hack/debian-tool.sh <command> <VAR> <package> [<package>...]
 #
 # Where it looks, in order:
-#   1. $VAR, when set: the user's choice. It must be an executable; nothing is
-#      installed in its place (a typo should not pull in a package).
+#   1. $VAR, when set: the user's choice, a path or a command on PATH. It
+#      must be an executable; nothing is installed in its place (a typo
+#      should not pull in a package).
 #   2. <command> on PATH.
 #   3. $DEBIAN_BIN/<command> (default /usr/bin), where the package puts it.
 # When none has it and we are root with apt-get: `apt-get update` (a fresh
@@ -31,6 +32,10 @@ debian_bin=${DEBIAN_BIN:-/usr/bin}
 choice=${!var:-}
 
 if [ -n "$choice" ]; then
+  # A name without a slash is looked up on PATH, as exec does.
+  if [[ $choice != */* ]] && found=$(type -P "$choice"); then
+    choice=$found
+  fi
   if [ -x "$choice" ] && [ ! -d "$choice" ]; then
     echo "$choice"
     exit 0
@@ -40,7 +45,7 @@ if [ -n "$choice" ]; then
 fi
 
 find_cmd() {
-  if command -v "$cmd" 2>/dev/null; then return 0; fi
+  if type -P "$cmd"; then return 0; fi
   if [ -x "$debian_bin/$cmd" ]; then echo "$debian_bin/$cmd"; return 0; fi
   return 1
 }

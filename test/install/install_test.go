@@ -351,6 +351,7 @@ func TestDebianTools(t *testing.T) {
 			{name: "on PATH", machine: machine{onPath: cmds, aptKnows: knows}},
 			{name: "installed but not on PATH", machine: machine{inDebianBin: cmds, aptKnows: knows}},
 			{name: "named by its variable", machine: machine{aptKnows: knows, env: varsTo("/bin/true")}},
+			{name: "named by its variable, a command on PATH", machine: machine{aptKnows: knows, env: varsTo("true")}},
 			{
 				name:    "its variable names nothing",
 				machine: machine{aptKnows: knows, env: varsTo("/nonexistent/" + tool.target)},
