@@ -21,6 +21,9 @@ import (
 // next to "green = blue" at 300), so the defaults reproduce its figures.
 const regressionSeedOffset = 6
 
+// simDriftTime is --drift's correlation time.
+const simDriftTime = 10 * time.Minute
+
 // simulateCmd is `splitter policy simulate`: Monte-Carlo releases of a
 // policy through the engine, healthy ones and, with --regression, bad ones.
 func simulateCmd(args []string, stdout, stderr io.Writer) int {
@@ -37,6 +40,8 @@ func simulateCmd(args []string, stdout, stderr io.Writer) int {
 	scrape := fs.Duration("scrape-interval", 15*time.Second, "Prometheus' scrape interval")
 	seed := fs.Uint64("seed", 300, "random seed (the same seed gives the same figures)")
 	callers := fs.String("callers", "", "callers' shares of the traffic, e.g. 90%,10%: the pods then export what Istio exports (a series per caller and response code, born at its first response; latency histograms per label set), read as the controller reads them")
+	clump := fs.Int("clump", 1, "bad requests come in clumps of this many (one failure counted several times, as retries count it)")
+	drift := fs.Float64("drift", 0, "both colors' rates wander together: the standard deviation of a shared log-rate (Ornstein-Uhlenbeck, 10-minute correlation time), e.g. 1.0 for a rate wandering x/÷2.7")
 	output := fs.String("o", "text", "output format: text or json")
 	if err := fs.Parse(args); err != nil {
 		return 2
@@ -70,6 +75,16 @@ func simulateCmd(args []string, stdout, stderr io.Writer) int {
 		if tr.SlowRate, err = parseShare(*slow); err != nil {
 			return usageErr("--latency-slow: %v", err)
 		}
+	}
+	if *clump < 1 {
+		return usageErr("--clump must be 1 or more")
+	}
+	if *drift < 0 || *drift > 3 {
+		return usageErr("--drift: want a standard deviation between 0 and 3")
+	}
+	tr.Clump = *clump
+	if *drift > 0 {
+		tr.Drift = simulate.Drift{SD: *drift, Time: simDriftTime}
 	}
 	if *callers != "" {
 		if tr.Callers, err = simulate.ParseCallers(*callers); err != nil {
@@ -188,6 +203,9 @@ type simModel struct {
 	// Callers, with --callers: each caller's share, and the pods export
 	// Istio's series.
 	Callers []float64 `json:"callers,omitempty"`
+	// Clump and Drift, with --clump and --drift.
+	Clump int     `json:"clump,omitempty"`
+	Drift float64 `json:"drift,omitempty"`
 	// Latency, with --latency-p99, is the lognormal latency the latency
 	// SLOs' slow shares come from (SlowRate is then unused).
 	Latency *simLatency `json:"latency,omitempty"`
@@ -243,7 +261,10 @@ type simStepCatch struct {
 func simulatePolicy(np policy.NamedPlan, tr simulate.Traffic, times float64, runs int, seed uint64) simReport {
 	r := simReport{Policy: np.Name, Model: simModel{RPS: tr.RPS, ErrorRate: tr.ErrorRate, SlowRate: tr.SlowRate, Regression: times,
 		ScrapeInterval: tr.Scrape.String(), Runs: runs, Seed: seed, PodsPerColor: simulate.Pods, RestartEvery: simulate.Restarts.String(),
-		FailedReads: simulate.ReadFail, Propagation: simulate.Propagation.String(), Steps: np.Plan.Steps, Callers: tr.Callers}}
+		FailedReads: simulate.ReadFail, Propagation: simulate.Propagation.String(), Steps: np.Plan.Steps, Callers: tr.Callers, Drift: tr.Drift.SD}}
+	if tr.Clump > 1 {
+		r.Model.Clump = tr.Clump
+	}
 	switch {
 	case len(np.Plan.SLOs) == 0:
 		r.Model.Note = "this policy has no slos: its PromQL checks are not modelled (they pass here), so nothing is judged on counts and no regression is caught"
@@ -351,6 +372,13 @@ func formatSimulation(r simReport) string {
 	pf("to zero or a new series); %s of counter reads fail; weights reach the data plane %s after", pct(m.FailedReads), m.Propagation)
 	pf("they are written; Prometheus scrapes each pod every %s; PromQL checks and hooks pass; nobody", m.ScrapeInterval)
 	pf("approves a paused release. Rates are 95%% Wilson intervals over %d releases.", m.Runs)
+	if m.Clump > 1 {
+		pf("Clumps: bad requests come %d at a time (one failure counted %d times, as retries count it).", m.Clump, m.Clump)
+	}
+	if m.Drift > 0 {
+		pf("Drift: both colors' rates times exp(X), X a shared Ornstein-Uhlenbeck log-rate with sd %g and a %s", m.Drift, strings.TrimSuffix(simDriftTime.String(), "0s"))
+		pf("correlation time.")
+	}
 	if len(m.Callers) > 0 {
 		shares := make([]string, len(m.Callers))
 		for i, c := range m.Callers {

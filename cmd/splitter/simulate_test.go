@@ -44,6 +44,9 @@ func TestSimulateExitCodes(t *testing.T) {
 		{"callers", []string{"-f", slosSample, "--rps", "100", "--error-rate", "0.1%", "--callers", "90%,10%", "--runs", "10"}, 0, "Callers: 90.00%, 10.00% of the traffic", ""},
 		{"callers not adding up", []string{"-f", slosSample, "--rps", "100", "--error-rate", "0.1%", "--callers", "90%,20%"}, 2, "", "add up to 110%"},
 		{"callers not shares", []string{"-f", slosSample, "--rps", "100", "--error-rate", "0.1%", "--callers", "web,batch"}, 2, "", `--callers: "web" is not a share`},
+		{"clumps and drift", []string{"-f", slosSample, "--rps", "100", "--error-rate", "0.1%", "--clump", "3", "--drift", "1", "--runs", "10"}, 0, "Drift: both colors' rates", ""},
+		{"bad clump", []string{"-f", slosSample, "--rps", "100", "--error-rate", "0.1%", "--clump", "0"}, 2, "", "--clump"},
+		{"bad drift", []string{"-f", slosSample, "--rps", "100", "--error-rate", "0.1%", "--drift", "-1"}, 2, "", "--drift"},
 		{"bad regression", []string{"-f", slosSample, "--rps", "100", "--error-rate", "0.1%", "--regression", "0.5x"}, 2, "", "--regression"},
 	} {
 		var out, errOut bytes.Buffer

@@ -23,6 +23,11 @@ type Traffic struct {
 	// Callers, when set, are the callers' shares of the traffic: the pods
 	// then export what Istio exports (see Spec.Callers).
 	Callers []float64
+	// Clump, when above 1, makes bad requests come in clumps of that many
+	// (see Spec.Clump); Drift makes both colors' rates wander together
+	// (see Spec.Drift).
+	Clump int
+	Drift Drift
 }
 
 // The model's fixed assumptions (the README's Monte-Carlo figures use
@@ -58,7 +63,7 @@ func NewSpec(plan *policy.Plan, tr Traffic, times float64) Spec {
 		return m
 	}
 	steps := time.Duration(len(p.Steps)*(1+p.MaxExtensions)) * p.StepDuration
-	return Spec{Plan: &p, RPS: tr.RPS, Scrape: tr.Scrape, Callers: tr.Callers, Pods: Pods, Restarts: Restarts, ReadFail: ReadFail,
+	return Spec{Plan: &p, RPS: tr.RPS, Scrape: tr.Scrape, Callers: tr.Callers, Clump: tr.Clump, Drift: tr.Drift, Pods: Pods, Restarts: Restarts, ReadFail: ReadFail,
 		Propagation: Propagation, Until: max(20*time.Minute, steps+2*time.Minute) + p.Standby,
 		Bad: map[string]map[string]float64{LiveRevision: bad(1), CandidateRevision: bad(times)}}
 }
