@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	networkingv1 "istio.io/client-go/pkg/apis/networking/v1"
@@ -69,6 +70,9 @@ type SplitReconciler struct {
 	selector *mesh.ServiceSelector
 	// hooks calls policy hooks asynchronously (hooks.go).
 	hooks *hookRunner
+	// ownWrites remembers, per Split, the resourceVersion this replica's
+	// last status write replaced (see cacheBehindOwnWrite).
+	ownWrites sync.Map
 }
 
 // +kubebuilder:rbac:groups=splitter.dev,resources=splits,verbs=get;list;watch;create;update;patch;delete
@@ -118,6 +122,12 @@ func (r *SplitReconciler) reconcile(ctx context.Context, req ctrl.Request) (ctrl
 		return ctrl.Result{}, err
 	}
 
+	if r.cacheBehindOwnWrite(req.NamespacedName, split.ResourceVersion) {
+		// The watch event of that write will bring this Split back soon;
+		// the requeue is a fallback.
+		logger.V(1).Info("The cache has not seen our last status write yet; waiting for it")
+		return ctrl.Result{RequeueAfter: 100 * time.Millisecond}, nil
+	}
 	if !split.DeletionTimestamp.IsZero() {
 		return r.finalize(ctx, split, user)
 	}
@@ -511,7 +521,42 @@ func (r *SplitReconciler) patchStatus(ctx context.Context, split *splitterv1.Spl
 	split.Status = status
 	err := r.Client.Status().Patch(ctx, split, client.MergeFromWithOptions(base, client.MergeFromWithOptimisticLock{}))
 	r.Metrics.wroteResult("SplitStatus", err)
+	if err == nil {
+		r.ownWrites.Store(client.ObjectKeyFromObject(split), ownWrite{replaced: base.ResourceVersion, at: time.Now()})
+	}
 	return err
+}
+
+// ownWrite is this replica's last status write of a Split: the
+// resourceVersion it replaced, and when.
+type ownWrite struct {
+	replaced string
+	at       time.Time
+}
+
+// ownWriteWait bounds how long a Split's passes wait for the cache to show
+// this replica's write: a watch that fell behind must not keep the
+// watchdog away (past it, the pass runs and a stale write is refused).
+const ownWriteWait = 5 * time.Second
+
+// cacheBehindOwnWrite says the cache still holds the Split as it was
+// before this replica's last status write: a pass on it would decide on
+// superseded state, and its own write would be refused (409) for the stale
+// resourceVersion. A release used to see 1-4 such conflicts (issue 18).
+// Only the exact version the write replaced counts as stale: any other
+// (ours, or a newer one from someone else) is read as usual, and so is a
+// stale one after ownWriteWait. Kept in memory only: after a restart the
+// optimistic lock still guards the write.
+func (r *SplitReconciler) cacheBehindOwnWrite(key client.ObjectKey, resourceVersion string) bool {
+	v, ok := r.ownWrites.Load(key)
+	if !ok {
+		return false
+	}
+	if w := v.(ownWrite); w.replaced == resourceVersion && time.Since(w.at) < ownWriteWait {
+		return true
+	}
+	r.ownWrites.Delete(key)
+	return false
 }
 
 // stallError is a problem only the user can fix: no retry, no traffic change.
