@@ -310,14 +310,41 @@ func (s *sums) reading() Reading {
 	return out
 }
 
+// goneAt says, for each series of m, whether it was gone from its proxy at
+// `at`: a scrape of the same proxy at or before `at` no longer held it (its
+// last sample is older than that scrape). A proxy's series are scraped
+// together, so that is a restarted Envoy (its stats are created again at
+// their next use) or an evicted stat. Such a series still sits in a range
+// selector's answer with its old value for a few scrapes; summed with the
+// restarted ones, it would make a restart's sum part old and part new.
+func goneAt(m model.Matrix, at model.Time) []bool {
+	latest := map[string]model.Time{} // proxy -> its latest scrape at or before at
+	for _, st := range m {
+		i := sort.Search(len(st.Values), func(i int) bool { return st.Values[i].Timestamp > at }) - 1
+		if i < 0 {
+			continue
+		}
+		p := seriesID(st.Metric, proxyLabels...)
+		latest[p] = max(latest[p], st.Values[i].Timestamp)
+	}
+	gone := make([]bool, len(m))
+	for k, st := range m {
+		if len(st.Values) > 0 {
+			gone[k] = st.Values[len(st.Values)-1].Timestamp < latest[seriesID(st.Metric, proxyLabels...)]
+		}
+	}
+	return gone
+}
+
 // ClassifyAvailability turns the two availability queries' results into
 // series read at `at`: one per proxy and class of response (the source
 // workloads summed). Source-side series are all failures that reached no pod.
 func ClassifyAvailability(destination, source model.Matrix, at model.Time, grpcErrorCodes []int32) Reading {
 	var s sums
-	for _, st := range destination {
+	gone := goneAt(destination, at)
+	for k, st := range destination {
 		v, ok := ValueAt(st.Values, at)
-		if !ok {
+		if !ok || gone[k] {
 			continue
 		}
 		bad := 0.0
@@ -326,8 +353,9 @@ func ClassifyAvailability(destination, source model.Matrix, at model.Time, grpcE
 		}
 		s.add(workloadOf(st.Metric), classSeriesID(st.Metric), v, bad)
 	}
-	for _, st := range source {
-		if v, ok := ValueAt(st.Values, at); ok {
+	gone = goneAt(source, at)
+	for k, st := range source {
+		if v, ok := ValueAt(st.Values, at); ok && !gone[k] {
 			s.add(workloadOf(st.Metric), classSeriesID(st.Metric), v, v)
 		}
 	}
@@ -411,10 +439,14 @@ func ClassifyLatency(m model.Matrix, at model.Time, thresholdMs float64) (Readin
 	}
 	var order []model.Fingerprint
 	hs := map[model.Fingerprint]*histogram{}
-	for _, st := range m {
+	gone := goneAt(m, at)
+	for k, st := range m {
 		f, err := strconv.ParseFloat(string(st.Metric["le"]), 64)
 		if err != nil || !(math.IsInf(f, 1) || sameBoundary(f, thresholdMs)) || len(st.Values) == 0 {
 			continue
+		}
+		if gone[k] && math.IsInf(f, 1) {
+			continue // its label set was gone at `at`: not summed (see goneAt)
 		}
 		v, ok := ValueAt(st.Values, at)
 		last := st.Values[len(st.Values)-1].Timestamp

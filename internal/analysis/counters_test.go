@@ -407,3 +407,37 @@ func TestReadCountersRefusesPartialData(t *testing.T) {
 		t.Errorf("clean read: %+v, %v", got, err)
 	}
 }
+
+// A review's case: a day-old pod's sidecar restarts at 100 s and only one
+// of its label sets comes back at once. The others still sit in the range
+// selector's answer with their old values; summed with the restarted one
+// they made the restart's chunk count 864 requests again (and lose the
+// 2,000 made since). A series gone from its proxy's later scrape is left
+// out of the sum, so the chunk is what the restarted set counted.
+func TestRestartWithLabelSetsLeftBehind(t *testing.T) {
+	pod := []string{"destination_workload_namespace", "shop", "destination_workload", "checkout-blue", "reporter", "destination", "pod", "p1", "instance", "10.0.0.1:15020"}
+	series := func(caller, code string, pairs ...model.SamplePair) *model.SampleStream {
+		return &model.SampleStream{Metric: metric(append(append([]string(nil), pod...), "source_workload", caller, "response_code", code)...), Values: pairs}
+	}
+	sp := func(ts model.Time, v float64) model.SamplePair {
+		return model.SamplePair{Timestamp: ts, Value: model.SampleValue(v)}
+	}
+	// Scrapes every 15 s at 45, 60, 75, 90 (before the restart), 105 and 120 (after).
+	m := model.Matrix{
+		series("frontend", "200", sp(45_000, 8_640_000), sp(60_000, 8_641_500), sp(75_000, 8_643_000), sp(90_000, 8_644_500), sp(105_000, 500), sp(120_000, 2_000)),
+		series("batch", "200", sp(45_000, 864), sp(60_000, 864), sp(75_000, 864), sp(90_000, 864)),                // not used since the restart
+		series("frontend", "503", sp(45_000, 25_920), sp(60_000, 25_920), sp(75_000, 25_920), sp(90_000, 25_920)), // likewise
+	}
+	read := func(at model.Time) []splitterv1.SeriesReading {
+		return ClassifyAvailability(m, nil, at, nil).For("availability", "shop", map[splitterv1.Color]string{splitterv1.Blue: "checkout-blue"})
+	}
+	before, after := read(80_000), read(110_000)
+	if len(after) != 1 {
+		t.Fatalf("after the restart %d series read, want only the one the restarted proxy still exports: %+v", len(after), after)
+	}
+	c, _ := Growth(before, after)
+	// 500 + (2,000 - 500) x 5/15 = 1,000 requests since the restart.
+	if got := c.Of("availability", splitterv1.Blue); got.N != 1000 || got.X != 0 {
+		t.Errorf("the restart's chunk: %v, want 1000 requests, 0 bad", got)
+	}
+}
