@@ -23,9 +23,11 @@ import (
 // finished request (response_code from its StreamInfo) and then calls
 // addCounter and recordHistogram, which look the stat up with
 // Stats::Utility::counterFromStatNames / histogramFromStatNames: Envoy's
-// store creates a stat at its first lookup. (Its RotatingScope drops
-// series only when a rotation interval is configured; Istio's default has
-// none.) The simulator models callers and response codes (200 and 503, at
+// store creates a stat at its first lookup. (The version read kept the
+// stats in a RotatingScope, which drops them only when a rotation interval
+// is set; later versions use Envoy's stats eviction, also off unless
+// configured, e.g. sidecar.istio.io/statsEvictionInterval. Istio's
+// default keeps every series.) The simulator models callers and response codes (200 and 503, at
 // the first availability SLO's bad rate); the latency histogram exports
 // the +Inf bucket and each latency SLO's threshold bucket per label set.
 // Readings go through analysis.ClassifyAvailability and ClassifyLatency,
