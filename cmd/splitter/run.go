@@ -14,6 +14,7 @@ import (
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/client-go/tools/leaderelection/resourcelock"
 
 	istionetworking "istio.io/client-go/pkg/apis/networking/v1"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -89,6 +90,13 @@ func run(args []string) int {
 			cacheOpts.DefaultNamespaces[strings.TrimSpace(ns)] = cache.Config{}
 		}
 	}
+	var lock resourcelock.Interface
+	if *leaderElect {
+		if lock, err = newLeaseLock(cfg, *leaderNS, "splitter.dev", *renewDeadline); err != nil {
+			logger.Error(err, "Cannot set up leader election")
+			return 1
+		}
+	}
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme:                  scheme,
 		Cache:                   cacheOpts,
@@ -101,12 +109,14 @@ func run(args []string) int {
 		// one is replaced a lease duration after its last renewal. A leader
 		// that cannot renew within the deadline exits (its pod restarts),
 		// and every write it might still send carries a resourceVersion
-		// precondition that a new leader's first write invalidates.
-		LeaderElectionReleaseOnCancel: true,
-		LeaseDuration:                 leaseDuration,
-		RenewDeadline:                 renewDeadline,
-		RetryPeriod:                   retryPeriod,
-		Controller:                    config.Controller{MaxConcurrentReconciles: *concurrency},
+		// precondition that a new leader's first write invalidates. The
+		// lock never releases a Lease another replica holds (leaselock.go).
+		LeaderElectionReleaseOnCancel:       true,
+		LeaderElectionResourceLockInterface: lock,
+		LeaseDuration:                       leaseDuration,
+		RenewDeadline:                       renewDeadline,
+		RetryPeriod:                         retryPeriod,
+		Controller:                          config.Controller{MaxConcurrentReconciles: *concurrency},
 	})
 	if err != nil {
 		logger.Error(err, "Cannot create the manager")
