@@ -4,16 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
-	"strings"
 	"sync"
 	"time"
 
-	"k8s.io/apimachinery/pkg/util/uuid"
-	coordinationv1 "k8s.io/client-go/kubernetes/typed/coordination/v1"
-	corev1 "k8s.io/client-go/kubernetes/typed/core/v1"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/leaderelection/resourcelock"
+	"k8s.io/client-go/tools/record"
+	"sigs.k8s.io/controller-runtime/pkg/leaderelection"
+	crrecorder "sigs.k8s.io/controller-runtime/pkg/recorder"
 )
 
 // errNotOurs refuses a release of a Lease another replica holds.
@@ -63,35 +61,21 @@ func (l *ownReleaseLock) Update(ctx context.Context, ler resourcelock.LeaderElec
 	return nil
 }
 
-// newLeaseLock builds the Lease lock as controller-runtime would (a
-// hostname_uuid identity, the pod's namespace in a cluster, a client
-// timeout of half the renew deadline), wrapped in ownReleaseLock.
+// newLeaseLock is controller-runtime's Lease lock (its identity, namespace
+// and client timeout), wrapped in ownReleaseLock.
 func newLeaseLock(cfg *rest.Config, namespace, name string, renewDeadline time.Duration) (resourcelock.Interface, error) {
-	if namespace == "" {
-		b, err := os.ReadFile("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
-		if err != nil {
-			return nil, fmt.Errorf("the leader-election Lease's namespace: not in a cluster, set --leader-election-namespace: %w", err)
-		}
-		namespace = strings.TrimSpace(string(b))
-	}
-	host, err := os.Hostname()
-	if err != nil {
-		return nil, err
-	}
-	cfg = rest.AddUserAgent(rest.CopyConfig(cfg), "leader-election")
-	cfg.Timeout = max(renewDeadline/2, time.Second)
-	core, err := corev1.NewForConfig(cfg)
-	if err != nil {
-		return nil, err
-	}
-	coord, err := coordinationv1.NewForConfig(cfg)
-	if err != nil {
-		return nil, err
-	}
-	lock, err := resourcelock.New(resourcelock.LeasesResourceLock, namespace, name, core, coord,
-		resourcelock.ResourceLockConfig{Identity: host + "_" + string(uuid.NewUUID())})
+	lock, err := leaderelection.NewResourceLock(cfg, noLockEvents{}, leaderelection.Options{
+		LeaderElection: true, LeaderElectionID: name, LeaderElectionNamespace: namespace, RenewDeadline: renewDeadline,
+	})
 	if err != nil {
 		return nil, err
 	}
 	return &ownReleaseLock{Interface: lock}, nil
 }
+
+// noLockEvents gives the Lease lock no event recorder: it would write core
+// Events, which the controller's Role (events.k8s.io only) does not grant.
+type noLockEvents struct{}
+
+func (noLockEvents) GetEventRecorderFor(string) record.EventRecorder  { return nil }
+func (noLockEvents) GetEventRecorder(string) crrecorder.EventRecorder { return nil }
