@@ -87,7 +87,7 @@ func simulateCmd(args []string, stdout, stderr io.Writer) int {
 		tr.Drift = simulate.Drift{SD: *drift, Time: simDriftTime}
 	}
 	if *callers != "" {
-		if tr.Callers, err = simulate.ParseCallers(*callers); err != nil {
+		if tr.Callers, err = parseCallers(*callers); err != nil {
 			return usageErr("--callers: %v", err)
 		}
 	}
@@ -163,18 +163,48 @@ func simulateCmd(args []string, stdout, stderr io.Writer) int {
 
 // parseShare reads "0.2%" or "0.002".
 func parseShare(s string) (float64, error) {
-	pct := strings.HasSuffix(s, "%")
-	v, err := strconv.ParseFloat(strings.TrimSuffix(s, "%"), 64)
+	v, err := parseFraction(s)
 	if err != nil {
-		return 0, fmt.Errorf("%q is not a share such as 0.2%% or 0.002", s)
-	}
-	if pct {
-		v /= 100
+		return 0, err
 	}
 	if v < 0 || v >= 1 {
 		return 0, fmt.Errorf("%q is not between 0 and 100%%", s)
 	}
 	return v, nil
+}
+
+// parseFraction reads "0.2%" or "0.002" as 0.002.
+func parseFraction(s string) (float64, error) {
+	pct := strings.HasSuffix(s, "%")
+	v, err := strconv.ParseFloat(strings.TrimSuffix(s, "%"), 64)
+	if err != nil || math.IsNaN(v) {
+		return 0, fmt.Errorf("%q is not a share such as 0.2%% or 0.002", s)
+	}
+	if pct {
+		v /= 100
+	}
+	return v, nil
+}
+
+// parseCallers reads callers' shares of the traffic ("90%,10%" or
+// "0.9,0.1"; a single "100%" is one caller): each above 0, adding up to
+// 100%.
+func parseCallers(s string) ([]float64, error) {
+	var out []float64
+	sum := 0.0
+	for _, f := range strings.Split(s, ",") {
+		f = strings.TrimSpace(f)
+		v, err := parseFraction(f)
+		if err != nil || v <= 0 {
+			return nil, fmt.Errorf("%q is not a share above 0, such as 10%% or 0.1", f)
+		}
+		out = append(out, v)
+		sum += v
+	}
+	if math.Abs(sum-1) > 1e-6 {
+		return nil, fmt.Errorf("the callers' shares add up to %.4g%%, not 100%%", 100*sum)
+	}
+	return out, nil
 }
 
 // simReport is what simulate found for one policy (also its JSON).

@@ -1,10 +1,7 @@
 package simulate
 
 import (
-	"fmt"
-	"math"
 	"strconv"
-	"strings"
 
 	"github.com/prometheus/common/model"
 	"gonum.org/v1/gonum/stat/distuv"
@@ -210,28 +207,4 @@ func (s *podSource) readIstio(at model.Time) rollout.Counters {
 		out = append(out, r.For(slo.Name, simNamespace, map[splitterv1.Color]string{splitterv1.Blue: simWorkload(splitterv1.Blue), splitterv1.Green: simWorkload(splitterv1.Green)})...)
 	}
 	return out
-}
-
-// ParseCallers reads callers' shares of the traffic ("90%,10%" or
-// "0.9,0.1"); they must add up to 100%.
-func ParseCallers(s string) ([]float64, error) {
-	var out []float64
-	sum := 0.0
-	for _, f := range strings.Split(s, ",") {
-		f = strings.TrimSpace(f)
-		pct := strings.HasSuffix(f, "%")
-		v, err := strconv.ParseFloat(strings.TrimSuffix(f, "%"), 64)
-		if err != nil || math.IsNaN(v) || v <= 0 {
-			return nil, fmt.Errorf("%q is not a share above 0, such as 10%% or 0.1", f)
-		}
-		if pct {
-			v /= 100
-		}
-		out = append(out, v)
-		sum += v
-	}
-	if math.Abs(sum-1) > 1e-6 {
-		return nil, fmt.Errorf("the callers' shares add up to %.4g%%, not 100%%", 100*sum)
-	}
-	return out, nil
 }
