@@ -522,7 +522,7 @@ func (r *SplitReconciler) patchStatus(ctx context.Context, split *splitterv1.Spl
 	err := r.Client.Status().Patch(ctx, split, client.MergeFromWithOptions(base, client.MergeFromWithOptimisticLock{}))
 	r.Metrics.wroteResult("SplitStatus", err)
 	if err == nil {
-		r.ownWrites.Store(client.ObjectKeyFromObject(split), ownWrite{replaced: base.ResourceVersion, at: time.Now()})
+		r.ownWrites.Store(client.ObjectKeyFromObject(split), ownWrite{replaced: base.ResourceVersion, at: r.Now()})
 	}
 	return err
 }
@@ -552,7 +552,7 @@ func (r *SplitReconciler) cacheBehindOwnWrite(key client.ObjectKey, resourceVers
 	if !ok {
 		return false
 	}
-	if w := v.(ownWrite); w.replaced == resourceVersion && time.Since(w.at) < ownWriteWait {
+	if w := v.(ownWrite); w.replaced == resourceVersion && r.Now().Sub(w.at) < ownWriteWait {
 		return true
 	}
 	r.ownWrites.Delete(key)

@@ -325,16 +325,9 @@ func sortedKeys(m map[string]bool) []string {
 	return out
 }
 
-// promtool is Debian's promtool (package prometheus) or $PROMTOOL; make
-// test installs it (make prometheus).
-func promtool(t *testing.T) string {
-	t.Helper()
-	return testbed.Promtool(t)
-}
-
 func runPromtool(t *testing.T, dir string, args ...string) {
 	t.Helper()
-	cmd := exec.Command(promtool(t), args...)
+	cmd := exec.Command(testbed.Promtool(t), args...)
 	cmd.Dir = dir
 	out, err := cmd.CombinedOutput()
 	if err != nil {
@@ -350,7 +343,7 @@ func TestRulesPromtool(t *testing.T) {
 // TestDashboardPromtool checks every dashboard expression with promtool's
 // parser too (an older Prometheus than the module's), as recording rules.
 func TestDashboardPromtool(t *testing.T) {
-	bin := promtool(t)
+	bin := testbed.Promtool(t)
 	type rule struct {
 		Record string `json:"record"`
 		Expr   string `json:"expr"`
@@ -492,7 +485,7 @@ func TestExpressionsReadsEveryShape(t *testing.T) {
 // promtool: a series born within the range (at 1) counts, as does an old
 // series' increase, and neither twice.
 func TestIncreaseCountsNewSeries(t *testing.T) {
-	bin := promtool(t)
+	bin := testbed.Promtool(t)
 	expr := func(rng string) string { return "round(" + increase("c_total", "k", "", rng) + ")" }
 	type sample struct {
 		Labels string  `json:"labels"`
