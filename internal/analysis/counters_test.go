@@ -63,7 +63,9 @@ func TestGrowthPerSeries(t *testing.T) {
 		// Taking the whole counter then invented 2,610 bad of 2,610.
 		{"a read that went backwards is no restart", []splitterv1.SeriesReading{reading(g, "a", 2611, 2611)}, []splitterv1.SeriesReading{reading(g, "a", 2610, 2610)}, Count{}, false},
 		{"bad requests going backwards alone invent nothing", []splitterv1.SeriesReading{reading(g, "a", 100, 50)}, []splitterv1.SeriesReading{reading(g, "a", 110, 5)}, Count{N: 10}, false},
-		{"requests at half or less: a restart", []splitterv1.SeriesReading{reading(g, "a", 25_930_280, 77_000)}, []splitterv1.SeriesReading{reading(g, "a", 1200, 4)}, Count{N: 1200, X: 4}, false},
+		{"requests fallen by more than a tenth: a restart", []splitterv1.SeriesReading{reading(g, "a", 25_930_280, 77_000)}, []splitterv1.SeriesReading{reading(g, "a", 1200, 4)}, Count{N: 1200, X: 4}, false},
+		// A pod 5 minutes old restarts; 30 s later it has counted 850.
+		{"a young pod's restart", []splitterv1.SeriesReading{reading(g, "a", 1000, 2)}, []splitterv1.SeriesReading{reading(g, "a", 850, 1)}, Count{N: 850, X: 1}, false},
 	} {
 		c, fresh := Growth(tc.prev, tc.now)
 		if got := c.Of("availability", g); got != tc.want || fresh != tc.fresh {
