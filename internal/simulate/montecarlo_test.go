@@ -338,9 +338,10 @@ func TestMonteCarloIstioCallers(t *testing.T) {
 // drift together on both colors (an Ornstein-Uhlenbeck log-rate, 10-minute
 // correlation time, sd 0.5 to 1.5). Issue 18: both are open. As shipped,
 // 113 and 0 of 400 late regressions are rolled back, and drift rolls back
-// 0%, 3.2% and 6.0% of healthy releases. A mixture over onset times in the
+// 0, 13 and 24 of 400 healthy releases. A mixture over onset times in the
 // absolute test caught 398 and 400 of 400, but rolled back 0.6%, 23.6% and
-// 39.8% under drift: standby needs a reference drift cannot fake first.
+// 39.8% of 1,000 under drift: standby needs a reference drift cannot fake
+// first.
 func BenchmarkMonteCarloStandby(b *testing.B) {
 	n := mcSize(400)
 	for i, tc := range []struct {
