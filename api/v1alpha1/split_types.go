@@ -290,7 +290,10 @@ type CountTotal struct {
 // as decimal strings (exact round trip).
 type WatchdogStatus struct {
 	SLO string `json:"slo"`
-	// LogLR is the relative test's log likelihood ratio per alternative ratio.
+	// LogLR is the relative test's evidence per alternative ratio: the log
+	// of its mixture over onset times (the likelihood ratio since each
+	// onset, weighted by that onset's prior mass, summed over the onsets
+	// started so far).
 	// +optional
 	LogLR []string `json:"logLR,omitempty"`
 	// AbsLogLR is the absolute test's (candidate alone at 100%, against the
@@ -303,6 +306,12 @@ type WatchdogStatus struct {
 // AnalysisStatus is the state of the count-based checks: what the evidence
 // covers and the evidence itself, so both survive a restart.
 type AnalysisStatus struct {
+	// StartedAt is when the release's evidence began: the clock of the
+	// relative watchdog's mixture over onset times. Unset in a status an
+	// older controller wrote: its watchdog then keeps the release-long
+	// test alone.
+	// +optional
+	StartedAt *metav1.Time `json:"startedAt,omitempty"`
 	// Checkpoint are the counter readings the evidence covers up to.
 	// +optional
 	Checkpoint []SeriesReading `json:"checkpoint,omitempty"`

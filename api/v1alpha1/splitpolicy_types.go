@@ -68,6 +68,19 @@ type SplitPolicySpec struct {
 	// +kubebuilder:validation:Pattern=`^(0|([0-9]+([.][0-9]+)?(ns|us|µs|ms|s|m|h))+)$`
 	Standby *metav1.Duration `json:"standby,omitempty"`
 
+	// StandbyWeight is the share of traffic (percent) the standby color
+	// keeps during standby: a concurrent control the watchdog compares the
+	// new live color with. A rate both colors share (an upstream's errors
+	// drifting through the day) then cancels out, and a regression that
+	// starts late in standby is still caught against it. 0 sends all
+	// traffic to the new live color; the watchdog then holds it to the
+	// live color's rate during the release, which a shared drift can
+	// exceed. Needs SLOs and the istio router. Default: 0.
+	// +optional
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=50
+	StandbyWeight int32 `json:"standbyWeight,omitempty"`
+
 	// ProgressDeadline bounds how long the candidate may take to become
 	// Ready before the release is rolled back. Default: 10m.
 	// +optional

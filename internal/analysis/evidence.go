@@ -51,7 +51,7 @@ type Evidence struct {
 // color at 100%), so the first chunk is pure.
 func Begin(at time.Time) *splitterv1.AnalysisStatus {
 	t := metav1.NewTime(at)
-	return &splitterv1.AnalysisStatus{BaselineAt: &t}
+	return &splitterv1.AnalysisStatus{StartedAt: &t, BaselineAt: &t}
 }
 
 // Unsettle marks a weight change: from here until the new weights have
@@ -102,9 +102,9 @@ func (e Evidence) Observe(l Look) (trip Trip, changed bool) {
 	}
 	chunk, fresh := Growth(a.Checkpoint, l.Readings)
 	trial := *a.DeepCopy()
-	Evidence{e.Policy, e.Stage, e.Timing, &trial}.add(chunk)
+	Evidence{e.Policy, e.Stage, e.Timing, &trial}.add(chunk, l.At)
 	if e.WatchdogOn {
-		if trip = e.trip(&trial); trip.Tripped {
+		if trip = e.trip(&trial, l.At); trip.Tripped {
 			// A trip stands only if a look at least one scrape later still
 			// trips, with nothing folded meanwhile so that look pools both.
 			// Prometheus scrapes each target at its own moment, and reading
@@ -160,7 +160,7 @@ func (e Evidence) fold(l Look) {
 	}
 	if e.State.CheckpointAt != nil {
 		chunk, _ := Growth(e.State.Checkpoint, l.Readings)
-		e.add(chunk)
+		e.add(chunk, l.At)
 	}
 	e.moveCheckpoint(l)
 }
@@ -170,15 +170,21 @@ func (e Evidence) moveCheckpoint(l Look) {
 	e.State.Checkpoint, e.State.CheckpointAt = l.Readings, &t
 }
 
-// add adds a chunk's evidence to the state: the watchdog's tests always;
-// the step's counts and the reference only when the chunk is pure.
-func (e Evidence) add(chunk Chunk) {
+// add adds a chunk's evidence, from the checkpoint to the time given, to
+// the state: the watchdog's tests always; the step's counts and the
+// reference only when the chunk is pure.
+func (e Evidence) add(chunk Chunk, to time.Time) {
 	a := e.State
 	pure := a.BaselineAt != nil
+	onset := 0.0
+	if a.CheckpointAt != nil {
+		onset = e.onsetSpent(to) - e.onsetSpent(a.CheckpointAt.Time)
+	}
 	for _, s := range e.SLOs {
 		g, b := chunk.Of(s.Name, e.Green), chunk.Of(s.Name, e.Blue)
 		w := e.watchdog(s.Name)
-		rel, abs := decode(w.LogLR, len(RatioAlternatives)), decode(w.AbsLogLR, len(RateAlternatives))
+		rel, abs := e.relative(w), decode(w.AbsLogLR, len(RateAlternatives))
+		startOnsets(rel, onset)
 		share := math.NaN()
 		if g.N+b.N > 0 {
 			share = g.N / (g.N + b.N)
@@ -206,16 +212,47 @@ func (e Evidence) add(chunk Chunk) {
 	}
 }
 
-func (e Evidence) trip(a *splitterv1.AnalysisStatus) Trip {
+// trip judges the watchdog on a state whose evidence runs up to the time
+// given.
+func (e Evidence) trip(a *splitterv1.AnalysisStatus, upTo time.Time) Trip {
 	var rel, abs [][]float64
 	var names []string
+	at := Evidence{e.Policy, e.Stage, e.Timing, a}
 	for _, s := range e.SLOs {
 		w := watchdogOf(a, s.Name)
-		rel = append(rel, decode(w.LogLR, len(RatioAlternatives)))
+		rel = append(rel, at.relative(&w))
 		abs = append(abs, decode(w.AbsLogLR, len(RateAlternatives)))
 		names = append(names, s.Name)
 	}
-	return e.watchdogTrip(rel, abs, names, string(e.Green), string(e.Blue))
+	return e.watchdogTrip(rel, 1-at.onsetSpent(upTo), abs, names, string(e.Green), string(e.Blue))
+}
+
+// relative is an SLO's relative evidence: the log of the onset mixture's
+// started part per alternative, which begins at the release's start with
+// OnsetInitial's mass (and at 0, the log of 1, in a status from before
+// the mixture).
+func (e Evidence) relative(w *splitterv1.WatchdogStatus) []float64 {
+	if len(w.LogLR) == 0 && e.State.StartedAt != nil {
+		rel := make([]float64, len(RatioAlternatives))
+		for i := range rel {
+			rel[i] = math.Log(OnsetInitial)
+		}
+		return rel
+	}
+	return decode(w.LogLR, len(RatioAlternatives))
+}
+
+// onsetSpent is the mass of the onset mixture started by the time given:
+// OnsetInitial at the release's start, then the rest by onsetPrior at
+// every OnsetEvery. 1 (everything started at once) in a status from
+// before the mixture.
+func (e Evidence) onsetSpent(t time.Time) float64 {
+	if e.State.StartedAt == nil {
+		return 1
+	}
+	every := e.OnsetEvery()
+	k := math.Floor(float64(t.Sub(e.State.StartedAt.Time)) / float64(every))
+	return OnsetInitial + (1-OnsetInitial)*onsetPrior(time.Duration(math.Max(0, k))*every)
 }
 
 // Sweep judges the watchdog on the state plus the look, without changing
@@ -231,8 +268,8 @@ func (e Evidence) Sweep(l Look) (trip Trip, fresh bool) {
 		return Trip{}, fresh
 	}
 	trial := *e.State.DeepCopy()
-	Evidence{e.Policy, e.Stage, e.Timing, &trial}.add(chunk)
-	return e.trip(&trial), fresh
+	Evidence{e.Policy, e.Stage, e.Timing, &trial}.add(chunk, l.At)
+	return e.trip(&trial, l.At), fresh
 }
 
 // StepCounts is the current step's evidence up to the look, per SLO:

@@ -3,6 +3,7 @@ package analysis
 import (
 	"fmt"
 	"math"
+	"time"
 )
 
 // RatioAlternatives are the relative watchdog's alternatives, as multiples
@@ -54,6 +55,59 @@ func absoluteStep(logLR []float64, g Count, p0 float64) {
 	}
 }
 
+// The relative watchdog is a mixture over onset times, so that a
+// regression that starts late (an hour into standby, after a healthy
+// stretch has driven the release-long likelihood ratio far below 1) is
+// caught as surely as one present from the start. Each onset's test is
+// 1 until it starts and a test supermartingale after; weighted by prior
+// masses that sum to 1, their sum is one too, and Ville's bound holds
+// for the whole release however long. OnsetInitial of the mass starts
+// with the release (its cost is ln 2 of evidence for a regression
+// present from the start); the rest starts every OnsetEvery, by
+// onsetPrior (a late onset costs the log of its mass: 3.4 nats 5 min
+// into a 10 min standby after a 12 min release, 4.5 nats 40 min in, 6.4
+// nats 3 h in). Components start on a fixed grid of the release's clock,
+// not at checkpoints, so the mixture does not depend on when the
+// controller looked.
+const (
+	OnsetInitial = 0.5
+	// onsetScale is the prior's median onset after the release's start.
+	onsetScale = 30 * time.Minute
+	// onsetEvery is the onset grid's spacing (at least a checkpoint).
+	onsetEvery = 5 * time.Minute
+)
+
+// OnsetEvery is how often a new onset of the mixture starts.
+func (t Timing) OnsetEvery() time.Duration { return max(onsetEvery, t.CheckpointEvery()) }
+
+// onsetPrior is the share of the later onsets started by d after the
+// release's start: d / (d + onsetScale).
+func onsetPrior(d time.Duration) float64 {
+	if d <= 0 {
+		return 0
+	}
+	return float64(d) / float64(d+onsetScale)
+}
+
+// startOnsets adds the mass of the onsets that start now to each
+// alternative's started part (log scale).
+func startOnsets(logS []float64, mass float64) {
+	if mass <= 0 {
+		return
+	}
+	for i := range logS {
+		logS[i] = logAddExp(logS[i], math.Log(mass))
+	}
+}
+
+func logAddExp(a, b float64) float64 {
+	m := math.Max(a, b)
+	if math.IsInf(m, -1) {
+		return m
+	}
+	return m + math.Log(math.Exp(a-m)+math.Exp(b-m))
+}
+
 // meanLR is the log of the mean likelihood ratio of a mixture.
 func meanLR(logLR []float64) float64 {
 	if len(logLR) == 0 {
@@ -101,9 +155,24 @@ type Trip struct {
 	Message string
 }
 
-// watchdogTrip compares the evidence with the thresholds.
-func (p Policy) watchdogTrip(rel, abs [][]float64, names []string, green, blue string) Trip {
-	if m := averageOfMixtures(rel); m >= math.Log(1/p.WatchdogAlpha()) {
+// onsetMixture is the log of the relative watchdog's test martingale: the
+// mean over SLOs of each SLO's started onsets (mean over alternatives)
+// plus the mass not started yet, which counts 1.
+func onsetMixture(rel [][]float64, unstarted float64) float64 {
+	if len(rel) == 0 {
+		return 0
+	}
+	m := averageOfMixtures(rel)
+	if unstarted <= 0 {
+		return m
+	}
+	return logAddExp(m, math.Log(unstarted))
+}
+
+// watchdogTrip compares the evidence with the thresholds; unstarted is
+// the relative mixture's mass whose onset is still to come.
+func (p Policy) watchdogTrip(rel [][]float64, unstarted float64, abs [][]float64, names []string, green, blue string) Trip {
+	if m := onsetMixture(rel, unstarted); m >= math.Log(1/p.WatchdogAlpha()) {
 		return Trip{Tripped: true, Reason: "RelativeRegression", Message: fmt.Sprintf(
 			"%s's bad requests are more than %g times %s's (%s): likelihood ratio %.3g reached %.3g (alpha %.2g)",
 			green, p.MaxRatio, blue, worstSLO(rel, names), math.Exp(m), 1/p.WatchdogAlpha(), p.WatchdogAlpha())}

@@ -40,7 +40,12 @@ var twoSLOs = Policy{
 // for `seconds`: green and blue bad rates per SLO, rps requests a second.
 // It returns the second it tripped (or -1) and the trip.
 func watch(rng *rand.Rand, p Policy, weight int32, rps float64, green, blue map[string]float64, seconds, chunk int, ref map[string]Count) (int, Trip) {
-	a := Begin(time.Unix(0, 0))
+	return watchFrom(Begin(time.Unix(0, 0)), rng, p, weight, rps, func(int) map[string]float64 { return green }, blue, seconds, chunk, ref)
+}
+
+// watchFrom is watch from a given state, with green's rates a function of
+// the second.
+func watchFrom(a *splitterv1.AnalysisStatus, rng *rand.Rand, p Policy, weight int32, rps float64, greenAt func(int) map[string]float64, blue map[string]float64, seconds, chunk int, ref map[string]Count) (int, Trip) {
 	for slo, c := range ref {
 		a.Reference = addTotal(a.Reference, slo, splitterv1.Blue, c)
 	}
@@ -58,7 +63,7 @@ func watch(rng *rand.Rand, p Policy, weight int32, rps float64, green, blue map[
 		for i := range cum {
 			n, rate := nb, blue[cum[i].SLO]
 			if cum[i].Color == splitterv1.Green {
-				n, rate = ng, green[cum[i].SLO]
+				n, rate = ng, greenAt(t)[cum[i].SLO]
 			}
 			cum[i].Requests += int64(n)
 			cum[i].Bad += int64(binomial(rng, n, rate))
@@ -129,6 +134,59 @@ func TestAbsoluteWatchdogAgainstReference(t *testing.T) {
 	at, trip := watch(rng, twoSLOs, 100, 100, rates(0.05, 0.003), rates(0, 0), 3600, 15, ref)
 	if at < 0 || trip.Reason != "AbsoluteRegression" {
 		t.Errorf("5x the reference's errors at 100%%: tripped at %d (%+v)", at, trip)
+	}
+}
+
+// Issue 18, finding 3: a regression that starts two hours into a standby,
+// after a healthy stretch, is caught against the standby's control share
+// within 20 minutes. The release-long likelihood ratio (a status without
+// the onset mixture's clock) has sunk too far by then: it caught 0 of 20
+// (17 of 20 with the onset at 40 minutes).
+func TestLateRegressionCaughtByTheOnsetMixture(t *testing.T) {
+	rng := rand.New(rand.NewPCG(11, 12))
+	late := func(sec int) map[string]float64 {
+		if sec < 7200 {
+			return rates(0.001, 0.003)
+		}
+		return rates(0.005, 0.015)
+	}
+	caught, releaseLong := 0, 0
+	var after []int
+	for range 20 {
+		if at, _ := watchFrom(Begin(time.Unix(0, 0)), rng, twoSLOs, 90, 100, late, rates(0.001, 0.003), 8400, 15, nil); at >= 7200 {
+			caught++
+			after = append(after, at-7200)
+		}
+		old := Begin(time.Unix(0, 0))
+		old.StartedAt = nil
+		if at, _ := watchFrom(old, rng, twoSLOs, 90, 100, late, rates(0.001, 0.003), 8400, 15, nil); at >= 7200 {
+			releaseLong++
+		}
+	}
+	t.Logf("5x at 2 h, 10%% control: onset mixture caught %d of 20 (median %d s after the onset), release-long test %d", caught, quickMedian(after), releaseLong)
+	if caught < 19 {
+		t.Errorf("onset mixture caught %d of 20 late regressions within 20 minutes", caught)
+	}
+	if releaseLong >= caught {
+		t.Errorf("release-long test caught %d of 20, the mixture %d: the test does not show the mixture's point", releaseLong, caught)
+	}
+}
+
+// The onset mixture keeps Ville's bound however long it watches: at the
+// null's edge (green exactly maxRatio x blue) for 3 hours at a 10%
+// control, it trips about 0.6% of the time at most.
+func TestOnsetMixtureKeepsItsBound(t *testing.T) {
+	rng := rand.New(rand.NewPCG(13, 14))
+	const runs = 300
+	trips := 0
+	for range runs {
+		if at, _ := watch(rng, twoSLOs, 90, 100, rates(0.0015, 0.0045), rates(0.001, 0.003), 3*3600, 60, nil); at >= 0 {
+			trips++
+		}
+	}
+	t.Logf("green at 1.5x blue, 3 h at 90%%: %d of %d tripped", trips, runs)
+	if trips > 4 { // 0.6% of 300 is 1.8; 5 would be surely above it
+		t.Errorf("%d of %d tripped, want about 0.6%% at most", trips, runs)
 	}
 }
 
@@ -223,10 +281,10 @@ func TestMixturesAveragedOverSLOs(t *testing.T) {
 		full[i] = th
 	}
 	none := make([]float64, len(RatioAlternatives))
-	if trip := p.watchdogTrip([][]float64{full, none}, [][]float64{none, none}, []string{"a", "b"}, "green", "blue"); trip.Tripped {
+	if trip := p.watchdogTrip([][]float64{full, none}, 0, [][]float64{none, none}, []string{"a", "b"}, "green", "blue"); trip.Tripped {
 		t.Errorf("one SLO at the threshold, the other at 1: tripped (the average is half the threshold)")
 	}
-	if trip := p.watchdogTrip([][]float64{full, full}, [][]float64{none, none}, []string{"a", "b"}, "green", "blue"); !trip.Tripped {
+	if trip := p.watchdogTrip([][]float64{full, full}, 0, [][]float64{none, none}, []string{"a", "b"}, "green", "blue"); !trip.Tripped {
 		t.Errorf("both SLOs at the threshold: not tripped")
 	}
 }

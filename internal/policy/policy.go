@@ -43,9 +43,12 @@ const (
 
 // Plan is a validated policy with every default applied.
 type Plan struct {
-	Steps                   []int32
-	StepDuration            time.Duration
-	Standby                 time.Duration
+	Steps        []int32
+	StepDuration time.Duration
+	Standby      time.Duration
+	// StandbyWeight is the standby color's share (percent) during standby:
+	// the watchdog's concurrent control.
+	StandbyWeight           int32
 	ProgressDeadline        time.Duration
 	Router                  splitterv1.Router
 	SubsetLabel             string
@@ -126,6 +129,18 @@ func Compile(spec splitterv1.SplitPolicySpec) (*Plan, field.ErrorList) {
 		p.Standby = d.Duration
 		if d.Duration < 0 {
 			errs = append(errs, field.Invalid(root.Child("standby"), d.Duration.String(), "must not be negative"))
+		}
+	}
+	if w := spec.StandbyWeight; w != 0 {
+		p.StandbyWeight = w
+		path := root.Child("standbyWeight")
+		switch {
+		case w < 0 || w > 50:
+			errs = append(errs, field.Invalid(path, w, "must be between 0 and 50 (percent of traffic the standby color keeps)"))
+		case len(spec.SLOs) == 0:
+			errs = append(errs, field.Invalid(path, w, "is a control for the SLO watchdog: set slos, or leave it 0"))
+		case spec.Router == splitterv1.RouterServiceSelector:
+			errs = append(errs, field.Invalid(path, w, "the service-selector router sends all traffic to one color: leave it 0"))
 		}
 	}
 	if d := spec.ProgressDeadline; d != nil {

@@ -523,8 +523,40 @@ func (e *engine) promoteWith(reason, why string) {
 	if reason != ReasonPromoted {
 		msg = why + ": " + msg
 	}
+	if w := e.p.StandbyWeight; w > 0 && e.p.Standby > 0 {
+		msg += fmt.Sprintf(" with %d%% of the traffic as the watchdog's control", w)
+	}
 	e.transit(splitterv1.PhasePromoting, reason, msg, reason != ReasonPromoted)
+	if want := e.standbyWeights(); want != e.liveWeights() {
+		e.unsettle(100, want.Of(e.s.Live)) // the control's share moves back
+	}
 	e.wake(e.p.Standby)
+}
+
+// standbyWeights are the weights during standby: the standby color keeps
+// the policy's control share (none with a zero standby).
+func (e *engine) standbyWeights() Weights {
+	if e.p.Standby > 0 && e.p.StandbyWeight > 0 {
+		return split(e.s.Standby, e.p.StandbyWeight)
+	}
+	return e.liveWeights()
+}
+
+// standbyRouted follows the router during standby as shifting does during
+// a step: evidence is pure once the weights are confirmed and settled.
+func (e *engine) standbyRouted() {
+	want := e.standbyWeights()
+	switch {
+	case e.routedIs(want):
+		e.confirmed()
+	case e.o.Routed != nil:
+		if a := e.s.Analysis; a != nil && a.BaselineAt != nil {
+			e.unsettle(e.o.Routed.Of(e.s.Live), want.Of(e.s.Live))
+		} else if a != nil {
+			a.MixedWeight = max(a.MixedWeight, e.o.Routed.Of(e.s.Live))
+		}
+		e.wake(pollInterval)
+	}
 }
 
 func (e *engine) promoting() {
@@ -535,6 +567,7 @@ func (e *engine) promoting() {
 	if e.watchdogTripped() {
 		return // instant rollback: the standby color is still up
 	}
+	e.standbyRouted()
 	hooks := e.hooksAt(splitterv1.HookPostPromotion, 0)
 	if len(hooks.failed) > 0 {
 		f := hooks.failed[0]
@@ -644,6 +677,9 @@ func desired(p *policy.Plan, s splitterv1.SplitStatus, o Observations) Desired {
 		}
 	case splitterv1.PhasePromoting:
 		d.Colors[s.Standby] = ColorSpec{Replicas: n, Revision: s.StandbyRevision}
+		if p.Standby > 0 && p.StandbyWeight > 0 {
+			w = split(s.Standby, p.StandbyWeight)
+		}
 	}
 	live := o.Colors[s.Live]
 	adopted := s.Phase != splitterv1.PhaseIdle || (o.Routed != nil && *o.Routed == w)

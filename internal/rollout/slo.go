@@ -34,11 +34,11 @@ func Watched(s splitterv1.SplitStatus) (green, blue splitterv1.Color, ok bool) {
 }
 
 // stage is where the release stands for the evidence.
-func stage(s splitterv1.SplitStatus) analysis.Stage {
+func stage(p *policy.Plan, s splitterv1.SplitStatus) analysis.Stage {
 	green, blue, _ := Watched(s)
 	w := s.Weight
 	if s.Phase == splitterv1.PhasePromoting {
-		w = 100
+		w = 100 - p.StandbyWeight
 	}
 	return analysis.Stage{Green: green, Blue: blue, Weight: w}
 }
@@ -51,7 +51,7 @@ func (e *engine) evidence() (analysis.Evidence, bool) {
 	if _, _, ok := Watched(e.s); !ok {
 		return analysis.Evidence{}, false
 	}
-	return analysis.Evidence{Policy: e.p.Policy, Stage: stage(e.s), Timing: e.p.Timing, State: e.s.Analysis}, true
+	return analysis.Evidence{Policy: e.p.Policy, Stage: stage(e.p, e.s), Timing: e.p.Timing, State: e.s.Analysis}, true
 }
 
 func (e *engine) look() analysis.Look {
@@ -147,7 +147,7 @@ func SweepLook(p *policy.Plan, s splitterv1.SplitStatus, counters Counters, now 
 	if _, _, ok := Watched(s); !ok {
 		return analysis.Trip{}, false
 	}
-	ev := analysis.Evidence{Policy: p.Policy, Stage: stage(s), Timing: p.Timing, State: s.Analysis.DeepCopy()}
+	ev := analysis.Evidence{Policy: p.Policy, Stage: stage(p, s), Timing: p.Timing, State: s.Analysis.DeepCopy()}
 	trip, fresh := ev.Sweep(analysis.Look{At: now, Readings: counters})
 	return trip, trip.Tripped || fresh
 }

@@ -52,6 +52,10 @@ func TestFailedReadsAtStepStartsDoNotRollBack(t *testing.T) {
 // while the step's baseline cannot be read.
 func TestWatchdogFromTheFirstSecond(t *testing.T) {
 	p := sloPlan()
+	// Two scrapes to settle leave the watchdog 4 s of readings: enough to
+	// trip and confirm a scrape later (1 s scrapes left it 2 s, which the
+	// onset mixture's ln 2 outgrew).
+	p.Timing.Scrape = 2 * time.Second
 	sc, w := releaseV2(p, 0.001, 0.4, 3*time.Minute)
 	w.readErr = func(now time.Time) string {
 		if a := sc.status.Analysis; a != nil && a.SettleAt != nil && !now.Before(a.SettleAt.Time) {

@@ -21,12 +21,14 @@ import (
 
 // RecommendedPolicy is the policy the README recommends for a service
 // with 100 req/s or more: availability 99.5% and latency 99% under 250 ms,
-// steps 20/50/100 of 2 minutes, the default false-rollback budget 1%.
+// steps 20/50/100 of 2 minutes, the default false-rollback budget 1%, 10%
+// of the traffic on the standby color as the watchdog's control.
 func recommendedPlan(scrape, standby time.Duration) *policy.Plan {
 	plan, errs := policy.Compile(splitterv1.SplitPolicySpec{
-		Steps:        []int32{20, 50, 100},
-		StepDuration: durationPtr(2 * time.Minute),
-		Standby:      durationPtr(standby),
+		Steps:         []int32{20, 50, 100},
+		StepDuration:  durationPtr(2 * time.Minute),
+		Standby:       durationPtr(standby),
+		StandbyWeight: 10,
 		SLOs: []splitterv1.SLO{
 			{Name: "availability", Objective: "99.5"},
 			{Name: "latency", Objective: "99", Threshold: durationPtr(250 * time.Millisecond)},
