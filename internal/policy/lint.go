@@ -152,6 +152,12 @@ func Explain(p *Plan, t Traffic) []string {
 	if p.WatchdogOn {
 		out = append(out, fmt.Sprintf("false rollbacks: at most %g per release, split %s", p.Alpha, budgetSplit(p)))
 	}
+	switch {
+	case p.Standby > 0 && p.StandbyWeight > 0:
+		out = append(out, fmt.Sprintf("standby: the old color keeps %d%% for %s as the watchdog's control; a regression starting late in standby is judged against it", p.StandbyWeight, p.Standby))
+	case p.Standby > 0 && p.Router == splitterv1.RouterIstio:
+		out = append(out, fmt.Sprintf("standby: no control (standbyWeight 0): for %s the new live color is held to the old one's rate during the release; a rate both share that drifts up can roll it back, and a regression starting late is caught slowly (standbyWeight: 10 keeps a control)", p.Standby))
+	}
 	return out
 }
 

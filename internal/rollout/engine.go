@@ -533,6 +533,8 @@ func (e *engine) promoteWith(reason, why string) {
 	e.wake(e.p.Standby)
 }
 
+func (e *engine) standbyEnd() time.Time { return e.s.PhaseStartedAt.Add(e.p.Standby) }
+
 // standbyWeights are the weights during standby: the standby color keeps
 // the policy's control share (none with a zero standby).
 func (e *engine) standbyWeights() Weights {
@@ -567,18 +569,28 @@ func (e *engine) promoting() {
 	if e.watchdogTripped() {
 		return // instant rollback: the standby color is still up
 	}
-	e.standbyRouted()
+	if e.o.Now.Before(e.standbyEnd()) {
+		e.standbyRouted()
+	}
 	hooks := e.hooksAt(splitterv1.HookPostPromotion, 0)
 	if len(hooks.failed) > 0 {
 		f := hooks.failed[0]
 		e.snapBackToStandby(ReasonHookFailed, fmt.Sprintf("during standby, hook %s failed: %s", f.Name, f.Message))
 		return
 	}
-	end := e.s.PhaseStartedAt.Add(e.p.Standby)
+	end := e.standbyEnd()
 	if hooks.pending {
 		return // standby lasts until the post-promotion hooks have answered
 	}
 	if !e.o.Now.Before(end) {
+		if !e.routedIs(e.liveWeights()) {
+			// The control's share moves to the live color first (desired
+			// sends it there once standby is over); the standby color is
+			// scaled to zero only once the router has no traffic for it.
+			e.unsettle(e.standbyWeights().Of(e.s.Live), 100)
+			e.wake(pollInterval)
+			return
+		}
 		standby := e.s.Standby
 		e.s.Standby, e.s.StandbyRevision = "", ""
 		e.transit(splitterv1.PhaseIdle, ReasonStandbyEnded, fmt.Sprintf("standby over: %s scaled to zero", standby), false)
@@ -677,7 +689,9 @@ func desired(p *policy.Plan, s splitterv1.SplitStatus, o Observations) Desired {
 		}
 	case splitterv1.PhasePromoting:
 		d.Colors[s.Standby] = ColorSpec{Replicas: n, Revision: s.StandbyRevision}
-		if p.Standby > 0 && p.StandbyWeight > 0 {
+		// The control share until standby is over; then it moves to the
+		// live color before the standby color is scaled down.
+		if p.Standby > 0 && p.StandbyWeight > 0 && (s.PhaseStartedAt == nil || o.Now.Before(s.PhaseStartedAt.Add(p.Standby))) {
 			w = split(s.Standby, p.StandbyWeight)
 		}
 	}

@@ -49,6 +49,14 @@ func sloPlan() *policy.Plan {
 	})
 }
 
+// standbyControlPlan is sloPlan with a standby that keeps 10% on the
+// standby color.
+func standbyControlPlan(standby time.Duration) *policy.Plan {
+	p := sloPlan()
+	p.Standby, p.StandbyWeight = standby, 10
+	return p
+}
+
 type traffic struct {
 	rps     float64
 	errRate map[string]float64
@@ -172,6 +180,21 @@ func TestGoldenTranscripts(t *testing.T) {
 				20 * time.Second: release("v2"),
 				// After promotion, v2 starts failing while blue stands by.
 				5*time.Minute + 10*time.Second: func(w *fakeWorld) { w.errRate["v2"] = 0.3 },
+			},
+		}},
+		// Issue 18: the standby color keeps 10% as the watchdog's control
+		// through standby, then the live color gets everything.
+		{"slo-standby-control", scenario{
+			plan: standbyControlPlan(3 * time.Minute), until: 12 * time.Minute, traffic: &traffic{rps: 100, errRate: map[string]float64{"v1": 0.001, "v2": 0.001}},
+			events: map[time.Duration]func(*fakeWorld){20 * time.Second: release("v2")},
+		}},
+		// A regression that starts late in standby is judged against the
+		// control: the relative watchdog snaps back to the standby color.
+		{"slo-standby-control-late-regression", scenario{
+			plan: standbyControlPlan(30 * time.Minute), until: 20 * time.Minute, traffic: &traffic{rps: 100, errRate: map[string]float64{"v1": 0.001, "v2": 0.001}},
+			events: map[time.Duration]func(*fakeWorld){
+				20 * time.Second: release("v2"),
+				12 * time.Minute: func(w *fakeWorld) { w.errRate["v2"] = 0.01 },
 			},
 		}},
 		{"pause-and-resume", scenario{
