@@ -46,6 +46,11 @@ func Explain(s *splitterv1.Split, v View) string {
 	case splitterv1.PhaseRollingBack:
 		say("All traffic is going back to %s; %s is being scaled down.", st.Live, st.Candidate)
 	case splitterv1.PhasePromoting:
+		if w := p.standbyWeight; w > 0 {
+			say("%s is live with revision %s at %d%%; %s (revision %s) keeps %d%% for %s of standby as the watchdog's control, still watched, for an instant rollback.",
+				st.Live, rev(st.LiveRevision), 100-w, st.Standby, rev(st.StandbyRevision), w, short(p.standby))
+			break
+		}
 		say("%s is live with revision %s at 100%%; %s (revision %s) is kept running for %s of standby, still watched, for an instant rollback.",
 			st.Live, rev(st.LiveRevision), st.Standby, rev(st.StandbyRevision), short(p.standby))
 	case splitterv1.PhaseIdle:

@@ -94,6 +94,7 @@ type planOf struct {
 	steps         []int32
 	stepDuration  time.Duration
 	standby       time.Duration
+	standbyWeight int32
 	maxExtensions int32
 }
 
@@ -111,6 +112,7 @@ func planFor(spec *splitterv1.SplitPolicySpec) planOf {
 	if spec.Standby != nil {
 		p.standby = spec.Standby.Duration
 	}
+	p.standbyWeight = spec.StandbyWeight
 	if spec.MaxExtensions != nil {
 		p.maxExtensions = *spec.MaxExtensions
 	}
@@ -391,7 +393,11 @@ func RenderSplit(s *splitterv1.Split, v View) string {
 		field("Candidate", fmt.Sprintf("%s  revision %s  %d%%  (%s)", v.colorName(st.Candidate), rev(st.CandidateRevision), cw, candidateState(st.Phase)))
 	}
 	if st.Standby != "" {
-		field("Standby", fmt.Sprintf("%s  revision %s  (kept running for instant rollback, %s standby)", v.colorName(st.Standby), rev(st.StandbyRevision), short(p.standby)))
+		kept := "kept running for instant rollback"
+		if p.standbyWeight > 0 {
+			kept = fmt.Sprintf("keeps %d%% as the watchdog's control, for instant rollback", p.standbyWeight)
+		}
+		field("Standby", fmt.Sprintf("%s  revision %s  (%s, %s standby)", v.colorName(st.Standby), rev(st.StandbyRevision), kept, short(p.standby)))
 	}
 	if st.Candidate != "" && InProgress(st.Phase) {
 		label := fmt.Sprintf(" %s %d%%", st.Candidate, st.Weight)
