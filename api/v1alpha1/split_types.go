@@ -301,6 +301,14 @@ type WatchdogStatus struct {
 	// alternative rate.
 	// +optional
 	AbsLogLR []string `json:"absLogLR,omitempty"`
+	// Dispersion is the sum, over pairs of consecutive chunks of one
+	// color, of each pair's Pearson statistic (capped), and Pairs their
+	// number: how much more the bad requests vary than independent ones
+	// would (clumps: one failure retried and counted several times).
+	// +optional
+	Dispersion string `json:"dispersion,omitempty"`
+	// +optional
+	Pairs int32 `json:"pairs,omitempty"`
 }
 
 // AnalysisStatus is the state of the count-based checks: what the evidence
@@ -339,6 +347,10 @@ type AnalysisStatus struct {
 	// carried traffic: what the candidate is held to once it has all of it.
 	// +optional
 	Reference []CountTotal `json:"reference,omitempty"`
+	// LastChunk is the last folded chunk's counts per SLO and color: the
+	// next chunk is paired with it to measure the dispersion.
+	// +optional
+	LastChunk []CountTotal `json:"lastChunk,omitempty"`
 	// Watchdog is the evidence per SLO up to Checkpoint.
 	// +optional
 	Watchdog []WatchdogStatus `json:"watchdog,omitempty"`

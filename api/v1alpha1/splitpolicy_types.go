@@ -36,6 +36,8 @@ const (
 type SplitPolicySpec struct {
 	// Steps are the candidate's traffic weights (percent) at each step,
 	// strictly increasing and ending at 100. Default: [5, 10, 25, 50, 100].
+	// With standbyWeight, the candidate gets at most 100 - standbyWeight
+	// until standby ends (steps above merge into that one).
 	// +optional
 	// +listType=set
 	// +kubebuilder:validation:MaxItems=20
@@ -75,7 +77,9 @@ type SplitPolicySpec struct {
 	// starts late in standby is still caught against it. 0 sends all
 	// traffic to the new live color; the watchdog then holds it to the
 	// live color's rate during the release, which a shared drift can
-	// exceed. Needs SLOs and the istio router. Default: 0.
+	// exceed. The steps stop at 100 - standbyWeight, so the candidate is
+	// never judged without a control. Needs SLOs and the istio router.
+	// Default: 0.
 	// +optional
 	// +kubebuilder:validation:Minimum=0
 	// +kubebuilder:validation:Maximum=50

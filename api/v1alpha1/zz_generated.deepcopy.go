@@ -59,6 +59,11 @@ func (in *AnalysisStatus) DeepCopyInto(out *AnalysisStatus) {
 		*out = make([]CountTotal, len(*in))
 		copy(*out, *in)
 	}
+	if in.LastChunk != nil {
+		in, out := &in.LastChunk, &out.LastChunk
+		*out = make([]CountTotal, len(*in))
+		copy(*out, *in)
+	}
 	if in.Watchdog != nil {
 		in, out := &in.Watchdog, &out.Watchdog
 		*out = make([]WatchdogStatus, len(*in))

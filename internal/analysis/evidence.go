@@ -185,6 +185,8 @@ func (e Evidence) add(chunk Chunk, to time.Time) {
 		w := e.watchdog(s.Name)
 		rel, abs := e.relative(w), decode(w.AbsLogLR, len(RateAlternatives))
 		startOnsets(rel, onset)
+		measureDispersion(w, a.LastChunk, chunk, e.Green, e.Blue)
+		clump := Dispersion(*w)
 		share := math.NaN()
 		if g.N+b.N > 0 {
 			share = g.N / (g.N + b.N)
@@ -195,10 +197,10 @@ func (e Evidence) add(chunk Chunk, to time.Time) {
 				share = float64(a.MixedWeight) / 100
 			}
 		}
-		relativeStep(rel, g, b, share, e.MaxRatio)
+		relativeStep(rel, g, b, share, e.MaxRatio, clump)
 		if pure && e.Weight == 100 {
 			if p0, ok := e.ReferenceRate(s, total(a.Reference, s.Name, e.Blue)); ok {
-				absoluteStep(abs, g, p0)
+				absoluteStep(abs, g, p0, clump)
 			}
 		}
 		w.LogLR, w.AbsLogLR = encode(rel), encode(abs)
@@ -210,6 +212,7 @@ func (e Evidence) add(chunk Chunk, to time.Time) {
 			}
 		}
 	}
+	a.LastChunk = lastChunk(e.SLOs, chunk, e.Green, e.Blue)
 }
 
 // trip judges the watchdog on a state whose evidence runs up to the time

@@ -27,14 +27,17 @@ var RateAlternatives = []float64{2, 4, 8, 16, 64}
 // is linear and increasing in theta, so it is at most 1 for every ratio up
 // to maxRatio and the product is a test supermartingale under the whole
 // null (reference, corrections 1).
-func relativeStep(logLR []float64, g, b Count, share, maxRatio float64) {
+//
+// clump is the dispersion (see dispersion.go): the chunk's evidence is
+// divided by it, counting clumps of bad requests rather than requests.
+func relativeStep(logLR []float64, g, b Count, share, maxRatio, clump float64) {
 	if share <= 0 || share >= 1 || g.X+b.X <= 0 {
 		return
 	}
 	t0 := thetaOf(maxRatio, share)
 	for i, m := range RatioAlternatives {
 		t1 := thetaOf(m*maxRatio, share)
-		logLR[i] += g.X*math.Log(t1/t0) + b.X*math.Log((1-t1)/(1-t0))
+		logLR[i] += (g.X*math.Log(t1/t0) + b.X*math.Log((1-t1)/(1-t0))) / clump
 	}
 }
 
@@ -42,7 +45,7 @@ func relativeStep(logLR []float64, g, b Count, share, maxRatio float64) {
 // test against the null rate p0: x ln(p1/p0) + (n - x) ln((1-p1)/(1-p0))
 // per alternative p1 > p0, a likelihood ratio whose expectation is at most
 // 1 for every rate up to p0 (same monotonicity argument).
-func absoluteStep(logLR []float64, g Count, p0 float64) {
+func absoluteStep(logLR []float64, g Count, p0, clump float64) {
 	if g.N <= 0 || p0 <= 0 || p0 >= 1 {
 		return
 	}
@@ -51,7 +54,7 @@ func absoluteStep(logLR []float64, g Count, p0 float64) {
 		if p1 <= p0 {
 			continue
 		}
-		logLR[i] += g.X*math.Log(p1/p0) + (g.N-g.X)*math.Log((1-p1)/(1-p0))
+		logLR[i] += (g.X*math.Log(p1/p0) + (g.N-g.X)*math.Log((1-p1)/(1-p0))) / clump
 	}
 }
 

@@ -40,12 +40,12 @@ var twoSLOs = Policy{
 // for `seconds`: green and blue bad rates per SLO, rps requests a second.
 // It returns the second it tripped (or -1) and the trip.
 func watch(rng *rand.Rand, p Policy, weight int32, rps float64, green, blue map[string]float64, seconds, chunk int, ref map[string]Count) (int, Trip) {
-	return watchFrom(Begin(time.Unix(0, 0)), rng, p, weight, rps, func(int) map[string]float64 { return green }, blue, seconds, chunk, ref)
+	return watchFrom(Begin(time.Unix(0, 0)), rng, p, weight, rps, func(int) map[string]float64 { return green }, blue, seconds, chunk, ref, 1)
 }
 
 // watchFrom is watch from a given state, with green's rates a function of
-// the second.
-func watchFrom(a *splitterv1.AnalysisStatus, rng *rand.Rand, p Policy, weight int32, rps float64, greenAt func(int) map[string]float64, blue map[string]float64, seconds, chunk int, ref map[string]Count) (int, Trip) {
+// the second and bad requests in clumps of clump (same mean rate).
+func watchFrom(a *splitterv1.AnalysisStatus, rng *rand.Rand, p Policy, weight int32, rps float64, greenAt func(int) map[string]float64, blue map[string]float64, seconds, chunk int, ref map[string]Count, clump int) (int, Trip) {
 	for slo, c := range ref {
 		a.Reference = addTotal(a.Reference, slo, splitterv1.Blue, c)
 	}
@@ -66,7 +66,8 @@ func watchFrom(a *splitterv1.AnalysisStatus, rng *rand.Rand, p Policy, weight in
 				n, rate = ng, greenAt(t)[cum[i].SLO]
 			}
 			cum[i].Requests += int64(n)
-			cum[i].Bad += int64(binomial(rng, n, rate))
+			k := float64(clump)
+			cum[i].Bad += int64(min(n, k*binomial(rng, n, rate/k)))
 		}
 		trip, _ := ev.Observe(Look{At: time.Unix(int64(t), 0), Readings: append([]splitterv1.SeriesReading(nil), cum...)})
 		if trip.Tripped {
@@ -153,13 +154,13 @@ func TestLateRegressionCaughtByTheOnsetMixture(t *testing.T) {
 	caught, releaseLong := 0, 0
 	var after []int
 	for range 20 {
-		if at, _ := watchFrom(Begin(time.Unix(0, 0)), rng, twoSLOs, 90, 100, late, rates(0.001, 0.003), 8400, 15, nil); at >= 7200 {
+		if at, _ := watchFrom(Begin(time.Unix(0, 0)), rng, twoSLOs, 90, 100, late, rates(0.001, 0.003), 8400, 15, nil, 1); at >= 7200 {
 			caught++
 			after = append(after, at-7200)
 		}
 		old := Begin(time.Unix(0, 0))
 		old.StartedAt = nil
-		if at, _ := watchFrom(old, rng, twoSLOs, 90, 100, late, rates(0.001, 0.003), 8400, 15, nil); at >= 7200 {
+		if at, _ := watchFrom(old, rng, twoSLOs, 90, 100, late, rates(0.001, 0.003), 8400, 15, nil, 1); at >= 7200 {
 			releaseLong++
 		}
 	}

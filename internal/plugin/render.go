@@ -113,6 +113,7 @@ func planFor(spec *splitterv1.SplitPolicySpec) planOf {
 		p.standby = spec.Standby.Duration
 	}
 	p.standbyWeight = spec.StandbyWeight
+	p.steps = policy.CapSteps(p.steps, p.standbyWeight)
 	if spec.MaxExtensions != nil {
 		p.maxExtensions = *spec.MaxExtensions
 	}

@@ -160,8 +160,8 @@ func checkPlan(t *testing.T, p *Plan) {
 		t.Fatal("no plan and no error")
 	}
 	n := len(p.Steps)
-	if n == 0 || p.Steps[n-1] != 100 {
-		t.Fatalf("steps %v do not end at 100", p.Steps)
+	if n == 0 || p.Steps[n-1] != 100-p.StandbyWeight {
+		t.Fatalf("steps %v do not end at 100 - standbyWeight %d", p.Steps, p.StandbyWeight)
 	}
 	for i, w := range p.Steps {
 		if w < 1 || w > 100 || (i > 0 && w <= p.Steps[i-1]) {

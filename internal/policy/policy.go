@@ -197,11 +197,32 @@ func Compile(spec splitterv1.SplitPolicySpec) (*Plan, field.ErrorList) {
 	}
 	errs = append(errs, compileHooks(root, spec, p)...)
 	errs = append(errs, compileReceivers(root, spec, p)...)
+	p.Steps = CapSteps(p.Steps, p.StandbyWeight)
 	p.Looks = len(p.Steps) * (1 + p.MaxExtensions)
 	if len(errs) > 0 {
 		return nil, errs
 	}
 	return p, nil
+}
+
+// CapSteps keeps the candidate at most 100 - standbyWeight until standby
+// ends: with a control, the live color always carries that share, so the
+// watchdog judges the candidate against traffic of the same minute and
+// never against the live color's rate of earlier on (which a rate both
+// colors share can drift past, and any incident both share looks like a
+// regression against). Steps above the cap merge into it.
+func CapSteps(steps []int32, standbyWeight int32) []int32 {
+	if standbyWeight <= 0 {
+		return steps
+	}
+	out := make([]int32, 0, len(steps))
+	for _, w := range steps {
+		w = min(w, 100-standbyWeight)
+		if len(out) == 0 || w > out[len(out)-1] {
+			out = append(out, w)
+		}
+	}
+	return out
 }
 
 func validateSteps(path *field.Path, steps []int32) field.ErrorList {

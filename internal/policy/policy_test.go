@@ -2,6 +2,7 @@ package policy
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -178,5 +179,29 @@ func TestExplainAccountsForScrapes(t *testing.T) {
 	want := (time.Duration(need/10*float64(time.Second)) + 30*time.Second).Round(time.Second)
 	if !strings.Contains(all, fmt.Sprintf("10%% %.0f in %s", need, want)) {
 		t.Errorf("want %.0f requests in %s at 10%%:\n%s", need, want, all)
+	}
+}
+
+// With a standby control the candidate never gets more than 100 -
+// standbyWeight: the steps stop there, and steps above it merge into it.
+func TestStandbyWeightCapsTheSteps(t *testing.T) {
+	slos := []splitterv1.SLO{{Name: "availability", Objective: "99.5"}}
+	for _, tc := range []struct {
+		steps []int32
+		sw    int32
+		want  []int32
+	}{
+		{[]int32{20, 50, 100}, 0, []int32{20, 50, 100}},
+		{[]int32{20, 50, 100}, 10, []int32{20, 50, 90}},
+		{[]int32{50, 90, 95, 100}, 10, []int32{50, 90}},
+		{[]int32{100}, 50, []int32{50}},
+	} {
+		p, errs := Compile(splitterv1.SplitPolicySpec{Steps: tc.steps, StandbyWeight: tc.sw, SLOs: slos})
+		if len(errs) > 0 {
+			t.Fatalf("%v, standbyWeight %d: %v", tc.steps, tc.sw, errs)
+		}
+		if !slices.Equal(p.Steps, tc.want) || p.Looks != len(tc.want)*(1+p.MaxExtensions) {
+			t.Errorf("%v, standbyWeight %d: steps %v (looks %d), want %v", tc.steps, tc.sw, p.Steps, p.Looks, tc.want)
+		}
 	}
 }

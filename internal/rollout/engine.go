@@ -527,8 +527,14 @@ func (e *engine) promoteWith(reason, why string) {
 		msg += fmt.Sprintf(" with %d%% of the traffic as the watchdog's control", w)
 	}
 	e.transit(splitterv1.PhasePromoting, reason, msg, reason != ReasonPromoted)
-	if want := e.standbyWeights(); want != e.liveWeights() {
-		e.unsettle(100, want.Of(e.s.Live)) // the control's share moves back
+	if want := e.standbyWeights(); !e.routedIs(want) {
+		// The weights move (from 100%, or from the step a person promoted
+		// from): the evidence mixes them until they have settled.
+		from := int32(100)
+		if e.o.Routed != nil {
+			from = e.o.Routed.Of(e.s.Live)
+		}
+		e.unsettle(from, want.Of(e.s.Live))
 	}
 	e.wake(e.p.Standby)
 }

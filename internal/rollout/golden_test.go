@@ -54,6 +54,8 @@ func sloPlan() *policy.Plan {
 func standbyControlPlan(standby time.Duration) *policy.Plan {
 	p := sloPlan()
 	p.Standby, p.StandbyWeight = standby, 10
+	p.Steps = policy.CapSteps(p.Steps, p.StandbyWeight) // as Compile does
+	p.Looks = len(p.Steps) * (1 + p.MaxExtensions)
 	return p
 }
 

@@ -427,8 +427,8 @@ func BenchmarkMonteCarloIstio(b *testing.B) {
 		spec.Clump = k
 		spec.StopAtEnd = true
 		tl := RunN(spec, n, uint64(1100+k))
-		line := fmt.Sprintf("Istio series, callers [0.9 0.1], green = blue, errors in clumps of %d, scrape 15s: %s; rolled back %.2f%% (95%% upper %.2f%%)",
-			k, tl, 100*tl.Share("rolledback"), 100*WilsonUpper(tl.Outcomes["rolledback"], tl.N))
+		line := fmt.Sprintf("Istio series, callers [0.9 0.1], green = blue, errors in clumps of %d, scrape 15s: %s; rolled back %.2f%% (95%% upper %.2f%%); median promotion %.0f s; reasons %v",
+			k, tl, 100*tl.Share("rolledback"), 100*WilsonUpper(tl.Outcomes["rolledback"], tl.N), Quantile(tl.Promote, 0.5), tl.Reasons)
 		b.Log(line)
 		fmt.Println(line)
 	}
