@@ -253,9 +253,8 @@ func (e Evidence) onsetSpent(t time.Time) float64 {
 	if e.State.StartedAt == nil {
 		return 1
 	}
-	every := e.OnsetEvery()
-	k := math.Floor(float64(t.Sub(e.State.StartedAt.Time)) / float64(every))
-	return OnsetInitial + (1-OnsetInitial)*onsetPrior(time.Duration(math.Max(0, k))*every)
+	k := math.Floor(float64(t.Sub(e.State.StartedAt.Time)) / float64(OnsetEvery))
+	return OnsetInitial + (1-OnsetInitial)*onsetPrior(time.Duration(math.Max(0, k))*OnsetEvery)
 }
 
 // Sweep judges the watchdog on the state plus the look, without changing

@@ -69,19 +69,20 @@ func absoluteStep(logLR []float64, g Count, p0, clump float64) {
 // present from the start); the rest starts every OnsetEvery, by
 // onsetPrior (a late onset costs the log of its mass: 3.4 nats 5 min
 // into a 10 min standby after a 12 min release, 4.5 nats 40 min in, 6.4
-// nats 3 h in). Components start on a fixed grid of the release's clock,
-// not at checkpoints, so the mixture does not depend on when the
-// controller looked.
+// nats 3 h in). The masses follow a fixed grid of the release's clock, not
+// the checkpoints, so the mixture does not depend on when the controller
+// looked; the mass of the grid points a chunk covers starts with that
+// chunk (at its checkpoint, a time fixed before the chunk is seen, which
+// is all the supermartingale needs).
 const (
 	OnsetInitial = 0.5
 	// onsetScale is the prior's median onset after the release's start.
 	onsetScale = 30 * time.Minute
-	// onsetEvery is the onset grid's spacing (at least a checkpoint).
-	onsetEvery = 5 * time.Minute
+	// OnsetEvery is the onset grid's spacing. Fixed, not derived from the
+	// scrape interval: a grid that changed mid-release (a new
+	// --scrape-interval) could hand out the same mass twice.
+	OnsetEvery = 5 * time.Minute
 )
-
-// OnsetEvery is how often a new onset of the mixture starts.
-func (t Timing) OnsetEvery() time.Duration { return max(onsetEvery, t.CheckpointEvery()) }
 
 // onsetPrior is the share of the later onsets started by d after the
 // release's start: d / (d + onsetScale).

@@ -199,6 +199,11 @@ func TestWatchdogDetects(t *testing.T) {
 	if at < 0 || at > 5 {
 		t.Errorf("30%% errors at 10%%: tripped at %d s, want within 5 s of 1 s chunks (%+v)", at, trip)
 	}
+	// The review's side-by-side run saw an errors-only fault named after
+	// the latency SLO: the trip names the SLO whose evidence tripped it.
+	if !strings.Contains(trip.Message, "(availability)") {
+		t.Errorf("30%% errors, latency as blue's: the trip names %q", trip.Message)
+	}
 	var times []int
 	for range 101 {
 		at, _ := watch(rng, twoSLOs, 20, 100, rates(0.01, 0.003), rates(0.002, 0.003), 1800, 1, nil)

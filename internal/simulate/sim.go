@@ -75,6 +75,9 @@ type Spec struct {
 	// Drift.Time (the rate of a service whose error rate follows its
 	// traffic, dependencies and time of day).
 	Drift Drift
+	// Spikes, when set, are short incidents both colors share, recurring
+	// at random all through the release and its standby.
+	Spikes Spikes
 	// LateOnset, when set, keeps the candidate at the live revision's
 	// rates until LateOnset after its promotion (into standby): a
 	// regression that starts late.
@@ -92,6 +95,14 @@ type Spec struct {
 type Outage struct {
 	Length, From time.Duration
 	Rate         float64
+}
+
+// Spikes are shared incidents at the times of a Poisson process with mean
+// gap Every: for Length, both colors fail Rate of the requests on top of
+// their own rates (for every SLO).
+type Spikes struct {
+	Every, Length time.Duration
+	Rate          float64
 }
 
 // Drift is a shared wandering of the bad rates (see Spec.Drift).
@@ -134,6 +145,8 @@ type podSource struct {
 	advanced    time.Duration
 	outageAt    time.Duration
 	restartNext map[splitterv1.Color]time.Duration
+	// spikes are the shared spikes' start times, in order (Spec.Spikes).
+	spikes []time.Duration
 	// drift is the shared log-rate's current value (Spec.Drift).
 	drift float64
 }
@@ -172,6 +185,11 @@ func newPromSim(spec Spec, rng *rand.Rand) *promSim {
 	for _, c := range []splitterv1.Color{splitterv1.Blue, splitterv1.Green} {
 		for range spec.Pods {
 			s.pods[c] = append(s.pods[c], s.newPod(c, 0))
+		}
+	}
+	if sp := spec.Spikes; sp.Every > 0 && sp.Length > 0 {
+		for t := time.Duration(rng.ExpFloat64() * float64(sp.Every)); t < spec.Until; t += sp.Length + time.Duration(rng.ExpFloat64()*float64(sp.Every)) {
+			s.spikes = append(s.spikes, t)
 		}
 	}
 	return &promSim{driver: dr, pods: s}
@@ -268,6 +286,20 @@ func (s *podSource) advance(t time.Duration) {
 			}
 			if s.advanced >= s.outageAt && s.advanced < s.outageAt+s.spec.Outage.Length {
 				extra = s.spec.Outage.Rate
+			}
+		}
+		for len(s.spikes) > 0 && s.spikes[0]+s.spec.Spikes.Length <= s.advanced {
+			s.spikes = s.spikes[1:]
+		}
+		if len(s.spikes) > 0 {
+			from, to := s.spikes[0], s.spikes[0]+s.spec.Spikes.Length
+			for _, at := range []time.Duration{from, to} {
+				if at > s.advanced && at < end {
+					end = at
+				}
+			}
+			if s.advanced >= from && s.advanced < to {
+				extra = 1 - (1-extra)*(1-s.spec.Spikes.Rate)
 			}
 		}
 		w := s.weightsAt(s.advanced)
