@@ -52,10 +52,20 @@ func pairPearson(prev, cur Count) (float64, bool) {
 }
 
 // Dispersion is an SLO's estimated clump size (at least 1): the mean of
-// its pairs' statistics, with the prior.
-func Dispersion(w splitterv1.WatchdogStatus) float64 {
+// its pairs' statistics, with a prior of dispersionPrior pairs at the
+// mean over every SLO's pairs (what clumps bad requests, retries above
+// all, clumps them for every SLO, and the SLO with the most bad requests
+// measures it first).
+func Dispersion(w splitterv1.WatchdogStatus, all []splitterv1.WatchdogStatus) float64 {
+	var sumAll, pairsAll float64
+	for _, o := range all {
+		x, _ := strconv.ParseFloat(o.Dispersion, 64)
+		sumAll += x
+		pairsAll += float64(o.Pairs)
+	}
+	prior := math.Max(1, (sumAll+dispersionPrior)/(pairsAll+dispersionPrior))
 	sum, _ := strconv.ParseFloat(w.Dispersion, 64)
-	return math.Max(1, (sum+dispersionPrior)/(float64(w.Pairs)+dispersionPrior))
+	return math.Max(1, (sum+dispersionPrior*prior)/(float64(w.Pairs)+dispersionPrior))
 }
 
 // measureDispersion adds the chunk's pairs with the last one to w.

@@ -181,12 +181,14 @@ func (e Evidence) add(chunk Chunk, to time.Time) {
 		onset = e.onsetSpent(to) - e.onsetSpent(a.CheckpointAt.Time)
 	}
 	for _, s := range e.SLOs {
+		measureDispersion(e.watchdog(s.Name), a.LastChunk, chunk, e.Green, e.Blue)
+	}
+	for _, s := range e.SLOs {
 		g, b := chunk.Of(s.Name, e.Green), chunk.Of(s.Name, e.Blue)
 		w := e.watchdog(s.Name)
 		rel, abs := e.relative(w), decode(w.AbsLogLR, len(RateAlternatives))
 		startOnsets(rel, onset)
-		measureDispersion(w, a.LastChunk, chunk, e.Green, e.Blue)
-		clump := Dispersion(*w)
+		clump := Dispersion(*w, a.Watchdog)
 		share := math.NaN()
 		if g.N+b.N > 0 {
 			share = g.N / (g.N + b.N)

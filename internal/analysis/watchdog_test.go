@@ -40,12 +40,14 @@ var twoSLOs = Policy{
 // for `seconds`: green and blue bad rates per SLO, rps requests a second.
 // It returns the second it tripped (or -1) and the trip.
 func watch(rng *rand.Rand, p Policy, weight int32, rps float64, green, blue map[string]float64, seconds, chunk int, ref map[string]Count) (int, Trip) {
-	return watchFrom(Begin(time.Unix(0, 0)), rng, p, weight, rps, func(int) map[string]float64 { return green }, blue, seconds, chunk, ref, 1)
+	return watchFrom(Begin(time.Unix(0, 0)), rng, p, weight, rps, func(int) map[string]float64 { return green }, blue, seconds, chunk, ref, 1, 0)
 }
 
 // watchFrom is watch from a given state, with green's rates a function of
-// the second and bad requests in clumps of clump (same mean rate).
-func watchFrom(a *splitterv1.AnalysisStatus, rng *rand.Rand, p Policy, weight int32, rps float64, greenAt func(int) map[string]float64, blue map[string]float64, seconds, chunk int, ref map[string]Count, clump int) (int, Trip) {
+// the second, bad requests in clumps of clump (same mean rate), and blue
+// alone for the first prep seconds (a release's Preparing phase, while
+// the candidate's pods start).
+func watchFrom(a *splitterv1.AnalysisStatus, rng *rand.Rand, p Policy, weight int32, rps float64, greenAt func(int) map[string]float64, blue map[string]float64, seconds, chunk int, ref map[string]Count, clump, prep int) (int, Trip) {
 	for slo, c := range ref {
 		a.Reference = addTotal(a.Reference, slo, splitterv1.Blue, c)
 	}
@@ -58,8 +60,13 @@ func watchFrom(a *splitterv1.AnalysisStatus, rng *rand.Rand, p Policy, weight in
 	}
 	ev.Observe(Look{At: time.Unix(0, 0), Readings: append([]splitterv1.SeriesReading(nil), cum...)})
 	for t := chunk; t <= seconds; t += chunk {
-		ng := poisson(rng, rps*float64(weight)/100*float64(chunk))
-		nb := poisson(rng, rps*float64(100-weight)/100*float64(chunk))
+		w := weight
+		if t <= prep {
+			w = 0
+		}
+		ev.Weight = w
+		ng := poisson(rng, rps*float64(w)/100*float64(chunk))
+		nb := poisson(rng, rps*float64(100-w)/100*float64(chunk))
 		for i := range cum {
 			n, rate := nb, blue[cum[i].SLO]
 			if cum[i].Color == splitterv1.Green {
@@ -154,13 +161,13 @@ func TestLateRegressionCaughtByTheOnsetMixture(t *testing.T) {
 	caught, releaseLong := 0, 0
 	var after []int
 	for range 20 {
-		if at, _ := watchFrom(Begin(time.Unix(0, 0)), rng, twoSLOs, 90, 100, late, rates(0.001, 0.003), 8400, 15, nil, 1); at >= 7200 {
+		if at, _ := watchFrom(Begin(time.Unix(0, 0)), rng, twoSLOs, 90, 100, late, rates(0.001, 0.003), 8400, 15, nil, 1, 0); at >= 7200 {
 			caught++
 			after = append(after, at-7200)
 		}
 		old := Begin(time.Unix(0, 0))
 		old.StartedAt = nil
-		if at, _ := watchFrom(old, rng, twoSLOs, 90, 100, late, rates(0.001, 0.003), 8400, 15, nil, 1); at >= 7200 {
+		if at, _ := watchFrom(old, rng, twoSLOs, 90, 100, late, rates(0.001, 0.003), 8400, 15, nil, 1, 0); at >= 7200 {
 			releaseLong++
 		}
 	}
