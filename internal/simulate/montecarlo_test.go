@@ -48,8 +48,10 @@ const baseErrors, baseSlow = 0.001, 0.003
 type mcScenario struct {
 	name string
 	// outage: a shared incident, 20 s of 50% errors on both colors,
-	// during the first two steps (or, with outageLate, once green has all
-	// the traffic: outside the budget's null, see README).
+	// during the first two steps (or, with outageLate, in the last step
+	// or early in standby, where the recommended policy's 10% control
+	// keeps it inside the budget's null; without a control green has all
+	// the traffic there and blue none to tell a shared incident apart).
 	outage, outageLate bool
 	// green's rates as multiples of blue's (both SLOs), and blue's own
 	// multiple of the base rates (a shared burn).
@@ -64,7 +66,7 @@ var mcScenarios = []mcScenario{
 	{name: "shared burn at 2x the budget", greenTimes: 1, blueTimes: 10, healthy: true},
 	{name: "shared burn at 4x the budget", greenTimes: 1, blueTimes: 20, healthy: true},
 	{name: "shared 20 s outage (50% errors)", outage: true, greenTimes: 1, blueTimes: 1, healthy: true},
-	{name: "shared 20 s outage at 100% (not in the bound)", outage: true, outageLate: true, greenTimes: 1, blueTimes: 1},
+	{name: "shared 20 s outage in the last step or standby", outage: true, outageLate: true, greenTimes: 1, blueTimes: 1, healthy: true},
 	{name: "5x regression", greenTimes: 5, blueTimes: 1},
 	{name: "gross fault (30% errors)", greenTimes: 300, blueTimes: 1},
 }
@@ -468,5 +470,35 @@ func BenchmarkMonteCarloShared(b *testing.B) {
 			r.name, tl, 100*tl.Share("rolledback"), 100*WilsonUpper(tl.Outcomes["rolledback"], tl.N), Quantile(tl.Promote, 0.5), tl.Reasons)
 		b.Log(line)
 		fmt.Println(line)
+	}
+}
+
+// Issue 18, findings 3 and 5, through the engine: under the recommended
+// policy (10% kept on the standby color) regressions that start late in
+// a 1 h standby are rolled back (before the onset mixture and the control:
+// 113 and 0 of 400), and a rate both colors share drifting by sd 1.5 rolls
+// no healthy release back (before: 24 of 400).
+func TestLateRegressionsAndDriftInStandby(t *testing.T) {
+	if testing.Short() {
+		t.Skip("Monte-Carlo")
+	}
+	n := mcSize(50)
+	for i, tc := range []struct {
+		times float64
+		onset time.Duration
+	}{{5, 5 * time.Minute}, {10, 40 * time.Minute}} {
+		tl, detect := lateOnset(tc.times, tc.onset, n, uint64(950+i))
+		t.Logf("%gx %s into standby: %s; median %.0f s from the onset", tc.times, tc.onset, tl, Quantile(detect, 0.5))
+		if len(detect) < tl.N-tl.Outcomes["paused"]-1 {
+			t.Errorf("%gx %s into standby: %d of %d rolled back after the onset", tc.times, tc.onset, len(detect), tl.N)
+		}
+	}
+	spec := mcSpec(mcScenarios[0], 15*time.Second, time.Hour)
+	spec.Drift = Drift{SD: 1.5, Time: 10 * time.Minute}
+	spec.StopAtEnd = true
+	tl := RunN(spec, 2*n, 960)
+	t.Logf("drift sd 1.5: %s; reasons %v", tl, tl.Reasons)
+	if rb := tl.Outcomes["rolledback"]; rb > 1 {
+		t.Errorf("drift sd 1.5: %d of %d healthy releases rolled back", rb, tl.N)
 	}
 }
