@@ -320,6 +320,12 @@ type AnalysisStatus struct {
 	// test alone.
 	// +optional
 	StartedAt *metav1.Time `json:"startedAt,omitempty"`
+	// WarmupUntil is when the candidate's warmup ends (the policy's
+	// warmup after its first traffic reached the counters): until then
+	// the watchdog holds it to WarmupMaxRatio, not maxRatio, and the first
+	// step's evidence waits.
+	// +optional
+	WarmupUntil *metav1.Time `json:"warmupUntil,omitempty"`
 	// Checkpoint are the counter readings the evidence covers up to.
 	// +optional
 	Checkpoint []SeriesReading `json:"checkpoint,omitempty"`

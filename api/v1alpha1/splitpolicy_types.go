@@ -85,6 +85,19 @@ type SplitPolicySpec struct {
 	// +kubebuilder:validation:Maximum=50
 	StandbyWeight int32 `json:"standbyWeight,omitempty"`
 
+	// Warmup is a period after the candidate's first traffic whose
+	// evidence is not held to compare.maxRatio: a candidate that starts
+	// cold (empty caches, a JIT warming up) is slower or fails more for a
+	// while, and that is not the release's verdict. During warmup the
+	// watchdog still snaps back a candidate far worse than the live color
+	// (more than 10 times its bad rate); the first step's evidence starts
+	// when warmup ends. Needs SLOs. Default: 0.
+	// +optional
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:MaxLength=32
+	// +kubebuilder:validation:Pattern=`^(0|([0-9]+([.][0-9]+)?(ns|us|µs|ms|s|m|h))+)$`
+	Warmup *metav1.Duration `json:"warmup,omitempty"`
+
 	// ProgressDeadline bounds how long the candidate may take to become
 	// Ready before the release is rolled back. Default: 10m.
 	// +optional

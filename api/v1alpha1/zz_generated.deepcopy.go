@@ -32,6 +32,10 @@ func (in *AnalysisStatus) DeepCopyInto(out *AnalysisStatus) {
 		in, out := &in.StartedAt, &out.StartedAt
 		*out = (*in).DeepCopy()
 	}
+	if in.WarmupUntil != nil {
+		in, out := &in.WarmupUntil, &out.WarmupUntil
+		*out = (*in).DeepCopy()
+	}
 	if in.Checkpoint != nil {
 		in, out := &in.Checkpoint, &out.Checkpoint
 		*out = make([]SeriesReading, len(*in))
@@ -499,6 +503,11 @@ func (in *SplitPolicySpec) DeepCopyInto(out *SplitPolicySpec) {
 	}
 	if in.Standby != nil {
 		in, out := &in.Standby, &out.Standby
+		*out = new(v1.Duration)
+		**out = **in
+	}
+	if in.Warmup != nil {
+		in, out := &in.Warmup, &out.Warmup
 		*out = new(v1.Duration)
 		**out = **in
 	}

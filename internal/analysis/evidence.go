@@ -1,6 +1,7 @@
 package analysis
 
 import (
+	"fmt"
 	"math"
 	"strconv"
 	"time"
@@ -66,12 +67,53 @@ func (e Evidence) Unsettle(weights ...int32) {
 }
 
 // Confirmed records when the router reported the new weights: the step's
-// evidence starts at the first reading at or after settle later.
-func (e Evidence) Confirmed(at time.Time, settle time.Duration) {
-	if e.State.SettleAt == nil && e.State.BaselineAt == nil {
-		t := metav1.NewTime(at.Add(settle))
-		e.State.SettleAt = &t
+// evidence starts at the first reading at or after settle later. warmup,
+// given when these weights are the candidate's first traffic, starts its
+// warmup then: the step's evidence waits for its end.
+func (e Evidence) Confirmed(at time.Time, settle, warmup time.Duration) {
+	a := e.State
+	if warmup > 0 && a.WarmupUntil == nil {
+		t := metav1.NewTime(at.Add(settle + warmup))
+		a.WarmupUntil = &t
 	}
+	if a.SettleAt == nil && a.BaselineAt == nil {
+		t := metav1.NewTime(at.Add(settle))
+		if a.WarmupUntil != nil && a.WarmupUntil.After(t.Time) {
+			t = *a.WarmupUntil.DeepCopy()
+		}
+		a.SettleAt = &t
+	}
+}
+
+// WarmupMaxRatio is how much worse than the live color a candidate may be
+// while it warms up (10% errors against 0.1%, 30% slow against 0.3%)
+// without that being evidence against it. During warmup the watchdog's
+// relative test takes, instead of the comparison with maxRatio, the
+// candidate's bad rate against WarmupMaxRatio times the upper bound on
+// the live color's (at most 50%): a gross fault, not a cold start. The
+// live color's counts during warmup join its reference (its rate is its
+// own at any weight). A test supermartingale may change its test from
+// chunk to chunk as long as each chunk's is chosen before the chunk is
+// seen, so both share one accumulator and one bound.
+const WarmupMaxRatio = 100.0
+
+// warmupGross is the highest bad rate a warming-up candidate may have.
+const warmupGross = 0.5
+
+// warming says the chunk starting at the checkpoint is in the
+// candidate's warmup.
+func (e Evidence) warming() bool {
+	a := e.State
+	return a.WarmupUntil != nil && a.CheckpointAt != nil && a.CheckpointAt.Before(a.WarmupUntil)
+}
+
+// warmupRate is the null rate of a warming-up candidate for one SLO.
+func (p Policy) warmupRate(s SLO, ref Count) float64 {
+	if ref.N <= 0 {
+		return warmupGross
+	}
+	up := clopperPearsonUpper(math.Max(0, math.Min(ref.X, ref.N)), ref.N, p.ReferenceAlpha())
+	return math.Min(warmupGross, math.Max(WarmupMaxRatio*up, up+p.Margin*s.Budget()))
 }
 
 // Restart starts the step's evidence again from the look (folded first):
@@ -199,7 +241,14 @@ func (e Evidence) add(chunk Chunk, to time.Time) {
 				share = float64(a.MixedWeight) / 100
 			}
 		}
-		relativeStep(rel, g, b, share, e.MaxRatio, clump)
+		if e.warming() {
+			if !pure {
+				a.Reference = addTotal(a.Reference, s.Name, e.Blue, b)
+			}
+			grossStep(rel, g, e.warmupRate(s, total(a.Reference, s.Name, e.Blue)), clump)
+		} else {
+			relativeStep(rel, g, b, share, e.MaxRatio, clump)
+		}
 		if pure && e.Weight == 100 {
 			if p0, ok := e.ReferenceRate(s, total(a.Reference, s.Name, e.Blue)); ok {
 				absoluteStep(abs, g, p0, clump)
@@ -229,7 +278,11 @@ func (e Evidence) trip(a *splitterv1.AnalysisStatus, upTo time.Time) Trip {
 		abs = append(abs, decode(w.AbsLogLR, len(RateAlternatives)))
 		names = append(names, s.Name)
 	}
-	return e.watchdogTrip(rel, 1-at.onsetSpent(upTo), abs, names, string(e.Green), string(e.Blue))
+	trip := e.watchdogTrip(rel, 1-at.onsetSpent(upTo), abs, names, string(e.Green), string(e.Blue))
+	if trip.Reason == "RelativeRegression" && a.WarmupUntil != nil && upTo.Before(a.WarmupUntil.Time) {
+		trip.Message = "during its warmup, " + trip.Message + fmt.Sprintf(" (warming up, the candidate is held to %g times the live color's rate, at most %g%%)", WarmupMaxRatio, 100*warmupGross)
+	}
+	return trip
 }
 
 // relative is an SLO's relative evidence: the log of the onset mixture's

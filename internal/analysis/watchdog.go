@@ -41,6 +41,31 @@ func relativeStep(logLR []float64, g, b Count, share, maxRatio, clump float64) {
 	}
 }
 
+// grossAlternatives are a warming-up candidate's alternatives, as
+// multiples of its null rate, one per relative alternative: the null is
+// already high (tens of percent), so a gross fault is a small multiple.
+var grossAlternatives = []float64{1.1, 1.25, 1.5, 2, 3, 4}
+
+// grossStep adds one chunk of a warming-up candidate's requests to its
+// relative accumulator: its bad rate against the null p0, alternative i
+// at grossAlternatives[i] times p0 (capped below 1).
+//
+// A chunk whose null is the cap (warmupGross: the live color's rate is not
+// known well enough yet) adds nothing: its evidence against a rate the
+// candidate is far below would only sink the test.
+func grossStep(logLR []float64, g Count, p0, clump float64) {
+	if g.N <= 0 || p0 <= 0 || p0 >= warmupGross {
+		return
+	}
+	for i, m := range grossAlternatives {
+		p1 := math.Min(m*p0, 0.999)
+		if p1 <= p0 {
+			continue
+		}
+		logLR[i] += (g.X*math.Log(p1/p0) + (g.N-g.X)*math.Log((1-p1)/(1-p0))) / clump
+	}
+}
+
 // absoluteStep adds one chunk of green's requests to an SLO's absolute
 // test against the null rate p0: x ln(p1/p0) + (n - x) ln((1-p1)/(1-p0))
 // per alternative p1 > p0, a likelihood ratio whose expectation is at most

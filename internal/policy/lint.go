@@ -147,8 +147,11 @@ func Explain(p *Plan, t Traffic) []string {
 	default:
 		out = append(out, fmt.Sprintf("stepDuration %s suffices (%s would do); each step also waits %s for its weights to settle", p.StepDuration, max(recommend, MinStepDuration), timing.Settle()))
 	}
-	total := time.Duration(len(p.Steps)) * (p.StepDuration + timing.Settle())
+	total := time.Duration(len(p.Steps))*(p.StepDuration+timing.Settle()) + p.Warmup
 	out = append(out, fmt.Sprintf("a healthy release takes about %s plus standby %s", total, p.Standby))
+	if p.Warmup > 0 {
+		out = append(out, fmt.Sprintf("warmup: for %s after the candidate's first traffic only a gross fault (more than %g times the live color's bad rate) snaps it back; the first step's evidence starts after it", p.Warmup, analysis.WarmupMaxRatio))
+	}
 	if p.WatchdogOn {
 		out = append(out, fmt.Sprintf("false rollbacks: at most %g per release, split %s", p.Alpha, budgetSplit(p)))
 	}

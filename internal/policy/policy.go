@@ -37,6 +37,9 @@ const (
 	// MinStepDuration keeps a check's window at least 4 scrape intervals at
 	// a 1 s scrape; production Prometheus (15-30 s scrapes) wants 1m or more.
 	MinStepDuration = 5 * time.Second
+	// MaxWarmup bounds warmup: a candidate that needs longer to be itself
+	// needs a longer first step, not a longer blind spot.
+	MaxWarmup = 30 * time.Minute
 	// MinProgressDeadline leaves room for pods to start.
 	MinProgressDeadline = 10 * time.Second
 )
@@ -48,7 +51,10 @@ type Plan struct {
 	Standby      time.Duration
 	// StandbyWeight is the standby color's share (percent) during standby:
 	// the watchdog's concurrent control.
-	StandbyWeight           int32
+	StandbyWeight int32
+	// Warmup is how long after the candidate's first traffic its evidence
+	// is held only to analysis.WarmupMaxRatio.
+	Warmup                  time.Duration
 	ProgressDeadline        time.Duration
 	Router                  splitterv1.Router
 	SubsetLabel             string
@@ -141,6 +147,16 @@ func Compile(spec splitterv1.SplitPolicySpec) (*Plan, field.ErrorList) {
 			errs = append(errs, field.Invalid(path, w, "is a control for the SLO watchdog: set slos, or leave it 0"))
 		case spec.Router == splitterv1.RouterServiceSelector:
 			errs = append(errs, field.Invalid(path, w, "the service-selector router sends all traffic to one color: leave it 0"))
+		}
+	}
+	if d := spec.Warmup; d != nil {
+		p.Warmup = d.Duration
+		path := root.Child("warmup")
+		switch {
+		case d.Duration < 0 || d.Duration > MaxWarmup:
+			errs = append(errs, field.Invalid(path, d.Duration.String(), fmt.Sprintf("must be between 0 and %s", MaxWarmup)))
+		case d.Duration > 0 && len(spec.SLOs) == 0:
+			errs = append(errs, field.Invalid(path, d.Duration.String(), "applies to the SLO evidence: set slos, or leave it out"))
 		}
 	}
 	if d := spec.ProgressDeadline; d != nil {

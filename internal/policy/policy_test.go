@@ -88,6 +88,8 @@ func TestCompileErrorsHaveFieldPaths(t *testing.T) {
 		{"unknown builtin", splitterv1.SplitPolicySpec{Checks: []splitterv1.Check{{Name: "a", Builtin: "p50", Max: ptr.To("1")}}}, []string{"spec.checks[0].builtin"}},
 		{"template field unknown", splitterv1.SplitPolicySpec{Checks: []splitterv1.Check{{Name: "a", Query: "x{a=\"{{ .Pod }}\"}", Max: ptr.To("1")}}}, []string{"spec.checks[0].query", ".Candidate"}},
 		{"template syntax", splitterv1.SplitPolicySpec{Checks: []splitterv1.Check{{Name: "a", Query: "x{{", Max: ptr.To("1")}}}, []string{"spec.checks[0].query"}},
+		{"warmup without slos", splitterv1.SplitPolicySpec{Warmup: &metav1.Duration{Duration: time.Minute}}, []string{"spec.warmup", "set slos"}},
+		{"warmup too long", splitterv1.SplitPolicySpec{Warmup: &metav1.Duration{Duration: time.Hour}, SLOs: []splitterv1.SLO{{Name: "availability", Objective: "99.5"}}}, []string{"spec.warmup", "between 0 and 30m"}},
 		{"standby control without slos", splitterv1.SplitPolicySpec{StandbyWeight: 10}, []string{"spec.standbyWeight", "set slos"}},
 		{"standby control too large", splitterv1.SplitPolicySpec{StandbyWeight: 60, SLOs: []splitterv1.SLO{{Name: "availability", Objective: "99.5"}}}, []string{"spec.standbyWeight", "between 0 and 50"}},
 		{"standby control with a selector", splitterv1.SplitPolicySpec{StandbyWeight: 10, Router: splitterv1.RouterServiceSelector, SLOs: []splitterv1.SLO{{Name: "availability", Objective: "99.5"}}}, []string{"spec.standbyWeight", "service-selector"}},

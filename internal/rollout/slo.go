@@ -92,10 +92,15 @@ func (e *engine) unsettle(weights ...int32) {
 	ev.Unsettle(weights...)
 }
 
-// confirmed records that the router reports the step's weights.
+// confirmed records that the router reports the step's weights; the
+// first step's are the candidate's first traffic, which starts its warmup.
 func (e *engine) confirmed() {
 	if ev, ok := e.evidence(); ok {
-		ev.Confirmed(e.o.Now, e.p.Timing.Settle())
+		var warmup time.Duration
+		if e.s.Phase == splitterv1.PhaseShifting && e.s.Step == 1 {
+			warmup = e.p.Warmup
+		}
+		ev.Confirmed(e.o.Now, e.p.Timing.Settle(), warmup)
 	}
 }
 

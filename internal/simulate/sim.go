@@ -75,6 +75,10 @@ type Spec struct {
 	// Drift.Time (the rate of a service whose error rate follows its
 	// traffic, dependencies and time of day).
 	Drift Drift
+	// ColdStart, when set, makes ColdStart.Slow of the candidate's requests
+	// slower than every latency threshold for ColdStart.For after its
+	// first request (empty caches, a JIT warming up).
+	ColdStart ColdStart
 	// Spikes, when set, are short incidents both colors share, recurring
 	// at random all through the release and its standby.
 	Spikes Spikes
@@ -103,6 +107,12 @@ type Outage struct {
 type Spikes struct {
 	Every, Length time.Duration
 	Rate          float64
+}
+
+// ColdStart is a candidate slow at first (see Spec.ColdStart).
+type ColdStart struct {
+	Slow float64
+	For  time.Duration
 }
 
 // Drift is a shared wandering of the bad rates (see Spec.Drift).
@@ -277,6 +287,11 @@ func (s *podSource) advance(t time.Duration) {
 		if at := s.onsetAt(); at > s.advanced && at < end {
 			end = at
 		}
+		if cs := s.spec.ColdStart; cs.Slow > 0 && s.d.res.FirstGreen >= 0 {
+			if at := s.d.res.FirstGreen + cs.For; at > s.advanced && at < end {
+				end = at
+			}
+		}
 		extra := 0.0
 		if s.outageAt >= 0 {
 			for _, at := range []time.Duration{s.outageAt, s.outageAt + s.spec.Outage.Length} {
@@ -314,6 +329,7 @@ func (s *podSource) advance(t time.Duration) {
 					s.d.res.FirstGreen = s.advanced
 				}
 				rates := s.drifted(s.spec.Bad[s.ratesOf(s.d.w.colors[c].spec.Revision)], mult)
+				rates = s.cold(s.d.w.colors[c].spec.Revision, rates)
 				perPod := s.spec.RPS * dt * float64(w.Of(c)) / 100 / float64(len(s.pods[c]))
 				for _, p := range s.pods[c] {
 					if len(s.spec.Callers) > 0 {
@@ -358,6 +374,22 @@ func (s *podSource) drifted(rates map[string]float64, mult float64) map[string]f
 	out := make(map[string]float64, len(rates))
 	for k, v := range rates {
 		out[k] = min(0.9, v*mult)
+	}
+	return out
+}
+
+// cold applies the candidate's cold start to its rates.
+func (s *podSource) cold(rev string, rates map[string]float64) map[string]float64 {
+	cs := s.spec.ColdStart
+	if rev != CandidateRevision || cs.Slow <= 0 || s.d.res.FirstGreen < 0 || s.advanced >= s.d.res.FirstGreen+cs.For {
+		return rates
+	}
+	out := make(map[string]float64, len(rates))
+	for _, slo := range s.spec.Plan.SLOs {
+		out[slo.Name] = rates[slo.Name]
+		if slo.ThresholdMs > 0 {
+			out[slo.Name] = max(rates[slo.Name], cs.Slow)
+		}
 	}
 	return out
 }
