@@ -36,6 +36,8 @@ const (
 	ReasonApproved                 = "Approved"
 	ReasonPromoted                 = "Promoted"
 	ReasonStandbyEnded             = "StandbyEnded"
+	ReasonStandbyLost              = "StandbyLost"
+	ReasonLiveLost                 = "LiveColorLost"
 	ReasonCheckFailed              = "CheckFailed"
 	ReasonInsufficientEvidence     = "InsufficientEvidence"
 	ReasonCandidateUnavailable     = "CandidateUnavailable"
@@ -258,6 +260,9 @@ func (e *engine) shifting() {
 		e.startRollback(ReasonCandidateUnavailable, fmt.Sprintf("%s has no Ready pod", e.s.Candidate), splitterv1.OutcomeRolledBack)
 		return
 	}
+	if e.liveLost() {
+		return
+	}
 	// The watchdog runs from the first second of the step, before its
 	// weights are confirmed: it judges a chunk that mixes two weights
 	// conservatively.
@@ -478,7 +483,7 @@ func (e *engine) recordVerdicts(verdicts []analysis.Result) {
 }
 
 func (e *engine) awaitingApproval() {
-	if e.interrupted() {
+	if e.interrupted() || e.liveLost() {
 		return
 	}
 	if e.watchdogTripped() || e.promotedByOperator() {
@@ -541,10 +546,51 @@ func (e *engine) promoteWith(reason, why string) {
 
 func (e *engine) standbyEnd() time.Time { return e.s.PhaseStartedAt.Add(e.p.Standby) }
 
+// missing says a color's Deployment is gone (deleted behind splitter's
+// back: a person, or a GitOps tool pruning what it does not know).
+func (e *engine) missing(c splitterv1.Color) bool {
+	st, ok := e.o.Colors[c]
+	return e.o.Colors != nil && (!ok || (st.Revision == "" && st.Ready == 0))
+}
+
+// liveLost handles the live color's Deployment deleted mid-release. It
+// cannot be recreated: its template is no longer the workload's (the
+// candidate's is). Its share of the traffic fails meanwhile, so a Ready
+// candidate takes all of it at once, unverified, and the release ends
+// there, said loudly; a candidate not Ready yet is waited for (the
+// router never raises a color without Ready pods).
+func (e *engine) liveLost() bool {
+	if !e.missing(e.s.Live) || e.o.Colors[e.s.Candidate].Ready == 0 {
+		return false
+	}
+	lost := e.s.Live
+	e.record(splitterv1.OutcomePromoted, ReasonLiveLost, fmt.Sprintf("%s's Deployment was deleted during the release", lost))
+	e.s.PausedAt, e.s.Standby, e.s.StandbyRevision = nil, "", ""
+	e.s.Live, e.s.LiveRevision = e.s.Candidate, e.s.CandidateRevision
+	e.s.Candidate, e.s.CandidateRevision = "", ""
+	e.s.Step, e.s.Weight, e.s.Extensions, e.s.Gate, e.s.StepStartedAt = 0, 0, 0, "", nil
+	e.transit(splitterv1.PhaseIdle, ReasonLiveLost, fmt.Sprintf(
+		"%s's Deployment was deleted during the release and cannot be recreated (its template is no longer the workload's): %s (revision %s) takes all traffic before its checks finished; watch it, and roll back by reverting the workload's template if needed",
+		lost, e.s.Live, e.s.LiveRevision), true)
+	return true
+}
+
+// standbyLost ends standby early when the standby color's Deployment is
+// gone: nothing to snap back to, and its control share would fail.
+func (e *engine) standbyLost() bool {
+	if !e.missing(e.s.Standby) {
+		return false
+	}
+	standby := e.s.Standby
+	e.s.Standby, e.s.StandbyRevision = "", ""
+	e.transit(splitterv1.PhaseIdle, ReasonStandbyLost, fmt.Sprintf("standby over early: %s's Deployment was deleted; %s has all traffic and no snap-back is left", standby, e.s.Live), true)
+	return true
+}
+
 // standbyWeights are the weights during standby: the standby color keeps
 // the policy's control share (none with a zero standby).
 func (e *engine) standbyWeights() Weights {
-	if e.p.Standby > 0 && e.p.StandbyWeight > 0 {
+	if e.p.Standby > 0 && e.p.StandbyWeight > 0 && (e.o.Colors == nil || e.o.Colors[e.s.Standby].Ready > 0) {
 		return split(e.s.Standby, e.p.StandbyWeight)
 	}
 	return e.liveWeights()
@@ -570,6 +616,9 @@ func (e *engine) standbyRouted() {
 func (e *engine) promoting() {
 	if e.o.Revision != "" && e.o.Revision != e.s.LiveRevision {
 		e.startRelease()
+		return
+	}
+	if e.standbyLost() {
 		return
 	}
 	if e.watchdogTripped() {
@@ -697,7 +746,10 @@ func desired(p *policy.Plan, s splitterv1.SplitStatus, o Observations) Desired {
 		d.Colors[s.Standby] = ColorSpec{Replicas: n, Revision: s.StandbyRevision}
 		// The control share until standby is over; then it moves to the
 		// live color before the standby color is scaled down.
-		if p.Standby > 0 && p.StandbyWeight > 0 && (s.PhaseStartedAt == nil || o.Now.Before(s.PhaseStartedAt.Add(p.Standby))) {
+		// A standby color without Ready pods (evicted, crashing) gives its
+		// share back to the live color until it has some again.
+		if p.Standby > 0 && p.StandbyWeight > 0 && (s.PhaseStartedAt == nil || o.Now.Before(s.PhaseStartedAt.Add(p.Standby))) &&
+			(o.Colors == nil || o.Colors[s.Standby].Ready > 0) {
 			w = split(s.Standby, p.StandbyWeight)
 		}
 	}

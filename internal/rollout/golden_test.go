@@ -199,6 +199,25 @@ func TestGoldenTranscripts(t *testing.T) {
 				12 * time.Minute: func(w *fakeWorld) { w.errRate["v2"] = 0.01 },
 			},
 		}},
+		// Issue 18: the live color's Deployment deleted mid-release (a
+		// GitOps prune) left 50% of the requests failing until the step
+		// ended. The Ready candidate takes all traffic at once, said loudly.
+		{"live-deleted-mid-release", scenario{
+			plan: testPlan(), verdicts: allPass, until: 5 * time.Minute,
+			events: map[time.Duration]func(*fakeWorld){
+				20 * time.Second: release("v2"),
+				80 * time.Second: func(w *fakeWorld) { w.colors[splitterv1.Blue].deleted = true },
+			},
+		}},
+		// The standby color deleted during standby: its control share would
+		// fail and there is nothing to snap back to; standby ends early.
+		{"standby-deleted", scenario{
+			plan: standbyControlPlan(10 * time.Minute), until: 9 * time.Minute, traffic: &traffic{rps: 100, errRate: map[string]float64{"v1": 0.001, "v2": 0.001}},
+			events: map[time.Duration]func(*fakeWorld){
+				20 * time.Second: release("v2"),
+				7 * time.Minute:  func(w *fakeWorld) { w.colors[splitterv1.Blue].deleted = true },
+			},
+		}},
 		{"pause-and-resume", scenario{
 			plan: testPlan(), verdicts: allPass, until: 6 * time.Minute,
 			events: map[time.Duration]func(*fakeWorld){

@@ -99,6 +99,9 @@ type fakeColor struct {
 	spec    ColorSpec
 	readyAt time.Time
 	lost    bool // pods lost (node failure): Ready 0 until the spec changes
+	// deleted: the Deployment is gone; the controller recreates it only
+	// from the workload's current template (as applyColors does).
+	deleted bool
 }
 
 func newFakeWorld(rev string) *fakeWorld {
@@ -123,6 +126,10 @@ func (w *fakeWorld) observe() Observations {
 		}
 	}
 	for c, fc := range w.colors {
+		if fc.deleted {
+			o.Colors[c] = ColorState{}
+			continue
+		}
 		st := ColorState{Revision: fc.spec.Revision, Replicas: fc.spec.Replicas, RolledOut: !w.now.Before(fc.readyAt)}
 		if st.RolledOut && !fc.lost && !w.neverReady[fc.spec.Revision] {
 			st.Ready = fc.spec.Replicas
@@ -161,6 +168,12 @@ func (w *fakeWorld) apply(d Desired) []string {
 			continue
 		}
 		fc := w.colors[c]
+		if fc.deleted {
+			if want.Revision == "" || want.Revision != w.revision {
+				continue // its template is not the workload's: not recreated
+			}
+			fc.deleted, fc.spec = false, ColorSpec{}
+		}
 		if want.Revision == "" {
 			want.Revision = fc.spec.Revision
 		}
