@@ -53,6 +53,10 @@ func EventFor(reason string, stalled, warning bool, phase splitterv1.Phase, step
 		return EventPaused
 	case reason == rollout.ReasonResumed:
 		return EventResumed
+	case reason == rollout.ReasonLiveLost:
+		return EventPromoted // without its checks: the message says so
+	case reason == rollout.ReasonStandbyLost:
+		return rollout.ReasonStandbyLost // no snap-back left: reported under its own name
 	}
 	switch phase {
 	case splitterv1.PhasePreparing:

@@ -41,6 +41,8 @@ func TestEventFor(t *testing.T) {
 		{rollout.ReasonSuperseded, false, false, splitterv1.PhaseRollingBack, 0, EventRolledBack},
 		{rollout.ReasonRolledBack, false, false, splitterv1.PhaseRolledBack, 0, ""},
 		{rollout.ReasonStandbyEnded, false, false, splitterv1.PhaseIdle, 0, ""},
+		{rollout.ReasonLiveLost, false, true, splitterv1.PhaseIdle, 0, EventPromoted},
+		{rollout.ReasonStandbyLost, false, true, splitterv1.PhaseIdle, 0, rollout.ReasonStandbyLost},
 		{rollout.ReasonAdopted, false, false, splitterv1.PhaseIdle, 0, ""},
 		{rollout.ReasonReverted, false, false, splitterv1.PhaseIdle, 0, ""},
 		{"PolicyInvalid", true, true, splitterv1.PhaseShifting, 2, EventStalled},

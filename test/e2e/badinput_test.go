@@ -286,6 +286,33 @@ func TestBadInputMidRelease(t *testing.T) {
 		waitPhase(t, tb, ns, splitterv1.PhasePromoting, 2*time.Minute, nil)
 	})
 
+	t.Run("the live color's Deployment deleted", func(t *testing.T) {
+		t.Parallel()
+		ns := midRelease(t, "del-live", false)
+		del(t, &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "app-blue"}})
+		// blue cannot be re-created (its template is no longer the
+		// workload's): the Ready candidate takes all traffic at once, and
+		// the release ends there, recorded and announced as such.
+		s := waitPhase(t, tb, ns, splitterv1.PhaseIdle, time.Minute, func(s *splitterv1.Split) error {
+			if s.Status.Live != splitterv1.Green {
+				return fmt.Errorf("live %s", s.Status.Live)
+			}
+			return nil
+		})
+		if h := s.Status.History; len(h) == 0 || h[0].Reason != rollout.ReasonLiveLost || h[0].Outcome != splitterv1.OutcomePromoted {
+			t.Errorf("history %+v, want LiveColorLost (promoted) first", h)
+		}
+		testbed.Eventually(t, 15*time.Second, 100*time.Millisecond, "green at 100%", func(ctx context.Context) error {
+			if w, err := routedWeights(ctx, tb, ns); err != nil || w != (rollout.Weights{Green: 100}) {
+				return fmt.Errorf("routed %s (%v)", w, err)
+			}
+			return nil
+		})
+		testbed.Eventually(t, 10*time.Second, 250*time.Millisecond, "the LiveColorLost Event", func(ctx context.Context) error {
+			return hasEvent(ctx, tb, ns, rollout.ReasonLiveLost, "blue's Deployment was deleted during the release")
+		})
+	})
+
 	t.Run("the candidate's Deployment deleted", func(t *testing.T) {
 		t.Parallel()
 		ns := midRelease(t, "del-candidate", false)
