@@ -281,17 +281,26 @@ func TestEventsFollowTheWatch(t *testing.T) {
 		}
 		close(events)
 	}()
-	next := func() (string, string) {
+	// within waits for the next event up to d; ok is false if none came.
+	within := func(d time.Duration) (ev, data string, ok bool) {
+		timer := time.NewTimer(d)
+		defer timer.Stop()
 		select {
-		case e, ok := <-events:
-			if !ok {
+		case e, open := <-events:
+			if !open {
 				t.Fatal("the stream ended")
 			}
-			return e[0], e[1]
+			return e[0], e[1], true
+		case <-timer.C:
+			return "", "", false
 		case <-ctx.Done():
 			t.Fatal("no event")
 		}
-		return "", ""
+		return "", "", false
+	}
+	next := func() (string, string) {
+		ev, data, _ := within(time.Hour) // bounded by ctx
+		return ev, data
 	}
 	if ev, data := next(); ev != "snapshot" || !strings.Contains(data, `"name":"app"`) {
 		t.Fatalf("first event %s %s, want the snapshot", ev, data)
@@ -301,15 +310,23 @@ func TestEventsFollowTheWatch(t *testing.T) {
 		t.Fatal(err)
 	}
 	s.Status.Weight, s.Status.Step = 50, 3
-	// The watch may be opened just after the snapshot: write until it shows.
-	for {
+	// The watch may be opened just after the snapshot, and a write before
+	// it shows no event: write again whenever none comes (it used to wait
+	// for one until the test's deadline, and failed 1 run in 3).
+	for shown := false; !shown; {
 		if err := b.c.Update(ctx, s); err != nil {
 			t.Fatal(err)
 		}
-		ev, data := next()
-		var sum Summary
-		if ev == "split" && json.Unmarshal([]byte(data), &sum) == nil && sum.Weights["green"] == 50 {
-			break
+		for {
+			ev, data, ok := within(200 * time.Millisecond)
+			if !ok {
+				break
+			}
+			var sum Summary
+			if ev == "split" && json.Unmarshal([]byte(data), &sum) == nil && sum.Weights["green"] == 50 {
+				shown = true
+				break
+			}
 		}
 	}
 	if err := b.c.Delete(ctx, s); err != nil {
