@@ -276,6 +276,22 @@ type SeriesReading struct {
 	Series   string `json:"series"`
 	Requests int64  `json:"requests"`
 	Bad      int64  `json:"bad"`
+	// Bracket is the series' last two samples, for the watchdog's look
+	// that does not depend on when each target was scraped. In memory
+	// only: a look's, never stored.
+	Bracket Bracket `json:"-"`
+}
+
+// Bracket is a series' last two samples before the reading: its counts
+// at LastAt and at PrevAt (milliseconds since the epoch). LastAt 0: the
+// reader had no samples to give; PrevAt math.MinInt64: the series had no
+// earlier sample (it did not exist yet, its counts were zero). Partial:
+// the workload has series the reading left out (born after its instant),
+// so the brackets of its series do not hold all its counts.
+type Bracket struct {
+	PrevAt, LastAt                               int64
+	PrevRequests, PrevBad, LastRequests, LastBad int64
+	Partial                                      bool
 }
 
 // CountTotal is evidence: requests and bad requests of one color for one SLO.

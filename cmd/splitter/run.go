@@ -25,6 +25,7 @@ import (
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	splitterv1 "splitter.dev/splitter/api/v1alpha1"
+	"splitter.dev/splitter/internal/analysis"
 	"splitter.dev/splitter/internal/controller"
 )
 
@@ -125,7 +126,11 @@ func run(args []string) int {
 	if *watchdogInterval <= 0 {
 		*watchdogInterval = *scrapeInterval
 	}
-	prom := &controller.PrometheusChecks{Default: *promURL, Timeout: *queryTimeout, CounterTTL: *watchdogInterval / 2, Scrape: *scrapeInterval}
+	// A reading serves every release for at most half a sweep, and no
+	// longer than the looks at a pending trip are apart (so each of them
+	// reads samples the last one did not have).
+	counterTTL := min(*watchdogInterval/2, analysis.PendingLookEvery(analysis.Timing{Scrape: *scrapeInterval}))
+	prom := &controller.PrometheusChecks{Default: *promURL, Timeout: *queryTimeout, CounterTTL: counterTTL, Scrape: *scrapeInterval}
 	r := &controller.SplitReconciler{
 		Client:           mgr.GetClient(),
 		Recorder:         mgr.GetEventRecorder("splitter"),

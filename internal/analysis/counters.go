@@ -75,6 +75,8 @@ type Reading map[Workload][]Series
 type Series struct {
 	ID            string
 	Requests, Bad float64
+	// Bracket is the series' last two samples (see splitterv1.Bracket).
+	Bracket splitterv1.Bracket
 }
 
 // For picks one release's readings out of a cluster-wide reading.
@@ -83,7 +85,7 @@ func (r Reading) For(slo, namespace string, workloads map[splitterv1.Color]strin
 	for c, w := range workloads {
 		for _, s := range r[Workload{namespace, w}] {
 			out = append(out, splitterv1.SeriesReading{Color: c, SLO: slo, Series: s.ID,
-				Requests: int64(math.Round(s.Requests)), Bad: int64(math.Round(s.Bad))})
+				Requests: int64(math.Round(s.Requests)), Bad: int64(math.Round(s.Bad)), Bracket: s.Bracket})
 		}
 	}
 	sort.Slice(out, func(i, j int) bool {
@@ -233,6 +235,53 @@ func ValueAt(samples []model.SamplePair, t model.Time) (float64, bool) {
 	return float64(a.Value) + f*float64(b.Value-a.Value), true
 }
 
+// NoSample is a Bracket's PrevAt when the series had no earlier sample.
+const NoSample = math.MinInt64
+
+// BracketOf is a counter's last two samples as a Bracket, with bad equal
+// to the requests when bad is set (a series of bad responses) and zero
+// otherwise. No bracket (LastAt 0) when the counter fell between them (a
+// reset: neither sample bounds the other's time).
+func BracketOf(samples []model.SamplePair, bad bool) splitterv1.Bracket {
+	n := len(samples)
+	if n == 0 {
+		return splitterv1.Bracket{}
+	}
+	last := samples[n-1]
+	b := splitterv1.Bracket{PrevAt: NoSample, LastAt: int64(last.Timestamp), LastRequests: int64(math.Round(float64(last.Value)))}
+	if n > 1 {
+		prev := samples[n-2]
+		if prev.Value > last.Value {
+			return splitterv1.Bracket{}
+		}
+		b.PrevAt, b.PrevRequests = int64(prev.Timestamp), int64(math.Round(float64(prev.Value)))
+	}
+	if bad {
+		b.PrevBad, b.LastBad = b.PrevRequests, b.LastRequests
+	}
+	return b
+}
+
+// addBrackets sums two series' brackets when they were sampled together
+// (one proxy's series, scraped at once); a series without an earlier
+// sample counted zero at the other's. Otherwise there is no bracket.
+func addBrackets(a, b splitterv1.Bracket) splitterv1.Bracket {
+	if a.LastAt == 0 || a.LastAt != b.LastAt {
+		return splitterv1.Bracket{}
+	}
+	switch {
+	case a.PrevAt == NoSample:
+		a.PrevAt = b.PrevAt
+	case b.PrevAt != NoSample && b.PrevAt != a.PrevAt:
+		return splitterv1.Bracket{}
+	}
+	a.PrevRequests += b.PrevRequests
+	a.PrevBad += b.PrevBad
+	a.LastRequests += b.LastRequests
+	a.LastBad += b.LastBad
+	return a
+}
+
 // seriesID hashes the labels that identify a series.
 func seriesID(m model.Metric, names ...string) string {
 	h := fnv.New64a()
@@ -282,21 +331,24 @@ func IsBadResponse(code, flags, grpcStatus string, grpcErrorCodes []int32) bool 
 
 // sums adds series up by id, keeping the first-seen order.
 type sums struct {
-	order []string
-	w     map[string]Workload
-	val   map[string]*Series
+	order   []string
+	w       map[string]Workload
+	val     map[string]*Series
+	partial map[Workload]bool
 }
 
-func (s *sums) add(w Workload, id string, requests, bad float64) {
+func (s *sums) add(w Workload, id string, requests, bad float64, b splitterv1.Bracket) {
 	if s.val == nil {
 		s.w, s.val = map[string]Workload{}, map[string]*Series{}
 	}
 	v := s.val[id]
 	if v == nil {
-		v = &Series{ID: id}
+		v = &Series{ID: id, Bracket: b}
 		s.val[id] = v
 		s.w[id] = w
 		s.order = append(s.order, id)
+	} else {
+		v.Bracket = addBrackets(v.Bracket, b)
 	}
 	v.Requests += requests
 	v.Bad += bad
@@ -305,9 +357,20 @@ func (s *sums) add(w Workload, id string, requests, bad float64) {
 func (s *sums) reading() Reading {
 	out := Reading{}
 	for _, id := range s.order {
-		out[s.w[id]] = append(out[s.w[id]], *s.val[id])
+		v := *s.val[id]
+		v.Bracket.Partial = v.Bracket.Partial || s.partial[s.w[id]]
+		out[s.w[id]] = append(out[s.w[id]], v)
 	}
 	return out
+}
+
+// bornAfter notes that a series of w has samples only after the reading's
+// instant: the reading leaves it out, so w's brackets are partial.
+func (s *sums) bornAfter(w Workload) {
+	if s.partial == nil {
+		s.partial = map[Workload]bool{}
+	}
+	s.partial[w] = true
 }
 
 // goneAt says, for each series of m, whether it was gone from its proxy at
@@ -336,27 +399,50 @@ func goneAt(m model.Matrix, at model.Time) []bool {
 // ClassifyAvailability turns the two availability queries' results into
 // series read at `at`: one per proxy and class of response (the source
 // workloads summed). Source-side series are all failures that reached no pod.
+//
+// A series born after `at` (no sample by then, some after) of a proxy
+// read at `at` is read as zero, with its samples: Istio creates a proxy's
+// series for a response code at its first response, and that is how a
+// fault's first errors reach the watchdog's bracketed look before `at`
+// has passed them (Growth counts such a series from zero either way). A
+// series born after `at` of a proxy not read at `at` (a new pod) is left
+// out, and its workload's brackets are partial.
 func ClassifyAvailability(destination, source model.Matrix, at model.Time, grpcErrorCodes []int32) Reading {
 	var s sums
-	gone := goneAt(destination, at)
-	for k, st := range destination {
-		v, ok := ValueAt(st.Values, at)
-		if !ok || gone[k] {
-			continue
-		}
-		bad := 0.0
-		if IsBadResponse(string(st.Metric["response_code"]), string(st.Metric["response_flags"]), string(st.Metric["grpc_response_status"]), grpcErrorCodes) {
-			bad = v
-		}
-		s.add(workloadOf(st.Metric), classSeriesID(st.Metric), v, bad)
-	}
-	gone = goneAt(source, at)
-	for k, st := range source {
-		if v, ok := ValueAt(st.Values, at); ok && !gone[k] {
-			s.add(workloadOf(st.Metric), classSeriesID(st.Metric), v, v)
+	for i, m := range []model.Matrix{destination, source} {
+		gone := goneAt(m, at)
+		read := proxiesReadAt(m, at, gone)
+		for k, st := range m {
+			v, ok := ValueAt(st.Values, at)
+			switch {
+			case !ok && len(st.Values) > 0 && read[seriesID(st.Metric, proxyLabels...)]:
+				v = 0 // born after at
+			case !ok && len(st.Values) > 0:
+				s.bornAfter(workloadOf(st.Metric))
+				continue
+			case !ok || gone[k]:
+				continue
+			}
+			isBad := i == 1 || IsBadResponse(string(st.Metric["response_code"]), string(st.Metric["response_flags"]), string(st.Metric["grpc_response_status"]), grpcErrorCodes)
+			bad := 0.0
+			if isBad {
+				bad = v
+			}
+			s.add(workloadOf(st.Metric), classSeriesID(st.Metric), v, bad, BracketOf(st.Values, isBad))
 		}
 	}
 	return s.reading()
+}
+
+// proxiesReadAt are the proxies with a series read at `at` (see goneAt).
+func proxiesReadAt(m model.Matrix, at model.Time, gone []bool) map[string]bool {
+	read := map[string]bool{}
+	for k, st := range m {
+		if _, ok := ValueAt(st.Values, at); ok && !gone[k] {
+			read[seriesID(st.Metric, proxyLabels...)] = true
+		}
+	}
+	return read
 }
 
 // Unreadable are the workloads whose counters a reading could not
@@ -431,10 +517,14 @@ func ClassifyLatency(m model.Matrix, at model.Time, thresholdMs float64) (Readin
 		fastLast  model.Time
 		infLater  bool // the +Inf has a sample after at
 		fastLater bool // the bucket used has one
+		// the samples of the +Inf bucket and of the bucket used
+		infSamples, fastSamples []model.SamplePair
+		born                    bool // the +Inf's samples are all after at
 		// renamed: a bucket spelling with samples after at and none at it
 		renamed bool
 	}
 	var order []model.Fingerprint
+	var slow sums
 	hs := map[model.Fingerprint]*histogram{}
 	gone := goneAt(m, at)
 	for k, st := range m {
@@ -459,18 +549,31 @@ func ClassifyLatency(m model.Matrix, at model.Time, thresholdMs float64) (Readin
 		switch {
 		case !ok && !math.IsInf(f, 1) && last > at:
 			h.renamed = true
+			if h.fastSamples == nil {
+				h.fastSamples = st.Values // a born label set's bracket
+			}
 		case !ok:
+			h.born, h.infSamples = true, st.Values // born after at
 		case math.IsInf(f, 1):
-			h.inf, h.hasInf, h.infLater = v, true, last > at
+			h.inf, h.hasInf, h.infLater, h.infSamples = v, true, last > at, st.Values
 		case !h.hasFast || last > h.fastLast:
-			h.fast, h.hasFast, h.fastLast, h.fastLater = v, true, last, last > at
+			h.fast, h.hasFast, h.fastLast, h.fastLater, h.fastSamples = v, true, last, last > at, st.Values
 		}
 	}
-	var slow sums
 	unreadable := Unreadable{}
+	read := map[string]bool{} // proxies with a label set read at `at`
+	for _, h := range hs {
+		read[h.proxy] = read[h.proxy] || h.hasInf
+	}
 	for _, fp := range order {
 		h := hs[fp]
 		switch {
+		case !h.hasInf && h.born && read[h.proxy]:
+			// Born after `at` on a proxy read then: zero, with its samples
+			// (see ClassifyAvailability).
+			slow.add(h.w, h.proxy, 0, 0, latencyBracket(h.infSamples, h.fastSamples))
+		case !h.hasInf && h.born:
+			slow.bornAfter(h.w)
 		case !h.hasInf: // no total read for this label set: nothing to count
 		case h.infLater && (h.renamed || h.hasFast && !h.fastLater):
 			if unreadable[h.w] == nil {
@@ -484,7 +587,7 @@ func ClassifyLatency(m model.Matrix, at model.Time, thresholdMs float64) (Readin
 					h.w.Namespace, h.w.Name, strconv.FormatFloat(thresholdMs, 'f', -1, 64))
 			}
 		default:
-			slow.add(h.w, h.proxy, h.inf, math.Max(0, h.inf-h.fast))
+			slow.add(h.w, h.proxy, h.inf, math.Max(0, h.inf-h.fast), latencyBracket(h.infSamples, h.fastSamples))
 		}
 	}
 	out := slow.reading()
@@ -492,6 +595,20 @@ func ClassifyLatency(m model.Matrix, at model.Time, thresholdMs float64) (Readin
 		delete(out, w)
 	}
 	return out, unreadable
+}
+
+// latencyBracket is one label set's bracket of slow requests: the +Inf
+// bucket's last two samples, less the threshold bucket's at the same
+// instants (a proxy's buckets are scraped together). No bracket when the
+// two disagree on their instants.
+func latencyBracket(inf, fast []model.SamplePair) splitterv1.Bracket {
+	all, f := BracketOf(inf, false), BracketOf(fast, false)
+	if all.LastAt == 0 || f.LastAt != all.LastAt || f.PrevAt != all.PrevAt {
+		return splitterv1.Bracket{}
+	}
+	all.PrevBad = max(0, all.PrevRequests-f.PrevRequests)
+	all.LastBad = max(0, all.LastRequests-f.LastRequests)
+	return all
 }
 
 // sameBoundary says whether two bucket boundaries are one: equal up to

@@ -443,3 +443,81 @@ func TestRestartWithLabelSetsLeftBehind(t *testing.T) {
 		t.Errorf("the restart's chunk: %v, want 1000 requests, 0 bad", got)
 	}
 }
+
+// Brackets: each series' last two samples, summed over the series of one
+// proxy scraped together (a label set born in the last scrape counts zero
+// at the one before), none across a reset or samples taken apart.
+func TestBrackets(t *testing.T) {
+	w := []string{"destination_workload_namespace", "shop", "destination_workload", "checkout-green", "pod", "checkout-green-1", "reporter", "destination", "response_flags", "-"}
+	with := func(extra ...string) []string { return append(append([]string(nil), w...), extra...) }
+	ok := stream(100, 1000, with("response_code", "200")...)
+	bad := stream(1, 7, with("response_code", "503")...)
+	born := &model.SampleStream{Metric: metric(with("response_code", "200", "source_workload", "new")...), Values: []model.SamplePair{{Timestamp: 10000, Value: 4}}}
+	sum := func(at model.Time) splitterv1.Bracket {
+		var got splitterv1.Bracket
+		for _, s := range ClassifyAvailability(model.Matrix{ok, bad, born}, nil, at, nil)[Workload{"shop", "checkout-green"}] {
+			if got.LastAt == 0 {
+				got = s.Bracket
+				continue
+			}
+			got = addBrackets(got, s.Bracket)
+			got.Partial = got.Partial || s.Bracket.Partial
+		}
+		return got
+	}
+	// Read at 10 s, the born label set is summed into its class's series.
+	if got, want := sum(10000), (splitterv1.Bracket{PrevAt: 0, LastAt: 10000, PrevRequests: 101, PrevBad: 1, LastRequests: 1011, LastBad: 7}); got != want {
+		t.Errorf("brackets summed to %+v, want %+v", got, want)
+	}
+	// Read at 5 s, before its first sample: read as zero (its proxy was
+	// read then), its samples in the bracket.
+	if got, want := sum(5000), (splitterv1.Bracket{PrevAt: 0, LastAt: 10000, PrevRequests: 101, PrevBad: 1, LastRequests: 1011, LastBad: 7}); got != want {
+		t.Errorf("brackets summed to %+v, want %+v", got, want)
+	}
+	var zero bool
+	for _, s := range ClassifyAvailability(model.Matrix{ok, bad, born}, nil, 5000, nil)[Workload{"shop", "checkout-green"}] {
+		zero = zero || s.Requests == 0
+	}
+	if zero {
+		t.Errorf("the born label set changed the reading's counts at 5 s")
+	}
+	// A new pod's series (a proxy not read at 5 s) is left out: partial.
+	pod := &model.SampleStream{Metric: metric(append(with("response_code", "200"), "pod", "checkout-green-2")...), Values: []model.SamplePair{{Timestamp: 10000, Value: 9}}}
+	for _, s := range ClassifyAvailability(model.Matrix{ok, bad, pod}, nil, 5000, nil)[Workload{"shop", "checkout-green"}] {
+		if !s.Bracket.Partial {
+			t.Errorf("series %s: a new pod left out, bracket not partial", s.ID)
+		}
+	}
+	reset := []model.SamplePair{{Timestamp: 0, Value: 50}, {Timestamp: 10000, Value: 3}}
+	if b := BracketOf(reset, false); b.LastAt != 0 {
+		t.Errorf("a reset between the last two samples: bracket %+v, want none", b)
+	}
+	apart := splitterv1.Bracket{PrevAt: 0, LastAt: 10000}
+	if b := addBrackets(apart, splitterv1.Bracket{PrevAt: 0, LastAt: 9000}); b.LastAt != 0 {
+		t.Errorf("samples taken at different instants summed: %+v, want no bracket", b)
+	}
+	// Latency: a label set born after the instant (the proxy's first 503)
+	// on a proxy read then adds nothing to the reading and its samples to
+	// the proxy's bracket.
+	lat := []string{"destination_workload_namespace", "shop", "destination_workload", "checkout-green", "reporter", "destination", "pod", "p1"}
+	le := func(code, v string) []string {
+		return append(append([]string(nil), lat...), "response_code", code, "le", v)
+	}
+	late := func(v float64, labels ...string) *model.SampleStream {
+		return &model.SampleStream{Metric: metric(labels...), Values: []model.SamplePair{{Timestamp: 10000, Value: model.SampleValue(v)}}}
+	}
+	lr, unreadable := ClassifyLatency(model.Matrix{stream(0, 1000, le("200", "+Inf")...), stream(0, 990, le("200", "250")...),
+		late(40, le("503", "+Inf")...), late(10, le("503", "250")...)}, 5000, 250)
+	if len(unreadable) != 0 {
+		t.Fatal(unreadable)
+	}
+	if s := lr[Workload{"shop", "checkout-green"}]; len(s) != 1 || s[0].Requests != 500 || s[0].Bad != 5 ||
+		s[0].Bracket != (splitterv1.Bracket{PrevAt: 0, LastAt: 10000, LastRequests: 1040, LastBad: 40}) {
+		t.Errorf("latency reading %+v, want 5 slow of 500 and a bracket of 40 slow of 1,040 at 10 s", s)
+	}
+	inf := []model.SamplePair{{Timestamp: 0, Value: 100}, {Timestamp: 10000, Value: 300}}
+	fast := []model.SamplePair{{Timestamp: 0, Value: 90}, {Timestamp: 10000, Value: 280}}
+	if b := latencyBracket(inf, fast); b != (splitterv1.Bracket{PrevAt: 0, LastAt: 10000, PrevRequests: 100, PrevBad: 10, LastRequests: 300, LastBad: 20}) {
+		t.Errorf("latency bracket %+v", b)
+	}
+}

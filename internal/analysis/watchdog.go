@@ -146,11 +146,23 @@ func meanLR(logLR []float64) float64 {
 	for _, l := range logLR {
 		m = math.Max(m, l)
 	}
+	if math.IsInf(m, -1) {
+		return m // every ratio 0
+	}
 	sum := 0.0
 	for _, l := range logLR {
 		sum += math.Exp(l - m)
 	}
 	return m + math.Log(sum/float64(len(logLR)))
+}
+
+// zeroMixture is a mixture whose every likelihood ratio is 0 (log -Inf).
+func zeroMixture(n int) []float64 {
+	out := make([]float64, n)
+	for i := range out {
+		out[i] = math.Inf(-1)
+	}
+	return out
 }
 
 // averageOfMixtures is the log of the mean, over SLOs, of each SLO's mean

@@ -336,3 +336,61 @@ func TestTripConfirmedAScrapeLater(t *testing.T) {
 		t.Errorf("30%% errors on green alone, a scrape after the first trip: not confirmed")
 	}
 }
+
+// A trip on counts bracketed by samples stands at once when it would
+// stand whatever the scrapes' timing: green read at its last sample by
+// the earliest of blue's last samples, blue at its last. A shared burst
+// that green's sample shows and blue's does not yet is read without the
+// burst on green's side, so it still waits for the confirming look. The
+// samples alone never trip: they only confirm a trip of the usual reading.
+func TestBracketedTripStandsAtOnce(t *testing.T) {
+	p := Policy{SLOs: []SLO{{Name: "availability", Objective: 0.995}}, Alpha: 0.01, MaxRatio: 1.5, FailRatio: 2, Margin: 0.5, Looks: 6, WatchdogOn: true}
+	at := func(s int64) int64 { return s * 1000 }
+	read := func(gn, gx, bn, bx int64, g, b splitterv1.Bracket) []splitterv1.SeriesReading {
+		return []splitterv1.SeriesReading{
+			{Color: splitterv1.Green, SLO: "availability", Series: "g", Requests: gn, Bad: gx, Bracket: g},
+			{Color: splitterv1.Blue, SLO: "availability", Series: "b", Requests: bn, Bad: bx, Bracket: b},
+		}
+	}
+	start := func() Evidence {
+		ev := Evidence{Policy: p, Stage: Stage{Green: splitterv1.Green, Blue: splitterv1.Blue, Weight: 20}, Timing: Timing{Scrape: 10 * time.Second}, State: Begin(time.Unix(0, 0))}
+		ev.Observe(Look{At: time.Unix(0, 0), Readings: read(0, 0, 0, 0, splitterv1.Bracket{}, splitterv1.Bracket{})})
+		return ev
+	}
+	cases := []struct {
+		name        string
+		green, blue splitterv1.Bracket
+		gn, gx      int64 // green's interpolated reading
+		want        bool
+	}{
+		{"a fault on green alone, blue scraped after green's sample",
+			splitterv1.Bracket{PrevAt: at(0), LastAt: at(10), LastRequests: 200, LastBad: 60},
+			splitterv1.Bracket{PrevAt: at(2), LastAt: at(12), PrevRequests: 160, LastRequests: 960, LastBad: 1}, 200, 60, true},
+		{"a shared burst that blue's samples do not show yet",
+			splitterv1.Bracket{PrevAt: at(0), LastAt: at(10), LastRequests: 200, LastBad: 100},
+			splitterv1.Bracket{PrevAt: at(-2), LastAt: at(8), LastRequests: 640}, 200, 100, false},
+		{"a fault on green alone, blue not scraped since: green read at its earlier sample",
+			splitterv1.Bracket{PrevAt: at(0), LastAt: at(10), LastRequests: 200, LastBad: 60},
+			splitterv1.Bracket{PrevAt: at(-2), LastAt: at(8), LastRequests: 640}, 200, 60, false},
+		{"no brackets (a reader without samples)", splitterv1.Bracket{}, splitterv1.Bracket{}, 200, 60, false},
+		{"a counter reset on blue", splitterv1.Bracket{PrevAt: at(0), LastAt: at(10), LastRequests: 200, LastBad: 60},
+			splitterv1.Bracket{}, 200, 60, false},
+		// The samples alone, however far past the threshold, do not act:
+		// they only confirm a trip of the usual reading.
+		{"a gross fault only the samples show yet",
+			splitterv1.Bracket{PrevAt: at(0), LastAt: at(10), LastRequests: 200, LastBad: 60},
+			splitterv1.Bracket{PrevAt: at(2), LastAt: at(12), PrevRequests: 160, LastRequests: 960, LastBad: 1}, 120, 0, false},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			ev := start()
+			trip, _ := ev.Observe(Look{At: time.Unix(13, 0), Readings: read(c.gn, c.gx, 800, 0, c.green, c.blue)})
+			if trip.Tripped != c.want {
+				t.Fatalf("tripped %v (%s), want %v", trip.Tripped, trip.Message, c.want)
+			}
+			if normalTrips := c.gx > 0; !c.want && normalTrips != (ev.State.TripPendingAt != nil) {
+				t.Errorf("confirming look pending: %v, want %v", ev.State.TripPendingAt != nil, normalTrips)
+			}
+		})
+	}
+}

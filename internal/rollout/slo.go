@@ -67,7 +67,10 @@ func (e *engine) watch() (analysis.Trip, bool) {
 	}
 	trip, _ := ev.Observe(e.look())
 	if a := e.s.Analysis; a != nil && a.TripPendingAt != nil {
-		e.wake(e.p.Timing.Settle() / 2) // the confirming look, a scrape on
+		// The confirming look, a scrape on; and looks in between, which
+		// trip at once when the counts bracketed by samples trip (once
+		// every live-color target has been scraped past the fault).
+		e.wake(analysis.PendingLookEvery(e.p.Timing))
 	}
 	return trip, trip.Tripped
 }

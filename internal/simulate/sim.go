@@ -473,6 +473,7 @@ func (s *podSource) Read(t time.Duration) (rollout.Counters, string) {
 	}
 	out := rollout.Counters{}
 	var pairs, bad []model.SamplePair
+	partial := map[splitterv1.Color]bool{}
 	for _, c := range []splitterv1.Color{splitterv1.Blue, splitterv1.Green} {
 		for _, p := range s.pods[c] {
 			for i, slo := range s.spec.Plan.SLOs {
@@ -484,15 +485,29 @@ func (s *podSource) Read(t time.Duration) (rollout.Counters, string) {
 				}
 				n, ok := analysis.ValueAt(pairs, model.Time(at.Milliseconds()))
 				if !ok {
+					partial[c] = partial[c] || len(pairs) > 0 // a pod first scraped after at
 					continue
 				}
 				x, _ := analysis.ValueAt(bad, model.Time(at.Milliseconds()))
 				out = append(out, splitterv1.SeriesReading{Color: c, SLO: slo.Name, Series: p.id,
-					Requests: int64(math.Round(n)), Bad: int64(math.Round(x))})
+					Requests: int64(math.Round(n)), Bad: int64(math.Round(x)), Bracket: bracket(pairs, bad)})
 			}
 		}
 	}
+	for i := range out {
+		out[i].Bracket.Partial = partial[out[i].Color]
+	}
 	return out, ""
+}
+
+// bracket is a pod's last two samples, as analysis.BracketOf has them.
+func bracket(requests, bad []model.SamplePair) splitterv1.Bracket {
+	b, x := analysis.BracketOf(requests, false), analysis.BracketOf(bad, true)
+	if b.LastAt == 0 || x.LastAt != b.LastAt || x.PrevBad > x.LastBad {
+		return splitterv1.Bracket{}
+	}
+	b.PrevBad, b.LastBad = x.PrevBad, x.LastBad
+	return b
 }
 
 // Released is when, in every simulated release, the candidate revision

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"regexp"
 	"sort"
 	"strconv"
 	"strings"
@@ -313,7 +314,10 @@ func cpuSeconds(pid int) float64 {
 // regression (0.2% -> 1%), caught by the watchdog mid-step (steps of 10
 // minutes, 20% weight, 100 req/s, 1 s scrapes); and the same faults under
 // threshold checks (success rate >= 0.995 over 30 s steps).
+// SPLITTER_BENCH_FAULTS (a regexp) selects faults by name; with
+// TESTBED_SCRAPE_INTERVAL=15s it measures at a user's scrape interval.
 func BenchmarkWatchdogSnapBack(b *testing.B) {
+	only := regexp.MustCompile(os.Getenv("SPLITTER_BENCH_FAULTS"))
 	tb := testbed.Shared(b)
 	type fault struct {
 		name      string
@@ -326,6 +330,9 @@ func BenchmarkWatchdogSnapBack(b *testing.B) {
 		{"gross-threshold", "0", "0.3", true},
 		{"5x-threshold", "0.002", "0.01", true},
 	} {
+		if !only.MatchString(f.name) {
+			continue
+		}
 		results := make(chan time.Duration, 5)
 		for i := range 5 {
 			go func() {
