@@ -108,6 +108,24 @@ var proxyLabels = []string{"destination_workload_namespace", "destination_worklo
 // classLabels tell the classes of response apart.
 var classLabels = []string{"response_code", "response_flags", "grpc_response_status"}
 
+// callerLabels identify a source-reporter series' proxy: the calling
+// pod's, whichever color it called. Its series for one color is born at
+// its first failure to that color; keyed by color, a caller's first
+// failure to blue would be an unknown proxy's (not counted) while its
+// failures to green, if it had one before, count from zero, and an
+// incident both colors share would count for green only (a review, issue
+// 18).
+var callerLabels = []string{"reporter", "pod", "instance"}
+
+// proxyID identifies the proxy that counted a series: the destination's
+// (one per color Deployment's pod) or, for a source series, the caller's.
+func proxyID(m model.Metric) string {
+	if m["reporter"] == "source" {
+		return seriesID(m, callerLabels...)
+	}
+	return seriesID(m, proxyLabels...)
+}
+
 // Alignment. Prometheus scrapes each target at its own offset, and an
 // instant query returns each series' last sample: two colors' "now" can
 // be a scrape interval apart, and a burst of errors both colors share can
@@ -296,7 +314,10 @@ func seriesID(m model.Metric, names ...string) string {
 // "<proxy>.<class>": Growth tells from the proxy part whether a new series
 // belongs to a proxy it already knows (see Growth).
 func classSeriesID(m model.Metric) string {
-	return seriesID(m, proxyLabels...) + "." + seriesID(m, classLabels...)
+	if m["reporter"] == "source" {
+		return proxyID(m) + "." + seriesID(m, append([]string{"destination_workload_namespace", "destination_workload"}, classLabels...)...)
+	}
+	return proxyID(m) + "." + seriesID(m, classLabels...)
 }
 
 // proxyOf is the proxy part of a series ID, "" when it has none (a series
@@ -384,7 +405,7 @@ func goneAt(m model.Matrix, at model.Time) []bool {
 	proxy := make([]string, len(m))
 	latest := map[string]model.Time{} // proxy -> its latest scrape at or before at
 	for k, st := range m {
-		proxy[k] = seriesID(st.Metric, proxyLabels...)
+		proxy[k] = proxyID(st.Metric)
 		if i := sort.Search(len(st.Values), func(i int) bool { return st.Values[i].Timestamp > at }) - 1; i >= 0 {
 			latest[proxy[k]] = max(latest[proxy[k]], st.Values[i].Timestamp)
 		}
@@ -415,7 +436,7 @@ func ClassifyAvailability(destination, source model.Matrix, at model.Time, grpcE
 		for k, st := range m {
 			v, ok := ValueAt(st.Values, at)
 			switch {
-			case !ok && len(st.Values) > 0 && read[seriesID(st.Metric, proxyLabels...)]:
+			case !ok && len(st.Values) > 0 && read[proxyID(st.Metric)]:
 				v = 0 // born after at
 			case !ok && len(st.Values) > 0:
 				s.bornAfter(workloadOf(st.Metric))
@@ -439,7 +460,7 @@ func proxiesReadAt(m model.Matrix, at model.Time, gone []bool) map[string]bool {
 	read := map[string]bool{}
 	for k, st := range m {
 		if _, ok := ValueAt(st.Values, at); ok && !gone[k] {
-			read[seriesID(st.Metric, proxyLabels...)] = true
+			read[proxyID(st.Metric)] = true
 		}
 	}
 	return read
@@ -707,7 +728,8 @@ func (c Chunk) Of(slo string, color splitterv1.Color) Count { return c[slo][colo
 // whether now has series prev lacks.
 //
 // A series absent from prev is new. When prev knew its proxy (another
-// series of the same "<proxy>." prefix), it counts from zero: Istio
+// series of the same "<proxy>." prefix, of either color: a caller's
+// source series for both colors share its proxy), it counts from zero: Istio
 // creates a proxy's series for a response code at that code's first
 // response, so its whole value is this window's (issue 18: a pod's first
 // 503s were lost, and a regression at 10% took 343 s to catch instead of
@@ -719,7 +741,7 @@ func Growth(prev, now []splitterv1.SeriesReading) (c Chunk, fresh bool) {
 	for _, r := range prev {
 		old[seriesKey{r.Color, r.SLO, r.Series}] = r
 		if p := proxyOf(r.Series); p != "" {
-			knownProxy[seriesKey{r.Color, r.SLO, p}] = true
+			knownProxy[seriesKey{"", r.SLO, p}] = true // a caller's proxy serves both colors
 		}
 	}
 	c = Chunk{}
@@ -730,7 +752,7 @@ func Growth(prev, now []splitterv1.SeriesReading) (c Chunk, fresh bool) {
 		p, ok := old[seriesKey{r.Color, r.SLO, r.Series}]
 		if !ok {
 			fresh = true
-			if proxy := proxyOf(r.Series); proxy == "" || !knownProxy[seriesKey{r.Color, r.SLO, proxy}] {
+			if proxy := proxyOf(r.Series); proxy == "" || !knownProxy[seriesKey{"", r.SLO, proxy}] {
 				continue
 			}
 		}

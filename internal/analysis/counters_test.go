@@ -521,3 +521,31 @@ func TestBrackets(t *testing.T) {
 		t.Errorf("latency bracket %+v", b)
 	}
 }
+
+// A source-reporter series is the calling pod's, born at its first
+// failure to a color. A caller that already failed to green is a proxy
+// the checkpoint knows when its first failure to blue appears: that
+// series counts from zero, as green's would (a review found blue's
+// skipped, so an incident both colors shared counted for green only).
+func TestCallerKnownAcrossColors(t *testing.T) {
+	src := func(w string, v float64) *model.SampleStream {
+		return &model.SampleStream{Metric: metric("destination_workload_namespace", "shop", "destination_workload", w, "reporter", "source",
+			"pod", "frontend-1", "instance", "10.0.0.7:15090", "source_workload", "frontend", "response_code", "503", "response_flags", "UF"),
+			Values: []model.SamplePair{{Timestamp: 0, Value: model.SampleValue(v)}, {Timestamp: 10000, Value: model.SampleValue(v)}}}
+	}
+	dst := func(w string, n float64) *model.SampleStream {
+		return &model.SampleStream{Metric: metric("destination_workload_namespace", "shop", "destination_workload", w, "reporter", "destination",
+			"pod", w+"-1", "instance", w+"-1", "response_code", "200", "response_flags", "-"),
+			Values: []model.SamplePair{{Timestamp: 0, Value: model.SampleValue(n)}, {Timestamp: 10000, Value: model.SampleValue(n)}}}
+	}
+	colors := map[splitterv1.Color]string{splitterv1.Green: "checkout-green", splitterv1.Blue: "checkout-blue"}
+	read := func(src ...*model.SampleStream) []splitterv1.SeriesReading {
+		return ClassifyAvailability(model.Matrix{dst("checkout-green", 1000), dst("checkout-blue", 4000)}, model.Matrix(src), 5000, nil).For("availability", "shop", colors)
+	}
+	prev := read(src("checkout-green", 3))
+	now := read(src("checkout-green", 13), src("checkout-blue", 40))
+	chunk, _ := Growth(prev, now)
+	if g, b := chunk.Of("availability", splitterv1.Green), chunk.Of("availability", splitterv1.Blue); g.X != 10 || b.X != 40 {
+		t.Errorf("the caller's failures grew green by %v and blue by %v, want 10 and 40 (blue's first series from zero)", g.X, b.X)
+	}
+}
