@@ -166,6 +166,10 @@ type increment struct {
 	// fresh: a series seen for the first time (its past is not counted).
 	fresh   bool
 	slo, id string
+	// the recorded series' samples around the reading, and its counts at
+	// the reading's instant
+	bracket          splitterv1.Bracket
+	recorded, recBad float64
 }
 
 // Read reads every recorded series at the controller's instant for t and
@@ -195,7 +199,7 @@ func (s *source) Read(t time.Duration) (rollout.Counters, string) {
 				n, bad := float64(round(x.Requests)), float64(round(x.Bad))
 				k := synthKey{spec.SLO, w.Name, x.ID}
 				st := s.state[k]
-				inc := increment{key: k, color: c, slo: spec.SLO, id: x.ID}
+				inc := increment{key: k, color: c, slo: spec.SLO, id: x.ID, bracket: x.Bracket, recorded: n, recBad: bad}
 				switch {
 				case st == nil:
 					st = &synth{}
@@ -244,7 +248,11 @@ func (s *source) Read(t time.Duration) (rollout.Counters, string) {
 			if s.mode == baselineMode {
 				id += "/" + string(c)
 			}
-			out = append(out, splitterv1.SeriesReading{Color: c, SLO: inc.slo, Series: inc.key.deployment + "/" + id, Requests: o[0], Bad: o[1]})
+			r := splitterv1.SeriesReading{Color: c, SLO: inc.slo, Series: inc.key.deployment + "/" + id, Requests: o[0], Bad: o[1]}
+			if s.mode != baselineMode {
+				r.Bracket = thinBracket(inc.bracket, *o, inc.recorded, inc.recBad, keep[inc.color][0].f)
+			}
+			out = append(out, r)
 		}
 		tg := keep[inc.color]
 		bad := thin(s.rng, inc.bad, tg[0].f)
@@ -382,6 +390,30 @@ func (s *source) estimate(from, to time.Time, policy float64) (float64, bool) {
 		}
 	}
 	return centred, ok
+}
+
+// thinBracket is the synthetic series' bracket: its counts at the
+// reading's instant plus the recorded samples' distance from the recorded
+// reading, thinned by the reading's factor f (in expectation, not drawn:
+// the samples are not counts the replay feeds, only the bounds the
+// watchdog's trip on samples reads, so that the replay can trip at once
+// where the controller did; without them its trips waited for the
+// confirming look, which a recording that ends at the controller's
+// snap-back never holds).
+func thinBracket(b splitterv1.Bracket, at [2]int64, recorded, recBad, f float64) splitterv1.Bracket {
+	if b.LastAt == 0 {
+		return b
+	}
+	shift := func(v int64, base float64, from int64) int64 {
+		return max(0, from+int64(math.Round(f*(float64(v)-base))))
+	}
+	b.PrevRequests, b.PrevBad = shift(b.PrevRequests, recorded, at[0]), shift(b.PrevBad, recBad, at[1])
+	b.LastRequests, b.LastBad = shift(b.LastRequests, recorded, at[0]), shift(b.LastBad, recBad, at[1])
+	b.PrevBad, b.LastBad = min(b.PrevBad, b.PrevRequests), min(b.LastBad, b.LastRequests)
+	if b.PrevRequests > b.LastRequests || b.PrevBad > b.LastBad {
+		return splitterv1.Bracket{}
+	}
+	return b
 }
 
 // thin keeps each of n requests with probability f.

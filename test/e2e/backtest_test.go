@@ -162,16 +162,19 @@ func TestBacktestReplaysLiveSnapBack(t *testing.T) {
 	if rep.Decided.Step != h.Step {
 		t.Errorf("backtest decided on step %d, the controller on step %d", rep.Decided.Step, h.Step)
 	}
-	// Two scrape intervals: the replay looks once per scrape interval while
-	// the controller looks when its requeues fall (up to one interval
-	// apart on the same evidence), and where the recorded share differs
-	// from the policy's weight the replay thins the counts (it keeps at
-	// most the recorded evidence), which can hold its decision one more
-	// look (CI once saw 1.03 s at 1 s scrapes with 80% of the requests
-	// kept).
-	if gap := rep.Decided.At.Sub(decided); math.Abs(float64(gap)) > float64(2*scrape) {
-		t.Errorf("backtest decided at %s, the controller at %s: %s apart, more than two scrape intervals (%s)",
-			rep.Decided.At.UTC().Format("15:04:05.000"), decided.UTC().Format("15:04:05.000"), gap, 2*scrape)
+	// Three scrape intervals: the replay looks once per scrape interval
+	// while the controller looks when its requeues fall (up to one
+	// interval apart on the same evidence); where the recorded share
+	// differs from the policy's weight the replay thins the counts (it
+	// keeps at most the recorded evidence), which can hold its decision
+	// one more look (CI once saw 1.03 s at 1 s scrapes with 80% of the
+	// requests kept); and a trip on samples may stand at once on one side
+	// and wait for the confirming look on the other (2.34 s apart in 1 run
+	// of 3 at 1 s scrapes, before the replay had samples: see
+	// backtest.thinBracket).
+	if gap := rep.Decided.At.Sub(decided); math.Abs(float64(gap)) > float64(3*scrape) {
+		t.Errorf("backtest decided at %s, the controller at %s: %s apart, more than three scrape intervals (%s)",
+			rep.Decided.At.UTC().Format("15:04:05.000"), decided.UTC().Format("15:04:05.000"), gap, 3*scrape)
 	}
 	if !strings.HasPrefix(rep.RecordedWeights, "splitter_split_weight") {
 		t.Errorf("recorded weights from %q, want splitter_split_weight (Prometheus scrapes the controller)", rep.RecordedWeights)
