@@ -133,3 +133,18 @@ func TestThinningNeverInvents(t *testing.T) {
 		}
 	}
 }
+
+// thinBracket moves the recorded samples by their distance from the
+// recorded reading, thinned by the reading's factor; none without samples
+// or when thinning would put the earlier sample above the later.
+func TestThinBracket(t *testing.T) {
+	b := splitterv1.Bracket{PrevAt: 1000, LastAt: 2000, PrevRequests: 90, PrevBad: 1, LastRequests: 110, LastBad: 11}
+	got := thinBracket(b, [2]int64{50, 3}, 100, 5, 0.5)
+	want := splitterv1.Bracket{PrevAt: 1000, LastAt: 2000, PrevRequests: 45, PrevBad: 1, LastRequests: 55, LastBad: 6}
+	if got != want {
+		t.Errorf("thinBracket = %+v, want %+v", got, want)
+	}
+	if got := thinBracket(splitterv1.Bracket{}, [2]int64{50, 3}, 100, 5, 0.5); got.LastAt != 0 {
+		t.Errorf("no samples: %+v, want no bracket", got)
+	}
+}

@@ -503,7 +503,7 @@ func (s *podSource) Read(t time.Duration) (rollout.Counters, string) {
 // bracket is a pod's last two samples, as analysis.BracketOf has them.
 func bracket(requests, bad []model.SamplePair) splitterv1.Bracket {
 	b, x := analysis.BracketOf(requests, false), analysis.BracketOf(bad, true)
-	if b.LastAt == 0 || x.LastAt != b.LastAt || x.PrevBad > x.LastBad {
+	if b.LastAt == 0 || x.LastAt != b.LastAt {
 		return splitterv1.Bracket{}
 	}
 	b.PrevBad, b.LastBad = x.PrevBad, x.LastBad
