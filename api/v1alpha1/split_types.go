@@ -18,6 +18,12 @@ const (
 	// RevisionAnnotation on a color Deployment's pod template records the
 	// hash of the user's pod template it was copied from.
 	RevisionAnnotation = "splitter.dev/revision"
+	// RevisionLabel carries the same hash as a label of the color
+	// Deployment's pod template, so that its ReplicaSets carry it too: the
+	// controller finds a revision's ReplicaSets by it and counts a color's
+	// evidence from that revision's pods only (a pod of the color's previous
+	// revision, still reached through stale endpoints, is not the release's).
+	RevisionLabel = "splitter.dev/revision"
 	// VirtualServiceAnnotation names a user-owned VirtualService whose
 	// route weights (and nothing else) splitter may change.
 	VirtualServiceAnnotation = "splitter.dev/virtual-service"

@@ -10,7 +10,9 @@ import (
 	"time"
 
 	"go.uber.org/zap/zapcore"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/selection"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
@@ -19,6 +21,7 @@ import (
 	istionetworking "istio.io/client-go/pkg/apis/networking/v1"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/config"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	crzap "sigs.k8s.io/controller-runtime/pkg/log/zap"
@@ -84,7 +87,17 @@ func run(args []string) int {
 			return 1
 		}
 	}
-	cacheOpts := cache.Options{}
+	// Of ReplicaSets, the cache keeps the metadata of those of the color
+	// Deployments only (the revision label): which pods run a color's
+	// revision, at a memory that follows the releases, not the cluster.
+	ours, err := labels.NewRequirement(splitterv1.RevisionLabel, selection.Exists, nil)
+	if err != nil {
+		logger.Error(err, "Cannot build the ReplicaSet selector")
+		return 1
+	}
+	cacheOpts := cache.Options{ByObject: map[client.Object]cache.ByObject{
+		controller.ReplicaSetMetadata(): {Label: labels.NewSelector().Add(*ours)},
+	}}
 	if *namespaces != "" {
 		cacheOpts.DefaultNamespaces = map[string]cache.Config{}
 		for _, ns := range strings.Split(*namespaces, ",") {

@@ -75,15 +75,50 @@ type Reading map[Workload][]Series
 type Series struct {
 	ID            string
 	Requests, Bad float64
+	// Pod is the pod that served a destination series (its `pod` label):
+	// which of the color's revisions it ran. Empty for source series (no
+	// pod was reached) and when the scrape adds no `pod` label.
+	Pod string
 	// Bracket is the series' last two samples (see splitterv1.Bracket).
 	Bracket splitterv1.Bracket
 }
 
-// For picks one release's readings out of a cluster-wide reading.
-func (r Reading) For(slo, namespace string, workloads map[splitterv1.Color]string) []splitterv1.SeriesReading {
+// ReplicaSets are, per color, the names of the ReplicaSets that run the
+// color's revision in this release. A color without any is counted whole.
+type ReplicaSets map[splitterv1.Color][]string
+
+// Serves says whether a destination series' pod runs the color's
+// revision: its name is one of the ReplicaSets' followed by the pod's own
+// suffix (how the ReplicaSet controller names its pods). A series without
+// a pod (a source series, a scrape without the label) and a color whose
+// ReplicaSets are not known count, as before: this can only drop a pod
+// known to run another revision.
+func (rs ReplicaSets) Serves(c splitterv1.Color, pod string) bool {
+	names := rs[c]
+	if pod == "" || len(names) == 0 {
+		return true
+	}
+	for _, n := range names {
+		if strings.HasPrefix(pod, n+"-") && !strings.Contains(pod[len(n)+1:], "-") {
+			return true
+		}
+	}
+	return false
+}
+
+// For picks one release's readings out of a cluster-wide reading: each
+// color's series, less those of pods that run another revision of the
+// color (see ReplicaSets; nil counts every pod). Stale endpoints after an
+// API-server restart, or a rolling update's old pods, still send some of a
+// color's traffic to its previous revision: that is not the release's
+// evidence (make chaos: 3 of 62 healthy releases rolled back for it).
+func (r Reading) For(slo, namespace string, workloads map[splitterv1.Color]string, revision ReplicaSets) []splitterv1.SeriesReading {
 	var out []splitterv1.SeriesReading
 	for c, w := range workloads {
 		for _, s := range r[Workload{namespace, w}] {
+			if !revision.Serves(c, s.Pod) {
+				continue
+			}
 			out = append(out, splitterv1.SeriesReading{Color: c, SLO: slo, Series: s.ID,
 				Requests: int64(math.Round(s.Requests)), Bad: int64(math.Round(s.Bad)), Bracket: s.Bracket})
 		}
@@ -330,6 +365,15 @@ func proxyOf(series string) string {
 	return proxy
 }
 
+// servingPod is the pod that served a destination series ("" for a
+// source series: its `pod` is the caller's).
+func servingPod(m model.Metric) string {
+	if m["reporter"] == "source" {
+		return ""
+	}
+	return string(m["pod"])
+}
+
 func workloadOf(m model.Metric) Workload {
 	return Workload{string(m["destination_workload_namespace"]), string(m["destination_workload"])}
 }
@@ -358,13 +402,13 @@ type sums struct {
 	partial map[Workload]bool
 }
 
-func (s *sums) add(w Workload, id string, requests, bad float64, b splitterv1.Bracket) {
+func (s *sums) add(w Workload, id, pod string, requests, bad float64, b splitterv1.Bracket) {
 	if s.val == nil {
 		s.w, s.val = map[string]Workload{}, map[string]*Series{}
 	}
 	v := s.val[id]
 	if v == nil {
-		v = &Series{ID: id, Bracket: b}
+		v = &Series{ID: id, Pod: pod, Bracket: b}
 		s.val[id] = v
 		s.w[id] = w
 		s.order = append(s.order, id)
@@ -449,7 +493,7 @@ func ClassifyAvailability(destination, source model.Matrix, at model.Time, grpcE
 			if isBad {
 				bad = v
 			}
-			s.add(workloadOf(st.Metric), classSeriesID(st.Metric), v, bad, BracketOf(st.Values, isBad))
+			s.add(workloadOf(st.Metric), classSeriesID(st.Metric), servingPod(st.Metric), v, bad, BracketOf(st.Values, isBad))
 		}
 	}
 	return s.reading()
@@ -532,6 +576,7 @@ func ClassifyLatency(m model.Matrix, at model.Time, thresholdMs float64) (Readin
 	type histogram struct {
 		w         Workload
 		proxy     string
+		pod       string
 		inf, fast float64
 		hasInf    bool
 		hasFast   bool
@@ -563,7 +608,7 @@ func ClassifyLatency(m model.Matrix, at model.Time, thresholdMs float64) (Readin
 		fp := set.Fingerprint()
 		h := hs[fp]
 		if h == nil {
-			h = &histogram{w: workloadOf(st.Metric), proxy: seriesID(st.Metric, proxyLabels...)}
+			h = &histogram{w: workloadOf(st.Metric), proxy: seriesID(st.Metric, proxyLabels...), pod: servingPod(st.Metric)}
 			hs[fp] = h
 			order = append(order, fp)
 		}
@@ -592,7 +637,7 @@ func ClassifyLatency(m model.Matrix, at model.Time, thresholdMs float64) (Readin
 		case !h.hasInf && h.born && read[h.proxy]:
 			// Born after `at` on a proxy read then: zero, with its samples
 			// (see ClassifyAvailability).
-			slow.add(h.w, h.proxy, 0, 0, latencyBracket(h.infSamples, h.fastSamples))
+			slow.add(h.w, h.proxy, h.pod, 0, 0, latencyBracket(h.infSamples, h.fastSamples))
 		case !h.hasInf && h.born:
 			slow.bornAfter(h.w)
 		case !h.hasInf: // no total read for this label set: nothing to count
@@ -608,7 +653,7 @@ func ClassifyLatency(m model.Matrix, at model.Time, thresholdMs float64) (Readin
 					h.w.Namespace, h.w.Name, strconv.FormatFloat(thresholdMs, 'f', -1, 64))
 			}
 		default:
-			slow.add(h.w, h.proxy, h.inf, math.Max(0, h.inf-h.fast), latencyBracket(h.infSamples, h.fastSamples))
+			slow.add(h.w, h.proxy, h.pod, h.inf, math.Max(0, h.inf-h.fast), latencyBracket(h.infSamples, h.fastSamples))
 		}
 	}
 	out := slow.reading()

@@ -2,6 +2,7 @@ package analysis
 
 import (
 	"context"
+	"reflect"
 	"regexp"
 	"strconv"
 	"strings"
@@ -403,7 +404,7 @@ func TestReadCountersRefusesPartialData(t *testing.T) {
 			Values: []model.SamplePair{{Timestamp: model.TimeFromUnix(970), Value: 100}, {Timestamp: model.TimeFromUnix(990), Value: 300}}}}, nil, nil
 	}
 	r, _, err := Evaluator{API: api}.ReadCounters(context.Background(), CounterSpec{SLO: "availability"}, now, 15*time.Second)
-	got := r.For("availability", "shop", map[splitterv1.Color]string{splitterv1.Blue: "checkout-blue"})
+	got := r.For("availability", "shop", map[splitterv1.Color]string{splitterv1.Blue: "checkout-blue"}, nil)
 	// Read at 1000 - 16.5 s = 983.5 s: 100 + 13.5/20 x 200 = 235.
 	if err != nil || len(got) != 1 || got[0].Requests != 235 || !api.lastTime.Equal(now) {
 		t.Errorf("clean read: %+v, %v", got, err)
@@ -431,7 +432,7 @@ func TestRestartWithLabelSetsLeftBehind(t *testing.T) {
 		series("frontend", "503", sp(45_000, 25_920), sp(60_000, 25_920), sp(75_000, 25_920), sp(90_000, 25_920)), // likewise
 	}
 	read := func(at model.Time) []splitterv1.SeriesReading {
-		return ClassifyAvailability(m, nil, at, nil).For("availability", "shop", map[splitterv1.Color]string{splitterv1.Blue: "checkout-blue"})
+		return ClassifyAvailability(m, nil, at, nil).For("availability", "shop", map[splitterv1.Color]string{splitterv1.Blue: "checkout-blue"}, nil)
 	}
 	before, after := read(80_000), read(110_000)
 	if len(after) != 1 {
@@ -540,12 +541,65 @@ func TestCallerKnownAcrossColors(t *testing.T) {
 	}
 	colors := map[splitterv1.Color]string{splitterv1.Green: "checkout-green", splitterv1.Blue: "checkout-blue"}
 	read := func(src ...*model.SampleStream) []splitterv1.SeriesReading {
-		return ClassifyAvailability(model.Matrix{dst("checkout-green", 1000), dst("checkout-blue", 4000)}, model.Matrix(src), 5000, nil).For("availability", "shop", colors)
+		return ClassifyAvailability(model.Matrix{dst("checkout-green", 1000), dst("checkout-blue", 4000)}, model.Matrix(src), 5000, nil).For("availability", "shop", colors, nil)
 	}
 	prev := read(src("checkout-green", 3))
 	now := read(src("checkout-green", 13), src("checkout-blue", 40))
 	chunk, _ := Growth(prev, now)
 	if g, b := chunk.Of("availability", splitterv1.Green), chunk.Of("availability", splitterv1.Blue); g.X != 10 || b.X != 40 {
 		t.Errorf("the caller's failures grew green by %v and blue by %v, want 10 and 40 (blue's first series from zero)", g.X, b.X)
+	}
+}
+
+// A color's evidence counts the pods of its revision's ReplicaSets: a pod
+// of the color's previous revision still reached (stale endpoints, a
+// rolling update's old pods) is not the release's, whatever it serves. A
+// source series (no pod reached) and a color whose ReplicaSets are not
+// known count whole.
+func TestEvidenceOfTheRevisionsPods(t *testing.T) {
+	series := func(reporter, w, pod, code string, n float64) *model.SampleStream {
+		return &model.SampleStream{Metric: metric("destination_workload_namespace", "shop", "destination_workload", w, "reporter", reporter,
+			"pod", pod, "instance", pod+":15020", "response_code", code, "response_flags", "-"),
+			Values: []model.SamplePair{{Timestamp: 0, Value: 0}, {Timestamp: 10000, Value: model.SampleValue(n)}}}
+	}
+	dst := model.Matrix{
+		series("destination", "checkout-green", "checkout-green-5c9d7b-x7k2p", "200", 1000),
+		series("destination", "checkout-green", "checkout-green-5c9d7b-q4w9z", "503", 2),
+		series("destination", "checkout-green", "checkout-green-6f4a1c-m3n8b", "503", 400), // the previous revision's pod
+		series("destination", "checkout-green", "checkout-green-6f4a1c-m3n8b", "200", 600),
+		series("destination", "checkout-blue", "checkout-blue-7f6b8-a1b2c", "200", 4000),
+		series("destination", "checkout-blue", "checkout-blue-7f6b8-a1b2c", "503", 4),
+	}
+	src := model.Matrix{
+		{Metric: metric("destination_workload_namespace", "shop", "destination_workload", "checkout-green", "reporter", "source",
+			"pod", "frontend-1", "instance", "10.0.0.7:15090", "response_code", "503", "response_flags", "UF"),
+			Values: []model.SamplePair{{Timestamp: 0, Value: 0}, {Timestamp: 10000, Value: 3}}},
+	}
+	colors := map[splitterv1.Color]string{splitterv1.Green: "checkout-green", splitterv1.Blue: "checkout-blue"}
+	count := func(rs ReplicaSets) map[splitterv1.Color][2]int64 {
+		out := map[splitterv1.Color][2]int64{}
+		for _, r := range ClassifyAvailability(dst, src, 10000, nil).For("availability", "shop", colors, rs) {
+			out[r.Color] = [2]int64{out[r.Color][0] + r.Requests, out[r.Color][1] + r.Bad}
+		}
+		return out
+	}
+	for _, tc := range []struct {
+		name string
+		rs   ReplicaSets
+		want map[splitterv1.Color][2]int64
+	}{
+		{"ReplicaSets not known: every pod", nil, map[splitterv1.Color][2]int64{splitterv1.Green: {2005, 405}, splitterv1.Blue: {4004, 4}}},
+		{"the revision's pods and the failures before a pod", ReplicaSets{splitterv1.Green: {"checkout-green-5c9d7b"}, splitterv1.Blue: {"checkout-blue-7f6b8"}},
+			map[splitterv1.Color][2]int64{splitterv1.Green: {1005, 5}, splitterv1.Blue: {4004, 4}}},
+		{"two ReplicaSets of one revision (a hash collision)", ReplicaSets{splitterv1.Green: {"checkout-green-5c9d7b", "checkout-green-6f4a1c"}},
+			map[splitterv1.Color][2]int64{splitterv1.Green: {2005, 405}, splitterv1.Blue: {4004, 4}}},
+		{"a name that only starts like the ReplicaSet's", ReplicaSets{splitterv1.Green: {"checkout-green-5c9d"}, splitterv1.Blue: {"checkout-blue-7f6b8"}},
+			map[splitterv1.Color][2]int64{splitterv1.Green: {3, 3}, splitterv1.Blue: {4004, 4}}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := count(tc.rs); !reflect.DeepEqual(got, tc.want) {
+				t.Errorf("counted %v, want %v", got, tc.want)
+			}
+		})
 	}
 }

@@ -82,10 +82,12 @@ func (p *PrometheusChecks) Run(ctx context.Context, address string, checks []ana
 	return out
 }
 
-// CounterReader reads the colors' counter series. A failed, timed-out or
-// partial read is an error: the engine counts it as Error for that look.
+// CounterReader reads the colors' counter series, each color's from the
+// pods of its revision's ReplicaSets (see analysis.ReplicaSets). A failed,
+// timed-out or partial read is an error: the engine counts it as Error for
+// that look.
 type CounterReader interface {
-	Counters(ctx context.Context, address, namespace string, workloads map[splitterv1.Color]string, specs []analysis.CounterSpec, now time.Time) ([]splitterv1.SeriesReading, error)
+	Counters(ctx context.Context, address, namespace string, workloads map[splitterv1.Color]string, revision analysis.ReplicaSets, specs []analysis.CounterSpec, now time.Time) ([]splitterv1.SeriesReading, error)
 }
 
 type counterCacheKey struct {
@@ -103,7 +105,7 @@ type counterCacheEntry struct {
 // Counters reads the colors' counter series from Prometheus. Readings of
 // every color in the cluster are shared for CounterTTL: a hundred releases
 // looked at every scrape cost a few queries, not hundreds.
-func (p *PrometheusChecks) Counters(ctx context.Context, address, namespace string, workloads map[splitterv1.Color]string, specs []analysis.CounterSpec, now time.Time) ([]splitterv1.SeriesReading, error) {
+func (p *PrometheusChecks) Counters(ctx context.Context, address, namespace string, workloads map[splitterv1.Color]string, revision analysis.ReplicaSets, specs []analysis.CounterSpec, now time.Time) ([]splitterv1.SeriesReading, error) {
 	if address == "" {
 		address = p.Default
 	}
@@ -139,7 +141,7 @@ func (p *PrometheusChecks) Counters(ctx context.Context, address, namespace stri
 		if err := unreadable.For(namespace, workloads); err != nil {
 			return nil, fmt.Errorf("%s counters: %w", spec.SLO, err)
 		}
-		out = append(out, reading.For(spec.SLO, namespace, workloads)...)
+		out = append(out, reading.For(spec.SLO, namespace, workloads, revision)...)
 	}
 	return out, nil
 }

@@ -90,11 +90,48 @@ func (f *fakeChecks) Run(_ context.Context, _ string, checks []analysis.Check, v
 // fakeCounters stands in for Prometheus (pure counting, no cluster
 // concern): per namespace, each color's counters grow at a scripted rate
 // of requests and bad requests per second, from one series per color.
+//
+// A namespace can also have a stale pod: a pod of the candidate color's
+// previous revision (ReplicaSet web-<color>-stale) that still gets some of
+// the color's traffic, at its own rates. Its series is dropped as the
+// controller asks (the ReplicaSets passed), as analysis.Reading.For does.
 type fakeCounters struct {
 	mu    sync.Mutex
 	rates map[string]map[splitterv1.Color][2]float64 // namespace -> color -> {req/s, bad/s}
 	cum   map[string]map[splitterv1.Color][2]float64
 	at    map[string]time.Time
+
+	staleColor map[string]splitterv1.Color // namespace -> color of its stale pod
+	staleRates map[string][2]float64
+	staleCum   map[string][2]float64
+	revision   map[string]analysis.ReplicaSets // namespace -> the last ReplicaSets asked for
+	calls      map[string]int
+}
+
+// callsIn counts the reads of the namespace's counters.
+func (f *fakeCounters) callsIn(ns string) int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.calls[ns]
+}
+
+// scriptStale gives the namespace a stale pod of color c at rates.
+func (f *fakeCounters) scriptStale(ns string, c splitterv1.Color, rates [2]float64) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.advance(ns)
+	if f.staleColor == nil {
+		f.staleColor, f.staleRates = map[string]splitterv1.Color{}, map[string][2]float64{}
+	}
+	f.staleColor[ns], f.staleRates[ns] = c, rates
+}
+
+// revisionAsked is what the controller last asked the namespace's
+// counters for.
+func (f *fakeCounters) revisionAsked(ns string) analysis.ReplicaSets {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.revision[ns]
 }
 
 func (f *fakeCounters) script(ns string, rates map[splitterv1.Color][2]float64) {
@@ -109,7 +146,7 @@ func (f *fakeCounters) script(ns string, rates map[splitterv1.Color][2]float64) 
 
 func (f *fakeCounters) advance(ns string) {
 	if f.cum == nil {
-		f.cum, f.at = map[string]map[splitterv1.Color][2]float64{}, map[string]time.Time{}
+		f.cum, f.at, f.staleCum = map[string]map[splitterv1.Color][2]float64{}, map[string]time.Time{}, map[string][2]float64{}
 	}
 	if f.cum[ns] == nil {
 		f.cum[ns] = map[splitterv1.Color][2]float64{}
@@ -121,19 +158,35 @@ func (f *fakeCounters) advance(ns string) {
 			cur := f.cum[ns][c]
 			f.cum[ns][c] = [2]float64{cur[0] + r[0]*dt, cur[1] + r[1]*dt}
 		}
+		if r, ok := f.staleRates[ns]; ok {
+			cur := f.staleCum[ns]
+			f.staleCum[ns] = [2]float64{cur[0] + r[0]*dt, cur[1] + r[1]*dt}
+		}
 	}
 	f.at[ns] = now
 }
 
-func (f *fakeCounters) Counters(_ context.Context, _, ns string, workloads map[splitterv1.Color]string, specs []analysis.CounterSpec, _ time.Time) ([]splitterv1.SeriesReading, error) {
+func (f *fakeCounters) Counters(_ context.Context, _, ns string, workloads map[splitterv1.Color]string, revision analysis.ReplicaSets, specs []analysis.CounterSpec, _ time.Time) ([]splitterv1.SeriesReading, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.advance(ns)
+	if f.revision == nil {
+		f.revision, f.calls = map[string]analysis.ReplicaSets{}, map[string]int{}
+	}
+	f.revision[ns] = revision
+	f.calls[ns]++
 	out := []splitterv1.SeriesReading{}
 	for c := range workloads {
 		v := f.cum[ns][c]
 		for _, s := range specs {
 			out = append(out, splitterv1.SeriesReading{Color: c, SLO: s.SLO, Series: "pod-1", Requests: int64(v[0]), Bad: int64(v[1])})
+		}
+		stalePod := controller.ColorName(workload, c) + "-stale-x7k2p"
+		if sc, ok := f.staleColor[ns]; ok && sc == c && revision.Serves(c, stalePod) {
+			v := f.staleCum[ns]
+			for _, s := range specs {
+				out = append(out, splitterv1.SeriesReading{Color: c, SLO: s.SLO, Series: "stale-pod", Requests: int64(v[0]), Bad: int64(v[1])})
+			}
 		}
 	}
 	return out, nil
@@ -1146,6 +1199,113 @@ func TestStallKeepsTheWatchdog(t *testing.T) {
 	}
 	if c := meta.FindStatusCondition(sp.Status.Conditions, rollout.ConditionStalled); c == nil || c.Status != metav1.ConditionTrue {
 		t.Errorf("after the snap-back Stalled = %+v, want still True (the policy is still invalid)", c)
+	}
+}
+
+// TestEvidenceByRevision: a color's evidence counts the pods of its
+// revision only. A pod of the candidate color's previous revision that
+// still gets traffic (stale endpoints after an API-server restart, a
+// rolling update's old pods: make chaos rolled back 3 of 62 healthy
+// releases for it) fails 40% of its requests, and the release holds; the
+// same failures on the revision's own pod snap it back.
+func TestEvidenceByRevision(t *testing.T) {
+	e := setup(t)
+	t.Parallel()
+	ctx := context.Background()
+	ns := newNamespace(t, e)
+	pol := &splitterv1.SplitPolicy{
+		ObjectMeta: metav1.ObjectMeta{Name: "standard", Namespace: ns},
+		Spec: splitterv1.SplitPolicySpec{
+			Steps:        []int32{20, 100},
+			StepDuration: &metav1.Duration{Duration: 10 * time.Minute},
+			SLOs:         []splitterv1.SLO{{Name: "availability", Objective: "99.5"}},
+		},
+	}
+	create(t, e, pol)
+	create(t, e, service(ns))
+	e.counters.script(ns, map[splitterv1.Color][2]float64{splitterv1.Blue: {80, 0.08}, splitterv1.Green: {20, 0.02}})
+	user := userDeployment(ns, map[string]string{splitterv1.PolicyAnnotation: "standard"})
+	create(t, e, user)
+	s := adopt(t, e, ns)
+	waitFor(t, "a new image", func() error {
+		if err := get(e, ns, workload, user); err != nil {
+			return err
+		}
+		user.Spec.Template.Spec.Containers[0].Image = "example.com/web:v2"
+		return e.c.Update(ctx, user)
+	})
+	s = waitPhase(t, e, ns, splitterv1.PhasePreparing)
+	markReady(t, e, ns, s.Status.Candidate, userReplicas, s.Status.CandidateRevision)
+	waitPhase(t, e, ns, splitterv1.PhaseShifting)
+	waitWeights(t, e, ns, rollout.Weights{Blue: 80, Green: 20})
+	s = splitOf(t, e, ns)
+	green, blue := s.Status.Candidate, s.Status.Live
+
+	// The pod template carries the revision as a label, so its ReplicaSets do.
+	d := &appsv1.Deployment{}
+	if err := get(e, ns, controller.ColorName(workload, green), d); err != nil {
+		t.Fatal(err)
+	}
+	if got := d.Spec.Template.Labels[splitterv1.RevisionLabel]; got != s.Status.CandidateRevision {
+		t.Fatalf("%s's pod template has %s=%q, want %q", d.Name, splitterv1.RevisionLabel, got, s.Status.CandidateRevision)
+	}
+	// Play the Deployment controller: each color's ReplicaSet of its
+	// revision, and green's of an older one.
+	replicaSet := func(c splitterv1.Color, suffix, revision string) string {
+		owner := &appsv1.Deployment{}
+		if err := get(e, ns, controller.ColorName(workload, c), owner); err != nil {
+			t.Fatal(err)
+		}
+		sel := map[string]string{"app": workload, "pod-template-hash": suffix}
+		rs := &appsv1.ReplicaSet{
+			ObjectMeta: metav1.ObjectMeta{
+				Name: owner.Name + "-" + suffix, Namespace: ns,
+				Labels:          map[string]string{splitterv1.RevisionLabel: revision, "pod-template-hash": suffix},
+				OwnerReferences: []metav1.OwnerReference{*metav1.NewControllerRef(owner, appsv1.SchemeGroupVersion.WithKind("Deployment"))},
+			},
+			Spec: appsv1.ReplicaSetSpec{
+				Selector: &metav1.LabelSelector{MatchLabels: sel},
+				Template: corev1.PodTemplateSpec{
+					ObjectMeta: metav1.ObjectMeta{Labels: sel},
+					Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: "example.com/web"}}},
+				},
+			},
+		}
+		create(t, e, rs)
+		return rs.Name
+	}
+	greenRS := replicaSet(green, "5c9d7", s.Status.CandidateRevision)
+	blueRS := replicaSet(blue, "7f6b8", s.Status.LiveRevision)
+	replicaSet(green, "stale", "an-older-revision")
+	want := analysis.ReplicaSets{green: {greenRS}, blue: {blueRS}}
+	waitFor(t, "the counters read by revision", func() error {
+		if got := e.counters.revisionAsked(ns); !reflect.DeepEqual(got, want) {
+			return fmt.Errorf("asked for %v, want %v", got, want)
+		}
+		return nil
+	})
+
+	// The stale pod fails 40% of its requests: not the release's evidence.
+	e.counters.scriptStale(ns, green, [2]float64{20, 8})
+	from := e.counters.callsIn(ns)
+	waitFor(t, "60 reads with the stale pod failing", func() error {
+		if n := e.counters.callsIn(ns) - from; n < 60 {
+			return fmt.Errorf("%d reads", n)
+		}
+		return nil
+	})
+	waitWeights(t, e, ns, rollout.Weights{Blue: 80, Green: 20})
+	if sp := splitOf(t, e, ns); len(sp.Status.History) != 0 {
+		t.Fatalf("history %+v: the stale pod's failures were counted against the release", sp.Status.History)
+	}
+
+	// The control: the same failures on the revision's own pod snap back.
+	from = e.counters.callsIn(ns)
+	e.counters.script(ns, map[splitterv1.Color][2]float64{blue: {80, 0.08}, green: {20, 8}})
+	waitWeights(t, e, ns, rollout.Weights{Blue: 100, Green: 0})
+	t.Logf("the control snapped back after %d reads", e.counters.callsIn(ns)-from)
+	if sp := splitOf(t, e, ns); len(sp.Status.History) == 0 || sp.Status.History[0].Reason != rollout.ReasonWatchdog {
+		t.Fatalf("history %+v, want a watchdog snap-back", sp.Status.History)
 	}
 }
 

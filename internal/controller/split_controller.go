@@ -79,6 +79,7 @@ type SplitReconciler struct {
 // +kubebuilder:rbac:groups=splitter.dev,resources=splits/status;splits/finalizers,verbs=get;update;patch
 // +kubebuilder:rbac:groups=splitter.dev,resources=splitpolicies,verbs=get;list;watch
 // +kubebuilder:rbac:groups=apps,resources=deployments,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups=apps,resources=replicasets,verbs=get;list;watch
 // +kubebuilder:rbac:groups="",resources=services,verbs=get;list;watch;patch
 // +kubebuilder:rbac:groups=networking.istio.io,resources=virtualservices;destinationrules,verbs=get;list;watch;create;patch;delete
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
@@ -305,7 +306,8 @@ func (r *SplitReconciler) readCounters(ctx context.Context, plan *policy.Plan, s
 	workloads := map[splitterv1.Color]string{
 		splitterv1.Blue: ColorName(user.Name, splitterv1.Blue), splitterv1.Green: ColorName(user.Name, splitterv1.Green),
 	}
-	counters, err := r.Counters.Counters(ctx, plan.PrometheusAddress, split.Namespace, workloads, specs, obs.Now)
+	revision := r.revisionReplicaSets(ctx, split.Namespace, user.Name, split.Status, splitterv1.Blue, splitterv1.Green)
+	counters, err := r.Counters.Counters(ctx, plan.PrometheusAddress, split.Namespace, workloads, revision, specs, obs.Now)
 	if err != nil {
 		obs.CountersErr = err.Error()
 		log.FromContext(ctx).Info("Reading the counters failed", "error", err.Error())
@@ -800,6 +802,12 @@ func (r *SplitReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		WatchesRawSource(source.Channel(r.hooks.wake, &handler.EnqueueRequestForObject{})).
 		Watches(&appsv1.Deployment{}, handler.EnqueueRequestsFromMapFunc(mapDeployment),
 			builder.WithPredicates(deploymentPredicate)).
+		// ReplicaSets are watched for the cache only (revisionReplicaSets
+		// reads it), so that the controller starts once it is synced, and
+		// fails to start, saying why, without the RBAC to list them: a read
+		// of an informer that cannot sync would hang the reconcile.
+		WatchesMetadata(ReplicaSetMetadata(), &handler.EnqueueRequestForObject{},
+			builder.WithPredicates(predicate.NewPredicateFuncs(func(client.Object) bool { return false }))).
 		Watches(&splitterv1.SplitPolicy{}, handler.EnqueueRequestsFromMapFunc(r.splitsInNamespace(func(s *splitterv1.Split, name string) bool { return s.Spec.Policy == name }))).
 		Watches(&corev1.Service{}, handler.EnqueueRequestsFromMapFunc(r.splitsInNamespace(func(*splitterv1.Split, string) bool { return true }))).
 		Watches(&networkingv1.VirtualService{}, handler.EnqueueRequestsFromMapFunc(r.splitsInNamespace(func(s *splitterv1.Split, name string) bool {

@@ -1,18 +1,23 @@
 package controller
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"hash/fnv"
 	"maps"
+	"sort"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/util/rand"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/log"
 
 	splitterv1 "splitter.dev/splitter/api/v1alpha1"
+	"splitter.dev/splitter/internal/analysis"
 	"splitter.dev/splitter/internal/rollout"
 )
 
@@ -35,7 +40,8 @@ func ColorName(workload string, c splitterv1.Color) string { return workload + "
 
 // colorDeployment builds the color Deployment that runs the user's
 // template: same spec, the subset label added to selector and pod labels,
-// the template's revision recorded, owned by the Split.
+// the template's revision recorded (an annotation, and a pod label that
+// its ReplicaSets carry too: see RevisionLabel), owned by the Split.
 func colorDeployment(split *splitterv1.Split, user *appsv1.Deployment, c splitterv1.Color, subsetLabel, revision string, replicas int32) *appsv1.Deployment {
 	tmpl := user.Spec.Template.DeepCopy()
 	tmpl.Labels = maps.Clone(tmpl.Labels)
@@ -43,6 +49,7 @@ func colorDeployment(split *splitterv1.Split, user *appsv1.Deployment, c splitte
 		tmpl.Labels = map[string]string{}
 	}
 	tmpl.Labels[subsetLabel] = string(c)
+	tmpl.Labels[splitterv1.RevisionLabel] = revision
 	tmpl.Annotations = maps.Clone(tmpl.Annotations)
 	if tmpl.Annotations == nil {
 		tmpl.Annotations = map[string]string{}
@@ -102,4 +109,63 @@ func selectsWorkload(svc *corev1.Service, user *appsv1.Deployment, subsetLabel s
 		return false
 	}
 	return labels.SelectorFromSet(sel).Matches(labels.Set(user.Spec.Template.Labels))
+}
+
+// ReplicaSetMetadata is a ReplicaSet's metadata: all the controller keeps
+// of ReplicaSets (names, labels, owners), and only of those that carry
+// RevisionLabel (cmd/splitter's cache options), so that its memory follows
+// the color Deployments, not the cluster's ReplicaSets.
+func ReplicaSetMetadata() *metav1.PartialObjectMetadata {
+	m := &metav1.PartialObjectMetadata{}
+	m.SetGroupVersionKind(appsv1.SchemeGroupVersion.WithKind("ReplicaSet"))
+	return m
+}
+
+func replicaSetMeta() *metav1.PartialObjectMetadataList {
+	l := &metav1.PartialObjectMetadataList{}
+	l.SetGroupVersionKind(appsv1.SchemeGroupVersion.WithKind("ReplicaSetList"))
+	return l
+}
+
+// colorRevision is the revision a color runs in this release, by status.
+func colorRevision(s splitterv1.SplitStatus, c splitterv1.Color) string {
+	switch c {
+	case s.Candidate:
+		return s.CandidateRevision
+	case s.Live:
+		return s.LiveRevision
+	case s.Standby:
+		return s.StandbyRevision
+	}
+	return ""
+}
+
+// revisionReplicaSets are, for each color whose evidence is read, the
+// ReplicaSets of its color Deployment that run its revision in this
+// release: the evidence counts their pods only (see analysis.ReplicaSets).
+// A color with none in the cache (its ReplicaSet not seen yet, or a color
+// Deployment made before RevisionLabel existed) is counted whole, as it
+// was before: this can drop a pod known to run another revision, never
+// a pod of the release's own.
+func (r *SplitReconciler) revisionReplicaSets(ctx context.Context, namespace, workload string, s splitterv1.SplitStatus, colors ...splitterv1.Color) analysis.ReplicaSets {
+	out := analysis.ReplicaSets{}
+	for _, c := range colors {
+		rev := colorRevision(s, c)
+		if rev == "" {
+			continue
+		}
+		list := replicaSetMeta()
+		if err := r.Client.List(ctx, list, client.InNamespace(namespace), client.MatchingLabels{splitterv1.RevisionLabel: rev}); err != nil {
+			log.FromContext(ctx).Info("Listing the revision's ReplicaSets failed: the color is counted whole", "color", c, "revision", rev, "error", err.Error())
+			continue
+		}
+		owner := ColorName(workload, c)
+		for _, rs := range list.Items {
+			if ref := metav1.GetControllerOf(&rs); ref != nil && ref.Kind == "Deployment" && ref.Name == owner {
+				out[c] = append(out[c], rs.Name)
+			}
+		}
+		sort.Strings(out[c])
+	}
+	return out
 }

@@ -204,7 +204,7 @@ func (s *podSource) readIstio(at model.Time) rollout.Counters {
 				panic("simulate: a simulated proxy lacks its threshold bucket")
 			}
 		}
-		out = append(out, r.For(slo.Name, simNamespace, map[splitterv1.Color]string{splitterv1.Blue: simWorkload(splitterv1.Blue), splitterv1.Green: simWorkload(splitterv1.Green)})...)
+		out = append(out, r.For(slo.Name, simNamespace, map[splitterv1.Color]string{splitterv1.Blue: simWorkload(splitterv1.Blue), splitterv1.Green: simWorkload(splitterv1.Green)}, nil)...)
 	}
 	return out
 }
