@@ -176,6 +176,16 @@ type SplitPolicySpec struct {
 	// +kubebuilder:validation:Maximum=20
 	MaxExtensions *int32 `json:"maxExtensions,omitempty"`
 
+	// MaxStepDuration lets each step end on its evidence: the step is
+	// judged every stepDuration and ends at the first look whose checks
+	// pass; Inconclusive or Error looks go on (quietly, without a
+	// StepExtended Event) until maxStepDuration, then onInconclusive /
+	// onError applies. With it, stepDuration is the shortest a step lasts
+	// and how often it is judged, and maxExtensions must be left out. At
+	// most 40 looks a step (maxStepDuration <= 40 x stepDuration).
+	// +optional
+	MaxStepDuration *metav1.Duration `json:"maxStepDuration,omitempty"`
+
 	// Hooks are webhooks the release waits on: a smoke test before the
 	// first step, a test at each step, before and after promotion.
 	// +optional

@@ -564,6 +564,11 @@ func (in *SplitPolicySpec) DeepCopyInto(out *SplitPolicySpec) {
 		*out = new(int32)
 		**out = **in
 	}
+	if in.MaxStepDuration != nil {
+		in, out := &in.MaxStepDuration, &out.MaxStepDuration
+		*out = new(v1.Duration)
+		**out = **in
+	}
 	if in.Hooks != nil {
 		in, out := &in.Hooks, &out.Hooks
 		*out = make([]Hook, len(*in))

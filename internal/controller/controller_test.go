@@ -42,6 +42,7 @@ import (
 	splitterv1 "splitter.dev/splitter/api/v1alpha1"
 	"splitter.dev/splitter/internal/analysis"
 	"splitter.dev/splitter/internal/controller"
+	"splitter.dev/splitter/internal/mesh"
 	"splitter.dev/splitter/internal/rollout"
 )
 
@@ -1306,6 +1307,52 @@ func TestEvidenceByRevision(t *testing.T) {
 	t.Logf("the control snapped back after %d reads", e.counters.callsIn(ns)-from)
 	if sp := splitOf(t, e, ns); len(sp.Status.History) == 0 || sp.Status.History[0].Reason != rollout.ReasonWatchdog {
 		t.Fatalf("history %+v, want a watchdog snap-back", sp.Status.History)
+	}
+}
+
+// A Deployment's spec is written on the condition that its generation is
+// the one read: a status the Deployment controller wrote since does not
+// refuse it (a resourceVersion precondition did, 0-2 times a release), a
+// spec changed since does.
+func TestSpecPatchPrecondition(t *testing.T) {
+	e := setup(t)
+	t.Parallel()
+	ctx := context.Background()
+	ns := newNamespace(t, e)
+	d := userDeployment(ns, nil)
+	create(t, e, d)
+	read := d.DeepCopy()
+
+	d.Status = appsv1.DeploymentStatus{ObservedGeneration: d.Generation, Replicas: 1}
+	if err := e.c.Status().Update(ctx, d); err != nil {
+		t.Fatal(err)
+	}
+	patch, err := controller.SpecPatch(read, "/spec/replicas", 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.c.Patch(ctx, read.DeepCopy(), patch); err != nil {
+		t.Fatalf("after a status write: %v, want the patch applied", err)
+	}
+
+	read = d.DeepCopy()
+	if err := get(e, ns, workload, read); err != nil {
+		t.Fatal(err)
+	}
+	d = read.DeepCopy()
+	d.Spec.Template.Spec.Containers[0].Image = "example.com/web:v9"
+	if err := e.c.Update(ctx, d); err != nil {
+		t.Fatal(err)
+	}
+	patch, err = controller.SpecPatch(read, "/spec/replicas", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.c.Patch(ctx, read.DeepCopy(), patch); !mesh.PatchNotApplied(err) {
+		t.Fatalf("after a spec change: %v, want the generation test refused", err)
+	}
+	if err := get(e, ns, workload, d); err != nil || *d.Spec.Replicas != 2 {
+		t.Fatalf("replicas %v (%v), want 2 kept", d.Spec.Replicas, err)
 	}
 }
 

@@ -493,9 +493,7 @@ func (r *SplitReconciler) applyColors(ctx context.Context, split *splitterv1.Spl
 		if equality.Semantic.DeepEqual(cur.Spec, next.Spec) {
 			continue
 		}
-		err := r.Client.Update(ctx, next)
-		r.Metrics.wroteResult("Deployment", err)
-		if err != nil {
+		if err := r.patchSpec(ctx, cur.DeepCopy(), "/spec", next.Spec); err != nil {
 			return fmt.Errorf("updating %s: %w", cur.Name, err)
 		}
 	}
@@ -503,10 +501,7 @@ func (r *SplitReconciler) applyColors(ctx context.Context, split *splitterv1.Spl
 }
 
 func (r *SplitReconciler) scale(ctx context.Context, d *appsv1.Deployment, replicas int32) error {
-	patch := fmt.Sprintf(`{"metadata":{"resourceVersion":%q},"spec":{"replicas":%d}}`, d.ResourceVersion, replicas)
-	err := r.Client.Patch(ctx, d, client.RawPatch(types.MergePatchType, []byte(patch)))
-	r.Metrics.wroteResult("Deployment", err)
-	if err != nil {
+	if err := r.patchSpec(ctx, d, "/spec/replicas", replicas); err != nil {
 		return fmt.Errorf("scaling %s to %d: %w", d.Name, replicas, err)
 	}
 	log.FromContext(ctx).Info("Scaled the user's Deployment", "replicas", replicas)

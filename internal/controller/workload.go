@@ -11,13 +11,16 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/rand"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 
 	splitterv1 "splitter.dev/splitter/api/v1alpha1"
 	"splitter.dev/splitter/internal/analysis"
+	"splitter.dev/splitter/internal/mesh"
 	"splitter.dev/splitter/internal/rollout"
 )
 
@@ -79,6 +82,44 @@ func colorDeployment(split *splitterv1.Split, user *appsv1.Deployment, c splitte
 	d.Spec.Template = *tmpl
 	d.Spec.Paused = false
 	return d
+}
+
+// patchSpec writes value at path of a Deployment's spec, on the condition
+// that the spec is still the one the decision read: a JSON patch whose
+// first operation tests metadata.generation. Not resourceVersion: the
+// Deployment controller writes the status of a Deployment it rolls out
+// every few seconds, and a resourceVersion precondition made 0-2 of a
+// release's Deployment writes fail with 409 for a status no decision read
+// (issue 18). A spec changed since (another replica that took over, a
+// user, an autoscaler) still fails the test, and the write is refused.
+//
+// A failed test is reported as the conflict it is (see
+// mesh.PatchNotApplied); the next reconcile decides again.
+func (r *SplitReconciler) patchSpec(ctx context.Context, d *appsv1.Deployment, path string, value any) error {
+	patch, err := SpecPatch(d, path, value)
+	if err != nil {
+		return err
+	}
+	err = r.Client.Patch(ctx, d, patch)
+	if mesh.PatchNotApplied(err) {
+		err = apierrors.NewConflict(appsv1.Resource("deployments"), d.Name,
+			fmt.Errorf("its spec changed since generation %d was read: %w", d.Generation, err))
+	}
+	r.Metrics.wroteResult("Deployment", err)
+	return err
+}
+
+// SpecPatch is patchSpec's JSON patch: the generation test, then the
+// replacement.
+func SpecPatch(d *appsv1.Deployment, path string, value any) (client.Patch, error) {
+	b, err := json.Marshal([]map[string]any{
+		{"op": "test", "path": "/metadata/generation", "value": d.Generation},
+		{"op": "replace", "path": path, "value": value},
+	})
+	if err != nil {
+		return nil, err
+	}
+	return client.RawPatch(types.JSONPatchType, b), nil
 }
 
 // colorState reads what the engine needs of a color Deployment.

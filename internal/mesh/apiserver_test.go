@@ -99,8 +99,8 @@ func TestAgainstAPIServer(t *testing.T) {
 		}
 		err := patchWeights(vs, vs.ResourceVersion, rollout.Weights{Blue: 95, Green: 5})
 		var st apierrors.APIStatus
-		if !apierrors.IsInvalid(err) || !patchNotApplied(err) {
-			t.Fatalf("the same patch again = %v, want 422 Invalid that patchNotApplied recognizes", err)
+		if !apierrors.IsInvalid(err) || !PatchNotApplied(err) {
+			t.Fatalf("the same patch again = %v, want 422 Invalid that PatchNotApplied recognizes", err)
 		}
 		if errors.As(err, &st) {
 			t.Logf("the API server's answer: %+v", st.Status())
@@ -111,8 +111,8 @@ func TestAgainstAPIServer(t *testing.T) {
 		vs := createVS(t, target(t))
 		patch := fmt.Appendf(nil, `[{"op":"test","path":"/metadata/resourceVersion","value":%q},{"op":"add","path":"/spec/http/0/route/1/weight","value":"five"}]`, vs.ResourceVersion)
 		err := api.Patch(ctx, vs.DeepCopy(), client.RawPatch(types.JSONPatchType, patch))
-		if !apierrors.IsInvalid(err) || patchNotApplied(err) {
-			t.Fatalf("a string weight = %v, want 422 Invalid that patchNotApplied does not take for a failed precondition", err)
+		if !apierrors.IsInvalid(err) || PatchNotApplied(err) {
+			t.Fatalf("a string weight = %v, want 422 Invalid that PatchNotApplied does not take for a failed precondition", err)
 		}
 	})
 

@@ -452,7 +452,7 @@ func (r Istio) SetWeights(ctx context.Context, t Target, w rollout.Weights) erro
 		return err
 	}
 	err = r.Client.Patch(ctx, vs, client.RawPatch(types.JSONPatchType, patch))
-	if patchNotApplied(err) {
+	if PatchNotApplied(err) {
 		// The resourceVersion precondition failed: the object changed
 		// since it was read. That is a lost race, reported as the
 		// conflict it is (the reconciler retries quietly).

@@ -150,7 +150,7 @@ func (l *lastWrites) remember(kind string, key types.NamespacedName, from string
 	l.objs[k] = w
 }
 
-// patchNotApplied says whether err is the API server's refusal of a JSON
+// PatchNotApplied says whether err is the API server's refusal of a JSON
 // patch that could not be applied to the stored object. k8s.io/apiserver's
 // patch handler answers a failed JSON patch operation (here: our "test" of
 // /metadata/resourceVersion) with
@@ -168,7 +168,7 @@ func (l *lastWrites) remember(kind string, key types.NamespacedName, from string
 // from the object at the resourceVersion they test, so once the test passes
 // every other operation applies: a patch that could not be applied is a
 // failed precondition, a lost race.
-func patchNotApplied(err error) bool {
+func PatchNotApplied(err error) bool {
 	var st apierrors.APIStatus
 	if err == nil || !errors.As(err, &st) {
 		return false

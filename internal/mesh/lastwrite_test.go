@@ -456,8 +456,8 @@ func TestPatchNotApplied(t *testing.T) {
 		{"not an API error", errors.New(testFailed), false},
 		{"nil", nil, false},
 	} {
-		if got := patchNotApplied(tc.err); got != tc.want {
-			t.Errorf("%s: patchNotApplied(%v) = %v, want %v", tc.name, tc.err, got, tc.want)
+		if got := PatchNotApplied(tc.err); got != tc.want {
+			t.Errorf("%s: PatchNotApplied(%v) = %v, want %v", tc.name, tc.err, got, tc.want)
 		}
 	}
 }

@@ -116,6 +116,8 @@ func Explain(p *Plan, t Traffic) []string {
 	scrape := timing.Settle() / 2
 	var out []string
 	recommend := time.Duration(0)
+	longest := p.StepDuration * time.Duration(1+p.MaxExtensions) // a step's last look
+	holds := make([]time.Duration, len(p.Steps))                  // per step, the longest over SLOs
 	for _, s := range p.SLOs {
 		rate := t.BadRate
 		if rate <= 0 {
@@ -124,23 +126,43 @@ func Explain(p *Plan, t Traffic) []string {
 		line := fmt.Sprintf("%s %.4g%% (both colors at %.3g%% bad, margin %.3g%% of requests): candidate requests a step needs, and the hold that gathers them at %g req/s:",
 			s.Name, 100*s.Objective, 100*rate, 100*p.Margin*s.Budget(), t.RPS)
 		var short []string
-		for _, w := range p.Steps {
+		for i, w := range p.Steps {
 			need := p.RequestsToPass(s, rate, w)
 			hold := time.Duration((need/(t.RPS*float64(w)/100))*float64(time.Second)) + scrape
 			hold = hold.Round(time.Second)
 			line += fmt.Sprintf(" %d%% %.0f in %s,", w, need, hold)
 			recommend = max(recommend, hold)
-			if hold > p.StepDuration*time.Duration(1+p.MaxExtensions) {
+			holds[i] = max(holds[i], hold)
+			if hold > longest {
 				short = append(short, fmt.Sprintf("%d%%", w))
 			}
 		}
 		out = append(out, strings.TrimSuffix(line, ","))
-		if len(short) > 0 {
+		switch {
+		case len(short) > 0 && p.MaxStepDuration > 0:
+			out = append(out, fmt.Sprintf("  steps %s need longer than their last look at %s (maxStepDuration %s): they will end Inconclusive and %s",
+				strings.Join(short, ", "), longest, p.MaxStepDuration, p.OnInconclusive))
+		case len(short) > 0:
 			out = append(out, fmt.Sprintf("  steps %s need longer than stepDuration x (1 + maxExtensions) = %s: they will end Inconclusive and %s",
-				strings.Join(short, ", "), p.StepDuration*time.Duration(1+p.MaxExtensions), p.OnInconclusive))
+				strings.Join(short, ", "), longest, p.OnInconclusive))
 		}
 	}
 	recommend = recommend.Round(10 * time.Second)
+	if p.MaxStepDuration > 0 {
+		// Steps end on evidence: each at its first look past its hold.
+		total := p.Warmup
+		for _, h := range holds {
+			looks := max(1, min(int((h+p.StepDuration-1)/p.StepDuration), 1+p.MaxExtensions))
+			total += time.Duration(looks)*p.StepDuration + timing.Settle()
+		}
+		if recommend > longest {
+			out = append(out, fmt.Sprintf("recommended maxStepDuration: %s or more (today %s: steps will pause)", recommend, p.MaxStepDuration))
+		} else {
+			out = append(out, fmt.Sprintf("steps end on evidence, judged every %s up to %s; each also waits %s for its weights to settle", p.StepDuration, p.MaxStepDuration, timing.Settle()))
+		}
+		out = append(out, fmt.Sprintf("a healthy release takes about %s plus standby %s", total, p.Standby))
+		return append(out, lintTail(p)...)
+	}
 	switch {
 	case recommend > p.StepDuration:
 		out = append(out, fmt.Sprintf("recommended stepDuration: %s or more (today %s: steps will be extended, and may pause)", recommend, p.StepDuration))
@@ -149,6 +171,12 @@ func Explain(p *Plan, t Traffic) []string {
 	}
 	total := time.Duration(len(p.Steps))*(p.StepDuration+timing.Settle()) + p.Warmup
 	out = append(out, fmt.Sprintf("a healthy release takes about %s plus standby %s", total, p.Standby))
+	return append(out, lintTail(p)...)
+}
+
+// lintTail is what Explain says of warmup, the budget and standby.
+func lintTail(p *Plan) []string {
+	var out []string
 	if p.Warmup > 0 {
 		out = append(out, fmt.Sprintf("warmup: for %s after the candidate's first traffic only a gross fault (more than %g times the live color's bad rate) snaps it back; the first step's evidence starts after it", p.Warmup, analysis.WarmupMaxRatio))
 	}

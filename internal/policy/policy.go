@@ -42,6 +42,9 @@ const (
 	MaxWarmup = 30 * time.Minute
 	// MinProgressDeadline leaves room for pods to start.
 	MinProgressDeadline = 10 * time.Second
+	// MaxLooksPerStep bounds maxStepDuration / stepDuration: each look is
+	// a share of the gates' Bonferroni budget and a status write.
+	MaxLooksPerStep = 40
 )
 
 // Plan is a validated policy with every default applied.
@@ -62,6 +65,9 @@ type Plan struct {
 	ApproveBeforePromotion  bool
 	KeepCandidateOnRollback bool
 	MaxExtensions           int
+	// MaxStepDuration, when set, makes steps end on evidence: judged every
+	// StepDuration, MaxExtensions is the looks that fit in it less one.
+	MaxStepDuration time.Duration
 	// PrometheusAddress overrides the controller's default; empty uses it.
 	PrometheusAddress string
 	Checks            []analysis.Check
@@ -213,12 +219,39 @@ func Compile(spec splitterv1.SplitPolicySpec) (*Plan, field.ErrorList) {
 	}
 	errs = append(errs, compileHooks(root, spec, p)...)
 	errs = append(errs, compileReceivers(root, spec, p)...)
+	errs = append(errs, compileMaxStepDuration(root, spec, p)...)
 	p.Steps = CapSteps(p.Steps, p.StandbyWeight)
 	p.Looks = len(p.Steps) * (1 + p.MaxExtensions)
 	if len(errs) > 0 {
 		return nil, errs
 	}
 	return p, nil
+}
+
+// compileMaxStepDuration turns maxStepDuration into the looks a step gets:
+// one every stepDuration, the last at or before maxStepDuration. The
+// extension machinery is the same (and so is the gates' budget, Bonferroni
+// over every look); what changes is that a user who sets objectives need
+// not size steps: a step ends as soon as its gate's bound is met.
+func compileMaxStepDuration(root *field.Path, spec splitterv1.SplitPolicySpec, p *Plan) field.ErrorList {
+	d := spec.MaxStepDuration
+	if d == nil {
+		return nil
+	}
+	path := root.Child("maxStepDuration")
+	switch {
+	case spec.MaxExtensions != nil:
+		return field.ErrorList{field.Invalid(path, d.Duration.String(),
+			"set maxExtensions or maxStepDuration, not both: with maxStepDuration a step is judged every stepDuration until it passes or maxStepDuration is reached")}
+	case d.Duration < p.StepDuration:
+		return field.ErrorList{field.Invalid(path, d.Duration.String(), fmt.Sprintf("must be at least stepDuration (%s)", p.StepDuration))}
+	case d.Duration > MaxLooksPerStep*p.StepDuration:
+		return field.ErrorList{field.Invalid(path, d.Duration.String(), fmt.Sprintf(
+			"allows at most %d looks a step, one every stepDuration: at most %s with stepDuration %s (or lengthen stepDuration)", MaxLooksPerStep, MaxLooksPerStep*p.StepDuration, p.StepDuration))}
+	}
+	p.MaxStepDuration = d.Duration
+	p.MaxExtensions = int(d.Duration/p.StepDuration) - 1
+	return nil
 }
 
 // CapSteps keeps the candidate at most 100 - standbyWeight until standby

@@ -57,6 +57,26 @@ func TestCompileKeepsGivenValues(t *testing.T) {
 	}
 }
 
+// maxStepDuration is looks every stepDuration: the last at or before it.
+func TestMaxStepDurationIsLooks(t *testing.T) {
+	for _, tc := range []struct {
+		step, max  time.Duration
+		extensions int
+	}{
+		{30 * time.Second, 10 * time.Minute, 19},
+		{30 * time.Second, 30 * time.Second, 0},
+		{time.Minute, 150 * time.Second, 1},
+	} {
+		p, errs := Compile(splitterv1.SplitPolicySpec{Steps: []int32{20, 100}, StepDuration: &metav1.Duration{Duration: tc.step}, MaxStepDuration: &metav1.Duration{Duration: tc.max}})
+		if len(errs) > 0 {
+			t.Fatal(errs)
+		}
+		if p.MaxExtensions != tc.extensions || p.MaxStepDuration != tc.max || p.Looks != 2*(1+tc.extensions) {
+			t.Errorf("step %s, max %s: %d extensions, %d looks, want %d extensions", tc.step, tc.max, p.MaxExtensions, p.Looks, tc.extensions)
+		}
+	}
+}
+
 func TestServiceSelectorIsOneStep(t *testing.T) {
 	p, errs := Compile(splitterv1.SplitPolicySpec{Router: splitterv1.RouterServiceSelector})
 	if len(errs) > 0 {
@@ -93,6 +113,9 @@ func TestCompileErrorsHaveFieldPaths(t *testing.T) {
 		{"standby control without slos", splitterv1.SplitPolicySpec{StandbyWeight: 10}, []string{"spec.standbyWeight", "set slos"}},
 		{"standby control too large", splitterv1.SplitPolicySpec{StandbyWeight: 60, SLOs: []splitterv1.SLO{{Name: "availability", Objective: "99.5"}}}, []string{"spec.standbyWeight", "between 0 and 50"}},
 		{"standby control with a selector", splitterv1.SplitPolicySpec{StandbyWeight: 10, Router: splitterv1.RouterServiceSelector, SLOs: []splitterv1.SLO{{Name: "availability", Objective: "99.5"}}}, []string{"spec.standbyWeight", "service-selector"}},
+		{"maxStepDuration with maxExtensions", splitterv1.SplitPolicySpec{MaxStepDuration: &metav1.Duration{Duration: 10 * time.Minute}, MaxExtensions: ptr.To(int32(3))}, []string{"spec.maxStepDuration", "not both"}},
+		{"maxStepDuration below stepDuration", splitterv1.SplitPolicySpec{MaxStepDuration: &metav1.Duration{Duration: 30 * time.Second}}, []string{"spec.maxStepDuration", "at least stepDuration (1m0s)"}},
+		{"maxStepDuration over 40 looks", splitterv1.SplitPolicySpec{StepDuration: &metav1.Duration{Duration: 10 * time.Second}, MaxStepDuration: &metav1.Duration{Duration: 10 * time.Minute}}, []string{"spec.maxStepDuration", "at most 40 looks", "6m40s"}},
 		{"duplicate names", splitterv1.SplitPolicySpec{Checks: []splitterv1.Check{
 			{Name: "a", Query: "up", Max: ptr.To("1")}, {Name: "a", Query: "up", Max: ptr.To("1")},
 		}}, []string{"spec.checks[1].name", "Duplicate"}},
@@ -181,6 +204,31 @@ func TestExplainAccountsForScrapes(t *testing.T) {
 	want := (time.Duration(need/10*float64(time.Second)) + 30*time.Second).Round(time.Second)
 	if !strings.Contains(all, fmt.Sprintf("10%% %.0f in %s", need, want)) {
 		t.Errorf("want %.0f requests in %s at 10%%:\n%s", need, want, all)
+	}
+}
+
+// With maxStepDuration, lint recommends a maxStepDuration (not a
+// stepDuration) when steps need longer than their last look, and a
+// release's length follows the looks each step needs.
+func TestExplainStepsOnEvidence(t *testing.T) {
+	explain := func(maxStep time.Duration) string {
+		p, errs := Compile(splitterv1.SplitPolicySpec{
+			Steps:           []int32{10, 50, 100},
+			StepDuration:    &metav1.Duration{Duration: 30 * time.Second},
+			MaxStepDuration: &metav1.Duration{Duration: maxStep},
+			SLOs:            []splitterv1.SLO{{Name: "availability", Objective: "99"}},
+		})
+		if len(errs) > 0 {
+			t.Fatal(errs)
+		}
+		return strings.Join(Explain(p, Traffic{RPS: 100, Scrape: 30 * time.Second}), "\n")
+	}
+	short, long := explain(time.Minute), explain(10*time.Minute)
+	if !strings.Contains(short, "recommended maxStepDuration") || !strings.Contains(short, "their last look at 1m0s (maxStepDuration 1m0s)") {
+		t.Errorf("a 1-minute maxStepDuration that 10%% of 100 req/s at 30 s scrapes outlasts:\n%s", short)
+	}
+	if strings.Contains(long, "recommended") || !strings.Contains(long, "steps end on evidence, judged every 30s up to 10m0s") {
+		t.Errorf("10 minutes is enough:\n%s", long)
 	}
 }
 

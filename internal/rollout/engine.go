@@ -386,13 +386,18 @@ func (e *engine) shifting() {
 				ev.Restart(e.look())
 			}
 		}
-		e.transition = &Transition{Reason: ReasonStepExtended, Message: fmt.Sprintf("step %d held for another %s (%d/%d): %s",
-			e.s.Step, e.p.StepDuration, e.s.Extensions, e.p.MaxExtensions, describe(pending)), Warning: true}
+		if e.p.MaxStepDuration == 0 {
+			e.transition = &Transition{Reason: ReasonStepExtended, Message: fmt.Sprintf("step %d held for another %s (%d/%d): %s",
+				e.s.Step, e.p.StepDuration, e.s.Extensions, e.p.MaxExtensions, describe(pending)), Warning: true}
+		}
+		// With maxStepDuration a look without a verdict is the routine of a
+		// step that ends on evidence: status records it (the checks say how
+		// many more requests they need), no Event does.
 		e.wake(stepEnd(e.p, e.s).Sub(e.o.Now))
 	case len(errored) > 0:
-		e.exhausted(e.p.OnError, ReasonChecksErrored, fmt.Sprintf("checks still failing to run after %d extensions: %s", e.p.MaxExtensions, describe(errored)))
+		e.exhausted(e.p.OnError, ReasonChecksErrored, fmt.Sprintf("checks still failing to run after %s: %s", e.held(), describe(errored)))
 	case len(unsure) > 0:
-		e.exhausted(e.p.OnInconclusive, ReasonInsufficientEvidence, fmt.Sprintf("no verdict after %d extensions: %s", e.p.MaxExtensions, describe(unsure)))
+		e.exhausted(e.p.OnInconclusive, ReasonInsufficientEvidence, fmt.Sprintf("no verdict after %s: %s", e.held(), describe(unsure)))
 	case int(e.s.Step) == len(e.p.Steps):
 		e.promote()
 	case int(e.s.Step)+1 == len(e.p.Steps) && e.p.ApproveBeforePromotion:
@@ -400,6 +405,15 @@ func (e *engine) shifting() {
 	default:
 		e.enterStep(e.s.Step + 1)
 	}
+}
+
+// held says how long a step was held without a verdict, as the policy
+// puts it.
+func (e *engine) held() string {
+	if e.p.MaxStepDuration > 0 {
+		return fmt.Sprintf("%d looks in %s (maxStepDuration)", 1+e.p.MaxExtensions, e.p.StepDuration*time.Duration(1+e.p.MaxExtensions))
+	}
+	return fmt.Sprintf("%d extensions", e.p.MaxExtensions)
 }
 
 // exhausted applies onInconclusive or onError: pause (wait for a human to

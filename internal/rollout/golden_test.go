@@ -99,6 +99,25 @@ func TestGoldenTranscripts(t *testing.T) {
 			},
 			events: map[time.Duration]func(*fakeWorld){20 * time.Second: release("v2")},
 		}},
+		// maxStepDuration: a step judged every stepDuration ends at the
+		// first look that passes; looks without a verdict are quiet.
+		{"step-ends-on-evidence", scenario{
+			plan: testPlan(func(p *policy.Plan) { p.MaxStepDuration, p.MaxExtensions = 150*time.Second, 4 }), until: 6 * time.Minute,
+			verdicts: func(s splitterv1.SplitStatus, w *fakeWorld) []analysis.Result {
+				if s.Step == 1 && s.Extensions < 3 {
+					return results(splitterv1.VerdictInconclusive, "success-rate")
+				}
+				return allPass(s, w)
+			},
+			events: map[time.Duration]func(*fakeWorld){20 * time.Second: release("v2")},
+		}},
+		{"step-without-evidence-ends-at-max", scenario{
+			plan: testPlan(func(p *policy.Plan) { p.MaxStepDuration, p.MaxExtensions = 150*time.Second, 4 }), until: 4 * time.Minute,
+			verdicts: func(s splitterv1.SplitStatus, w *fakeWorld) []analysis.Result {
+				return results(splitterv1.VerdictInconclusive, "success-rate")
+			},
+			events: map[time.Duration]func(*fakeWorld){20 * time.Second: release("v2")},
+		}},
 		{"inconclusive-exhausted-rolls-back", scenario{
 			plan: testPlan(), until: 4 * time.Minute,
 			verdicts: func(s splitterv1.SplitStatus, w *fakeWorld) []analysis.Result {

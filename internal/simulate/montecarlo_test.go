@@ -24,7 +24,11 @@ import (
 // steps 20/50/100 of 2 minutes, the default false-rollback budget 1%, 10%
 // of the traffic on the standby color as the watchdog's control.
 func recommendedPlan(scrape, standby time.Duration) *policy.Plan {
-	plan, errs := policy.Compile(splitterv1.SplitPolicySpec{
+	return compiled(recommendedSpec(standby), scrape)
+}
+
+func recommendedSpec(standby time.Duration) splitterv1.SplitPolicySpec {
+	return splitterv1.SplitPolicySpec{
 		Steps:         []int32{20, 50, 100},
 		StepDuration:  durationPtr(2 * time.Minute),
 		Standby:       durationPtr(standby),
@@ -33,7 +37,11 @@ func recommendedPlan(scrape, standby time.Duration) *policy.Plan {
 			{Name: "availability", Objective: "99.5"},
 			{Name: "latency", Objective: "99", Threshold: durationPtr(250 * time.Millisecond)},
 		},
-	})
+	}
+}
+
+func compiled(spec splitterv1.SplitPolicySpec, scrape time.Duration) *policy.Plan {
+	plan, errs := policy.Compile(spec)
 	if len(errs) > 0 {
 		panic(errs.ToAggregate())
 	}
@@ -546,3 +554,53 @@ func TestWarmupLetsAColdStartThrough(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkMonteCarloStepLength compares fixed steps with steps that end
+// on evidence (maxStepDuration), on the recommended policy's SLOs and
+// steps at 100 req/s: as shipped (2-minute steps, two extensions), 30 s
+// steps with two extensions (what a user who shortens steps gets), and 30
+// s steps judged every 30 s up to 10 minutes. Healthy releases (promoted /
+// paused / rolled back, time to promotion), a mild regression outside
+// maxRatio but under failRatio (1.8x: how often a step's Pass, looked at
+// more often, lets it through to promotion) and a 5x regression (median
+// detection). SPLITTER_MC_RELEASES releases a row (default 1,000), a
+// 10-minute standby.
+func BenchmarkMonteCarloStepLength(b *testing.B) {
+	n := mcSize(1000)
+	variants := []struct {
+		name      string
+		step, max time.Duration // max 0: two extensions
+	}{
+		{"2m steps, 2 extensions (as shipped)", 2 * time.Minute, 0},
+		{"30s steps, 2 extensions", 30 * time.Second, 0},
+		{"30s steps, maxStepDuration 10m", 30 * time.Second, 10 * time.Minute},
+	}
+	scenarios := []mcScenario{mcScenarios[0], {name: "green = 1.8x blue (outside maxRatio)", greenTimes: 1.8, blueTimes: 1}, mcScenarios[6]}
+	for _, scrape := range []time.Duration{15 * time.Second, 30 * time.Second, time.Minute} {
+		for vi, v := range variants {
+			for si, sc := range scenarios {
+				spec := mcSpec(sc, scrape, 10*time.Minute)
+				pol := recommendedSpec(10 * time.Minute)
+				pol.StepDuration = durationPtr(v.step)
+				if v.max > 0 {
+					pol.MaxStepDuration = durationPtr(v.max)
+				}
+				spec.Plan = compiled(pol, scrape)
+				spec.Until = 3*max(v.max, 3*v.step) + 10*time.Minute + 5*time.Minute
+				tl := RunN(spec, n, uint64(700+10*vi+si))
+				line := fmt.Sprintf("scrape %-4s %-34s %-36s %s; rolled back %.2f%% (95%% upper %.2f%%)",
+					scrape, v.name, sc.name, tl, 100*tl.Share("rolledback"), 100*WilsonUpper(tl.Outcomes["rolledback"], tl.N))
+				if len(tl.Promote) > 0 {
+					line += fmt.Sprintf("; promotion p50 %s p90 %s", secs(Quantile(tl.Promote, 0.5)), secs(Quantile(tl.Promote, 0.9)))
+				}
+				if len(tl.Detect) > 0 {
+					line += fmt.Sprintf("; median detection %.0f s", tl.Median())
+				}
+				b.Log(line)
+				fmt.Println(line)
+			}
+		}
+	}
+}
+
+func secs(s float64) string { return (time.Duration(s) * time.Second).String() }
