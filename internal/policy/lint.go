@@ -117,7 +117,7 @@ func Explain(p *Plan, t Traffic) []string {
 	var out []string
 	recommend := time.Duration(0)
 	longest := p.StepDuration * time.Duration(1+p.MaxExtensions) // a step's last look
-	holds := make([]time.Duration, len(p.Steps))                  // per step, the longest over SLOs
+	holds := make([]time.Duration, len(p.Steps))                 // per step, the longest over SLOs
 	for _, s := range p.SLOs {
 		rate := t.BadRate
 		if rate <= 0 {
