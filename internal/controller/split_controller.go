@@ -73,6 +73,9 @@ type SplitReconciler struct {
 	// ownWrites remembers, per Split, the resourceVersion this replica's
 	// last status write replaced (see cacheBehindOwnWrite).
 	ownWrites sync.Map
+	// specWrites remembers, per Deployment, the generation this replica's
+	// last spec write replaced (see patchSpec).
+	specWrites sync.Map
 }
 
 // +kubebuilder:rbac:groups=splitter.dev,resources=splits,verbs=get;list;watch;create;update;patch;delete
@@ -493,7 +496,7 @@ func (r *SplitReconciler) applyColors(ctx context.Context, split *splitterv1.Spl
 		if equality.Semantic.DeepEqual(cur.Spec, next.Spec) {
 			continue
 		}
-		if err := r.patchSpec(ctx, cur.DeepCopy(), "/spec", next.Spec); err != nil {
+		if _, err := r.patchSpec(ctx, cur.DeepCopy(), "/spec", next.Spec); err != nil {
 			return fmt.Errorf("updating %s: %w", cur.Name, err)
 		}
 	}
@@ -501,10 +504,13 @@ func (r *SplitReconciler) applyColors(ctx context.Context, split *splitterv1.Spl
 }
 
 func (r *SplitReconciler) scale(ctx context.Context, d *appsv1.Deployment, replicas int32) error {
-	if err := r.patchSpec(ctx, d, "/spec/replicas", replicas); err != nil {
+	sent, err := r.patchSpec(ctx, d, "/spec/replicas", replicas)
+	if err != nil {
 		return fmt.Errorf("scaling %s to %d: %w", d.Name, replicas, err)
 	}
-	log.FromContext(ctx).Info("Scaled the user's Deployment", "replicas", replicas)
+	if sent {
+		log.FromContext(ctx).Info("Scaled the user's Deployment", "replicas", replicas)
+	}
 	return nil
 }
 
@@ -545,14 +551,20 @@ const ownWriteWait = 5 * time.Second
 // stale one after ownWriteWait. Kept in memory only: after a restart the
 // optimistic lock still guards the write.
 func (r *SplitReconciler) cacheBehindOwnWrite(key client.ObjectKey, resourceVersion string) bool {
-	v, ok := r.ownWrites.Load(key)
+	return r.behind(&r.ownWrites, key, resourceVersion)
+}
+
+// behind says the cache still holds the version of key that this
+// replica's last write (recorded in writes) replaced, within ownWriteWait.
+func (r *SplitReconciler) behind(writes *sync.Map, key client.ObjectKey, version string) bool {
+	v, ok := writes.Load(key)
 	if !ok {
 		return false
 	}
-	if w := v.(ownWrite); w.replaced == resourceVersion && r.Now().Sub(w.at) < ownWriteWait {
+	if w := v.(ownWrite); w.replaced == version && r.Now().Sub(w.at) < ownWriteWait {
 		return true
 	}
-	r.ownWrites.Delete(key)
+	writes.Delete(key)
 	return false
 }
 
