@@ -20,9 +20,10 @@ const (
 	RevisionAnnotation = "splitter.dev/revision"
 	// RevisionLabel carries the same hash as a label of the color
 	// Deployment's pod template, so that its ReplicaSets carry it too: the
-	// controller finds a revision's ReplicaSets by it and counts a color's
-	// evidence from that revision's pods only (a pod of the color's previous
-	// revision, still reached through stale endpoints, is not the release's).
+	// controller tells a color's ReplicaSets apart by revision with it, and
+	// leaves the pods of the color's other revisions out of its evidence (a
+	// pod of the color's previous revision, still reached through stale
+	// endpoints, is not the release's).
 	RevisionLabel = "splitter.dev/revision"
 	// VirtualServiceAnnotation names a user-owned VirtualService whose
 	// route weights (and nothing else) splitter may change.
@@ -434,7 +435,8 @@ type SplitStatus struct {
 	Weight int32 `json:"weight,omitempty"`
 
 	// Extensions counts how many times the current step was held longer
-	// because its checks were Inconclusive or Error.
+	// because its checks were Inconclusive or Error (with the policy's
+	// maxStepDuration: the step's looks so far, less one).
 	// +optional
 	Extensions int32 `json:"extensions,omitempty"`
 

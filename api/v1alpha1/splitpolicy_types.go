@@ -33,6 +33,7 @@ const (
 // controller agree on what an omitted field means.
 //
 // +kubebuilder:validation:XValidation:rule="!has(self.steps) || self.steps.size() == 0 || self.steps[self.steps.size()-1] == 100",message="steps must end at 100",fieldPath=".steps"
+// +kubebuilder:validation:XValidation:rule="!(has(self.maxStepDuration) && has(self.maxExtensions))",message="set maxExtensions or maxStepDuration, not both",fieldPath=".maxStepDuration"
 type SplitPolicySpec struct {
 	// Steps are the candidate's traffic weights (percent) at each step,
 	// strictly increasing and ending at 100. Default: [5, 10, 25, 50, 100].
@@ -184,6 +185,9 @@ type SplitPolicySpec struct {
 	// and how often it is judged, and maxExtensions must be left out. At
 	// most 40 looks a step (maxStepDuration <= 40 x stepDuration).
 	// +optional
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:MaxLength=32
+	// +kubebuilder:validation:Pattern=`^(0|([0-9]+([.][0-9]+)?(ns|us|µs|ms|s|m|h))+)$`
 	MaxStepDuration *metav1.Duration `json:"maxStepDuration,omitempty"`
 
 	// Hooks are webhooks the release waits on: a smoke test before the

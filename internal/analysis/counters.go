@@ -83,40 +83,68 @@ type Series struct {
 	Bracket splitterv1.Bracket
 }
 
-// ReplicaSets are, per color, the names of the ReplicaSets that run the
-// color's revision in this release. A color without any is counted whole.
-type ReplicaSets map[splitterv1.Color][]string
+// Revisions are, per color, its color Deployment's ReplicaSets: those that
+// run the color's revision in this release (Own) and those that run
+// another (Other). A pod known to belong to Other, and not possibly to
+// Own, is not the release's evidence; every other pod counts.
+type Revisions map[splitterv1.Color]ReplicaSets
 
-// Serves says whether a destination series' pod runs the color's
-// revision: its name is one of the ReplicaSets' followed by the pod's own
-// suffix (how the ReplicaSet controller names its pods). A series without
-// a pod (a source series, a scrape without the label) and a color whose
-// ReplicaSets are not known count, as before: this can only drop a pod
-// known to run another revision.
-func (rs ReplicaSets) Serves(c splitterv1.Color, pod string) bool {
-	names := rs[c]
-	if pod == "" || len(names) == 0 {
+// ReplicaSets names one color's ReplicaSets by revision.
+type ReplicaSets struct{ Own, Other []string }
+
+// Counts says whether a destination series served by pod counts for color
+// c. It drops only a pod whose name is one of Other's and none of Own's:
+// a series without a pod (a source series, a scrape without the label), a
+// pod of a ReplicaSet the controller does not know (made before the
+// revision label existed) and a name that could be either (see podOf)
+// count, as before. So a pod of the release's own revision is never
+// dropped, whatever the scrape config calls `pod`.
+func (r Revisions) Counts(c splitterv1.Color, pod string) bool {
+	if pod == "" {
 		return true
 	}
-	for _, n := range names {
-		if strings.HasPrefix(pod, n+"-") && !strings.Contains(pod[len(n)+1:], "-") {
+	rs := r[c]
+	return !anyPodOf(rs.Other, pod) || anyPodOf(rs.Own, pod)
+}
+
+func anyPodOf(replicaSets []string, pod string) bool {
+	for _, n := range replicaSets {
+		if podOf(n, pod) {
 			return true
 		}
 	}
 	return false
 }
 
+// podOf says whether pod may be one of the ReplicaSet's: the ReplicaSet
+// controller names its pods by generateName "<replicaset>-", and the API
+// server cuts a generateName longer than 58 characters to 58 before it
+// adds 5 random ones (k8s.io/apiserver/pkg/storage/names/generate.go:
+// maxNameLength 63, randomLength 5). So a long workload's pods carry no
+// "-" after the ReplicaSet's name, and two ReplicaSets whose names share
+// the first 57 characters share their pods' prefix (Counts then keeps
+// the pod).
+func podOf(replicaSet, pod string) bool {
+	const maxGeneratedPrefix, randomLength = 63 - 5, 5
+	prefix := replicaSet + "-"
+	if len(prefix) > maxGeneratedPrefix {
+		prefix = prefix[:maxGeneratedPrefix]
+	}
+	return len(pod) == len(prefix)+randomLength && strings.HasPrefix(pod, prefix)
+}
+
 // For picks one release's readings out of a cluster-wide reading: each
-// color's series, less those of pods that run another revision of the
-// color (see ReplicaSets; nil counts every pod). Stale endpoints after an
-// API-server restart, or a rolling update's old pods, still send some of a
-// color's traffic to its previous revision: that is not the release's
-// evidence (make chaos: 3 of 62 healthy releases rolled back for it).
-func (r Reading) For(slo, namespace string, workloads map[splitterv1.Color]string, revision ReplicaSets) []splitterv1.SeriesReading {
+// color's series, less those of pods known to run another revision of
+// the color (see Revisions; nil counts every pod). Stale endpoints after
+// an API-server restart, or a rolling update's old pods, still send some
+// of a color's traffic to its previous revision: that is not the
+// release's evidence (make chaos: 3 of 62 healthy releases rolled back
+// for it).
+func (r Reading) For(slo, namespace string, workloads map[splitterv1.Color]string, revision Revisions) []splitterv1.SeriesReading {
 	var out []splitterv1.SeriesReading
 	for c, w := range workloads {
 		for _, s := range r[Workload{namespace, w}] {
-			if !revision.Serves(c, s.Pod) {
+			if !revision.Counts(c, s.Pod) {
 				continue
 			}
 			out = append(out, splitterv1.SeriesReading{Color: c, SLO: slo, Series: s.ID,

@@ -551,11 +551,11 @@ func TestCallerKnownAcrossColors(t *testing.T) {
 	}
 }
 
-// A color's evidence counts the pods of its revision's ReplicaSets: a pod
-// of the color's previous revision still reached (stale endpoints, a
-// rolling update's old pods) is not the release's, whatever it serves. A
-// source series (no pod reached) and a color whose ReplicaSets are not
-// known count whole.
+// A color's evidence leaves out the pods known to run another revision
+// of the color: a pod of its previous revision still reached (stale
+// endpoints, a rolling update's old pods) is not the release's, whatever
+// it serves. Everything else counts: a source series (no pod reached), a
+// pod of a ReplicaSet not known, a name that could be either.
 func TestEvidenceOfTheRevisionsPods(t *testing.T) {
 	series := func(reporter, w, pod, code string, n float64) *model.SampleStream {
 		return &model.SampleStream{Metric: metric("destination_workload_namespace", "shop", "destination_workload", w, "reporter", reporter,
@@ -576,30 +576,71 @@ func TestEvidenceOfTheRevisionsPods(t *testing.T) {
 			Values: []model.SamplePair{{Timestamp: 0, Value: 0}, {Timestamp: 10000, Value: 3}}},
 	}
 	colors := map[splitterv1.Color]string{splitterv1.Green: "checkout-green", splitterv1.Blue: "checkout-blue"}
-	count := func(rs ReplicaSets) map[splitterv1.Color][2]int64 {
+	count := func(rs Revisions) map[splitterv1.Color][2]int64 {
 		out := map[splitterv1.Color][2]int64{}
 		for _, r := range ClassifyAvailability(dst, src, 10000, nil).For("availability", "shop", colors, rs) {
 			out[r.Color] = [2]int64{out[r.Color][0] + r.Requests, out[r.Color][1] + r.Bad}
 		}
 		return out
 	}
+	all := map[splitterv1.Color][2]int64{splitterv1.Green: {2005, 405}, splitterv1.Blue: {4004, 4}}
 	for _, tc := range []struct {
 		name string
-		rs   ReplicaSets
+		rs   Revisions
 		want map[splitterv1.Color][2]int64
 	}{
-		{"ReplicaSets not known: every pod", nil, map[splitterv1.Color][2]int64{splitterv1.Green: {2005, 405}, splitterv1.Blue: {4004, 4}}},
-		{"the revision's pods and the failures before a pod", ReplicaSets{splitterv1.Green: {"checkout-green-5c9d7b"}, splitterv1.Blue: {"checkout-blue-7f6b8"}},
-			map[splitterv1.Color][2]int64{splitterv1.Green: {1005, 5}, splitterv1.Blue: {4004, 4}}},
-		{"two ReplicaSets of one revision (a hash collision)", ReplicaSets{splitterv1.Green: {"checkout-green-5c9d7b", "checkout-green-6f4a1c"}},
-			map[splitterv1.Color][2]int64{splitterv1.Green: {2005, 405}, splitterv1.Blue: {4004, 4}}},
-		{"a name that only starts like the ReplicaSet's", ReplicaSets{splitterv1.Green: {"checkout-green-5c9d"}, splitterv1.Blue: {"checkout-blue-7f6b8"}},
-			map[splitterv1.Color][2]int64{splitterv1.Green: {3, 3}, splitterv1.Blue: {4004, 4}}},
+		{"ReplicaSets not known: every pod", nil, all},
+		{"the previous revision's pod left out; failures before a pod counted", Revisions{
+			splitterv1.Green: {Own: []string{"checkout-green-5c9d7b"}, Other: []string{"checkout-green-6f4a1c"}},
+			splitterv1.Blue:  {Own: []string{"checkout-blue-7f6b8"}},
+		}, map[splitterv1.Color][2]int64{splitterv1.Green: {1005, 5}, splitterv1.Blue: {4004, 4}}},
+		{"the release's own ReplicaSet not known yet: only the other revision's pods go", Revisions{
+			splitterv1.Green: {Other: []string{"checkout-green-6f4a1c"}},
+		}, map[splitterv1.Color][2]int64{splitterv1.Green: {1005, 5}, splitterv1.Blue: {4004, 4}}},
+		{"a ReplicaSet whose name only starts like a pod's prefix", Revisions{
+			splitterv1.Green: {Own: []string{"checkout-green-5c9d7b"}, Other: []string{"checkout-green-6f4a"}},
+		}, all},
+		{"a pod label that names no pod of either: counted", Revisions{
+			splitterv1.Green: {Own: []string{"checkout-green-0000"}, Other: []string{"checkout-green-1111"}},
+		}, all},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if got := count(tc.rs); !reflect.DeepEqual(got, tc.want) {
 				t.Errorf("counted %v, want %v", got, tc.want)
 			}
 		})
+	}
+}
+
+// The API server cuts a generateName longer than 58 characters before
+// adding its 5 random ones: a long workload's pods have no "-" after
+// their ReplicaSet's name (a review: every pod of such a workload was
+// dropped), and two ReplicaSets that share the first 57 characters share
+// their pods' prefix, so such a pod counts.
+func TestPodOfLongNames(t *testing.T) {
+	long := "payments-settlement-reconciliation-worker-green" // 47 characters
+	own, other := long+"-5d8f9c7b64", long+"-7b6c5d4f3a"      // 58 characters each
+	pod := func(rs string) string { return (rs + "-")[:min(58, len(rs)+1)] + "xfz57" }
+	short := ReplicaSets{Own: []string{"web-green-5d8f9"}, Other: []string{"web-green-7b6c5"}}
+	for _, tc := range []struct {
+		name string
+		rs   ReplicaSets
+		pod  string
+		want bool
+	}{
+		{"short name, own", short, "web-green-5d8f9-xfz57", true},
+		{"short name, other", short, "web-green-7b6c5-xfz57", false},
+		{"long name, own", ReplicaSets{Own: []string{own}, Other: []string{other}}, pod(own), true},
+		{"long name, other", ReplicaSets{Own: []string{own}, Other: []string{other}}, pod(other), false},
+		// Longer names (a 50-character workload): the hashes are cut too.
+		{"a prefix both share: counted", ReplicaSets{Own: []string{own + "ab"}, Other: []string{own + "cd"}}, pod(own + "ab"), true},
+	} {
+		got := Revisions{splitterv1.Green: tc.rs}.Counts(splitterv1.Green, tc.pod)
+		if got != tc.want {
+			t.Errorf("%s: pod %s counts %v, want %v", tc.name, tc.pod, got, tc.want)
+		}
+	}
+	if p := pod(own); len(p) != 63 || strings.Contains(p[len(own):], "-") {
+		t.Fatalf("the test's own pod name %q is not what the API server makes", p)
 	}
 }

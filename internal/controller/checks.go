@@ -82,12 +82,12 @@ func (p *PrometheusChecks) Run(ctx context.Context, address string, checks []ana
 	return out
 }
 
-// CounterReader reads the colors' counter series, each color's from the
-// pods of its revision's ReplicaSets (see analysis.ReplicaSets). A failed,
+// CounterReader reads the colors' counter series, less the pods known to run
+// another revision of their color (see analysis.Revisions). A failed,
 // timed-out or partial read is an error: the engine counts it as Error for
 // that look.
 type CounterReader interface {
-	Counters(ctx context.Context, address, namespace string, workloads map[splitterv1.Color]string, revision analysis.ReplicaSets, specs []analysis.CounterSpec, now time.Time) ([]splitterv1.SeriesReading, error)
+	Counters(ctx context.Context, address, namespace string, workloads map[splitterv1.Color]string, revision analysis.Revisions, specs []analysis.CounterSpec, now time.Time) ([]splitterv1.SeriesReading, error)
 }
 
 type counterCacheKey struct {
@@ -105,7 +105,7 @@ type counterCacheEntry struct {
 // Counters reads the colors' counter series from Prometheus. Readings of
 // every color in the cluster are shared for CounterTTL: a hundred releases
 // looked at every scrape cost a few queries, not hundreds.
-func (p *PrometheusChecks) Counters(ctx context.Context, address, namespace string, workloads map[splitterv1.Color]string, revision analysis.ReplicaSets, specs []analysis.CounterSpec, now time.Time) ([]splitterv1.SeriesReading, error) {
+func (p *PrometheusChecks) Counters(ctx context.Context, address, namespace string, workloads map[splitterv1.Color]string, revision analysis.Revisions, specs []analysis.CounterSpec, now time.Time) ([]splitterv1.SeriesReading, error) {
 	if address == "" {
 		address = p.Default
 	}

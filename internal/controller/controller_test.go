@@ -105,7 +105,7 @@ type fakeCounters struct {
 	staleColor map[string]splitterv1.Color // namespace -> color of its stale pod
 	staleRates map[string][2]float64
 	staleCum   map[string][2]float64
-	revision   map[string]analysis.ReplicaSets // namespace -> the last ReplicaSets asked for
+	revision   map[string]analysis.Revisions // namespace -> the last revisions asked for
 	calls      map[string]int
 }
 
@@ -129,7 +129,7 @@ func (f *fakeCounters) scriptStale(ns string, c splitterv1.Color, rates [2]float
 
 // revisionAsked is what the controller last asked the namespace's
 // counters for.
-func (f *fakeCounters) revisionAsked(ns string) analysis.ReplicaSets {
+func (f *fakeCounters) revisionAsked(ns string) analysis.Revisions {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return f.revision[ns]
@@ -167,12 +167,12 @@ func (f *fakeCounters) advance(ns string) {
 	f.at[ns] = now
 }
 
-func (f *fakeCounters) Counters(_ context.Context, _, ns string, workloads map[splitterv1.Color]string, revision analysis.ReplicaSets, specs []analysis.CounterSpec, _ time.Time) ([]splitterv1.SeriesReading, error) {
+func (f *fakeCounters) Counters(_ context.Context, _, ns string, workloads map[splitterv1.Color]string, revision analysis.Revisions, specs []analysis.CounterSpec, _ time.Time) ([]splitterv1.SeriesReading, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.advance(ns)
 	if f.revision == nil {
-		f.revision, f.calls = map[string]analysis.ReplicaSets{}, map[string]int{}
+		f.revision, f.calls = map[string]analysis.Revisions{}, map[string]int{}
 	}
 	f.revision[ns] = revision
 	f.calls[ns]++
@@ -183,7 +183,7 @@ func (f *fakeCounters) Counters(_ context.Context, _, ns string, workloads map[s
 			out = append(out, splitterv1.SeriesReading{Color: c, SLO: s.SLO, Series: "pod-1", Requests: int64(v[0]), Bad: int64(v[1])})
 		}
 		stalePod := controller.ColorName(workload, c) + "-stale-x7k2p"
-		if sc, ok := f.staleColor[ns]; ok && sc == c && revision.Serves(c, stalePod) {
+		if sc, ok := f.staleColor[ns]; ok && sc == c && revision.Counts(c, stalePod) {
 			v := f.staleCum[ns]
 			for _, s := range specs {
 				out = append(out, splitterv1.SeriesReading{Color: c, SLO: s.SLO, Series: "stale-pod", Requests: int64(v[0]), Bad: int64(v[1])})
@@ -1277,8 +1277,8 @@ func TestEvidenceByRevision(t *testing.T) {
 	}
 	greenRS := replicaSet(green, "5c9d7", s.Status.CandidateRevision)
 	blueRS := replicaSet(blue, "7f6b8", s.Status.LiveRevision)
-	replicaSet(green, "stale", "an-older-revision")
-	want := analysis.ReplicaSets{green: {greenRS}, blue: {blueRS}}
+	staleRS := replicaSet(green, "stale", "an-older-revision")
+	want := analysis.Revisions{green: {Own: []string{greenRS}, Other: []string{staleRS}}, blue: {Own: []string{blueRS}}}
 	waitFor(t, "the counters read by revision", func() error {
 		if got := e.counters.revisionAsked(ns); !reflect.DeepEqual(got, want) {
 			return fmt.Errorf("asked for %v, want %v", got, want)
@@ -1353,6 +1353,28 @@ func TestSpecPatchPrecondition(t *testing.T) {
 	}
 	if err := get(e, ns, workload, d); err != nil || *d.Spec.Replicas != 2 {
 		t.Fatalf("replicas %v (%v), want 2 kept", d.Spec.Replicas, err)
+	}
+
+	// Deleted and created again: generation 1 again, another UID.
+	read = d.DeepCopy()
+	if err := e.c.Delete(ctx, d); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the Deployment gone", func() error {
+		if err := get(e, ns, workload, &appsv1.Deployment{}); !apierrors.IsNotFound(err) {
+			return fmt.Errorf("still there (%v)", err)
+		}
+		return nil
+	})
+	again := userDeployment(ns, nil)
+	create(t, e, again)
+	read.Generation = again.Generation
+	patch, err = controller.SpecPatch(read, "/spec/replicas", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.c.Patch(ctx, read.DeepCopy(), patch); !mesh.PatchNotApplied(err) {
+		t.Fatalf("to a Deployment created again at the same generation: %v, want the UID test refused", err)
 	}
 }
 

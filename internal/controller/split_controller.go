@@ -309,7 +309,7 @@ func (r *SplitReconciler) readCounters(ctx context.Context, plan *policy.Plan, s
 	workloads := map[splitterv1.Color]string{
 		splitterv1.Blue: ColorName(user.Name, splitterv1.Blue), splitterv1.Green: ColorName(user.Name, splitterv1.Green),
 	}
-	revision := r.revisionReplicaSets(ctx, split.Namespace, user.Name, split.Status, splitterv1.Blue, splitterv1.Green)
+	revision := r.revisions(ctx, split.Namespace, user.Name, split.Status, splitterv1.Blue, splitterv1.Green)
 	counters, err := r.Counters.Counters(ctx, plan.PrometheusAddress, split.Namespace, workloads, revision, specs, obs.Now)
 	if err != nil {
 		obs.CountersErr = err.Error()
@@ -809,7 +809,7 @@ func (r *SplitReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		WatchesRawSource(source.Channel(r.hooks.wake, &handler.EnqueueRequestForObject{})).
 		Watches(&appsv1.Deployment{}, handler.EnqueueRequestsFromMapFunc(mapDeployment),
 			builder.WithPredicates(deploymentPredicate)).
-		// ReplicaSets are watched for the cache only (revisionReplicaSets
+		// ReplicaSets are watched for the cache only (revisions
 		// reads it), so that the controller starts once it is synced, and
 		// fails to start, saying why, without the RBAC to list them: a read
 		// of an informer that cannot sync would hang the reconcile.

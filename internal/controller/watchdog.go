@@ -78,7 +78,7 @@ func (w *watchdogSweep) sweep(ctx context.Context) {
 		}
 		counters, err := w.r.Counters.Counters(ctx, plan.PrometheusAddress, s.Namespace, map[splitterv1.Color]string{
 			green: ColorName(s.Spec.Workload, green), blue: ColorName(s.Spec.Workload, blue),
-		}, w.r.revisionReplicaSets(ctx, s.Namespace, s.Spec.Workload, s.Status, green, blue), analysis.Specs(plan.SLOs), now)
+		}, w.r.revisions(ctx, s.Namespace, s.Spec.Workload, s.Status, green, blue), analysis.Specs(plan.SLOs), now)
 		if err != nil {
 			continue // the reconcile reports it
 		}

@@ -92,7 +92,13 @@ func colorDeployment(split *splitterv1.Split, user *appsv1.Deployment, c splitte
 // every few seconds, and a resourceVersion precondition made 0-2 of a
 // release's Deployment writes fail with 409 for a status no decision read
 // (issue 18). A spec changed since (another replica that took over, a
-// user, an autoscaler) still fails the test, and the write is refused.
+// user, an autoscaler) still fails the test, and the write is refused;
+// so does a Deployment deleted and created again (its UID is tested too:
+// a new object starts at generation 1 again). The API server also moves
+// a Deployment's generation when its annotations change (apps'
+// deployment strategy: the Deployment controller's revision annotation
+// after a template change, kubectl apply's last-applied configuration),
+// so such a write can still be refused now and then: a conflict, retried.
 //
 // A failed test is reported as the conflict it is (see
 // mesh.PatchNotApplied); the next reconcile decides again. While the
@@ -122,10 +128,11 @@ func (r *SplitReconciler) patchSpec(ctx context.Context, d *appsv1.Deployment, p
 	return true, err
 }
 
-// SpecPatch is patchSpec's JSON patch: the generation test, then the
-// replacement.
+// SpecPatch is patchSpec's JSON patch: the UID and generation tests, then
+// the replacement.
 func SpecPatch(d *appsv1.Deployment, path string, value any) (client.Patch, error) {
 	b, err := json.Marshal([]map[string]any{
+		{"op": "test", "path": "/metadata/uid", "value": d.UID},
 		{"op": "test", "path": "/metadata/generation", "value": d.Generation},
 		{"op": "replace", "path": path, "value": value},
 	})
@@ -194,32 +201,38 @@ func colorRevision(s splitterv1.SplitStatus, c splitterv1.Color) string {
 	return ""
 }
 
-// revisionReplicaSets are, for each color whose evidence is read, the
-// ReplicaSets of its color Deployment that run its revision in this
-// release: the evidence counts their pods only (see analysis.ReplicaSets).
-// A color with none in the cache (its ReplicaSet not seen yet, or a color
-// Deployment made before RevisionLabel existed) is counted whole, as it
-// was before: this can drop a pod known to run another revision, never
-// a pod of the release's own.
-func (r *SplitReconciler) revisionReplicaSets(ctx context.Context, namespace, workload string, s splitterv1.SplitStatus, colors ...splitterv1.Color) analysis.ReplicaSets {
-	out := analysis.ReplicaSets{}
+// revisions are, for each color whose evidence is read, its color
+// Deployment's ReplicaSets by revision: those running the color's revision
+// in this release, and those running another (see analysis.Revisions). A
+// ReplicaSet the cache does not hold (one made before RevisionLabel
+// existed, one not seen yet) is in neither, and its pods count: this can
+// drop a pod known to run another revision, never a pod of the release's.
+func (r *SplitReconciler) revisions(ctx context.Context, namespace, workload string, s splitterv1.SplitStatus, colors ...splitterv1.Color) analysis.Revisions {
+	list := replicaSetMeta()
+	if err := r.Client.List(ctx, list, client.InNamespace(namespace), client.HasLabels{splitterv1.RevisionLabel}); err != nil {
+		log.FromContext(ctx).Info("Listing the color Deployments' ReplicaSets failed: every pod counts", "error", err.Error())
+		return nil
+	}
+	out := analysis.Revisions{}
 	for _, c := range colors {
-		rev := colorRevision(s, c)
+		rev, owner := colorRevision(s, c), ColorName(workload, c)
 		if rev == "" {
 			continue
 		}
-		list := replicaSetMeta()
-		if err := r.Client.List(ctx, list, client.InNamespace(namespace), client.MatchingLabels{splitterv1.RevisionLabel: rev}); err != nil {
-			log.FromContext(ctx).Info("Listing the revision's ReplicaSets failed: the color is counted whole", "color", c, "revision", rev, "error", err.Error())
-			continue
-		}
-		owner := ColorName(workload, c)
-		for _, rs := range list.Items {
-			if ref := metav1.GetControllerOf(&rs); ref != nil && ref.Kind == "Deployment" && ref.Name == owner {
-				out[c] = append(out[c], rs.Name)
+		var rs analysis.ReplicaSets
+		for _, item := range list.Items {
+			ref := metav1.GetControllerOf(&item)
+			switch {
+			case ref == nil || ref.Kind != "Deployment" || ref.Name != owner:
+			case item.Labels[splitterv1.RevisionLabel] == rev:
+				rs.Own = append(rs.Own, item.Name)
+			default:
+				rs.Other = append(rs.Other, item.Name)
 			}
 		}
-		sort.Strings(out[c])
+		sort.Strings(rs.Own)
+		sort.Strings(rs.Other)
+		out[c] = rs
 	}
 	return out
 }

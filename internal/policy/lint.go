@@ -155,9 +155,15 @@ func Explain(p *Plan, t Traffic) []string {
 			looks := max(1, min(int((h+p.StepDuration-1)/p.StepDuration), 1+p.MaxExtensions))
 			total += time.Duration(looks)*p.StepDuration + timing.Settle()
 		}
-		if recommend > longest {
+		switch {
+		case recommend > MaxLooksPerStep*p.StepDuration:
+			const unit = 10 * time.Second // rounded up, so 40 of them cover recommend
+			step := (recommend/MaxLooksPerStep + unit - 1) / unit * unit
+			out = append(out, fmt.Sprintf("recommended maxStepDuration: %s or more, with stepDuration %s or more (at most %d looks a step; today %s and %s: steps will pause)",
+				recommend, step, MaxLooksPerStep, p.MaxStepDuration, p.StepDuration))
+		case recommend > longest:
 			out = append(out, fmt.Sprintf("recommended maxStepDuration: %s or more (today %s: steps will pause)", recommend, p.MaxStepDuration))
-		} else {
+		default:
 			out = append(out, fmt.Sprintf("steps end on evidence, judged every %s up to %s; each also waits %s for its weights to settle", p.StepDuration, p.MaxStepDuration, timing.Settle()))
 		}
 		out = append(out, fmt.Sprintf("a healthy release takes about %s plus standby %s", total, p.Standby))

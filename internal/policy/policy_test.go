@@ -224,6 +224,17 @@ func TestExplainStepsOnEvidence(t *testing.T) {
 		return strings.Join(Explain(p, Traffic{RPS: 100, Scrape: 30 * time.Second}), "\n")
 	}
 	short, long := explain(time.Minute), explain(10*time.Minute)
+	// Few looks allowed a step: lint asks for a longer stepDuration too.
+	p, errs := Compile(splitterv1.SplitPolicySpec{
+		Steps: []int32{1, 100}, StepDuration: &metav1.Duration{Duration: 5 * time.Second}, MaxStepDuration: &metav1.Duration{Duration: 100 * time.Second},
+		SLOs: []splitterv1.SLO{{Name: "availability", Objective: "99.9"}},
+	})
+	if len(errs) > 0 {
+		t.Fatal(errs)
+	}
+	if got := strings.Join(Explain(p, Traffic{RPS: 1, Scrape: 15 * time.Second}), "\n"); !strings.Contains(got, "with stepDuration") {
+		t.Errorf("1%% of 1 req/s needs more than 40 looks of 5 s:\n%s", got)
+	}
 	if !strings.Contains(short, "recommended maxStepDuration") || !strings.Contains(short, "their last look at 1m0s (maxStepDuration 1m0s)") {
 		t.Errorf("a 1-minute maxStepDuration that 10%% of 100 req/s at 30 s scrapes outlasts:\n%s", short)
 	}

@@ -249,7 +249,22 @@ func ChecksDue(p *policy.Plan, s splitterv1.SplitStatus, now time.Time) bool {
 }
 
 func stepEnd(p *policy.Plan, s splitterv1.SplitStatus) time.Time {
-	return holdStart(p, s).Add(p.StepDuration * time.Duration(1+s.Extensions))
+	start := *holdStart(p, s)
+	if p.MaxStepDuration == 0 {
+		return start.Add(p.StepDuration * time.Duration(1+s.Extensions))
+	}
+	// A step that ends on evidence is judged every stepDuration after its
+	// last look. Counted from the hold's start, a look that restarted the
+	// evidence (an incident both colors share, a Fail to confirm: the hold
+	// starts again there) would put the next one k+2 stepDurations away at
+	// the k-th look (a review). The looks stay capped by their number.
+	last := start
+	for _, c := range s.Checks {
+		if c.Step == s.Step && s.StepStartedAt != nil && !c.EvaluatedAt.Before(s.StepStartedAt) && c.EvaluatedAt.After(last) {
+			last = c.EvaluatedAt.Time
+		}
+	}
+	return last.Add(p.StepDuration)
 }
 
 func (e *engine) shifting() {

@@ -6,7 +6,10 @@ import (
 	"testing"
 	"time"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
 	splitterv1 "splitter.dev/splitter/api/v1alpha1"
+	"splitter.dev/splitter/internal/analysis"
 	"splitter.dev/splitter/internal/policy"
 )
 
@@ -142,5 +145,38 @@ func TestGateFailConfirmedOnFreshEvidence(t *testing.T) {
 	}
 	if !strings.Contains(out, "to confirm on fresh evidence") {
 		t.Errorf("the Fail rolled back without a confirming hold:\n%s", out)
+	}
+}
+
+// With maxStepDuration a step is judged every stepDuration after its last
+// look, including after a look that restarted the evidence (an incident
+// both colors share, a Fail to confirm), not k+2 stepDurations on (a
+// review found that).
+func TestStepOnEvidenceLooksEveryStepDuration(t *testing.T) {
+	t0 := time.Unix(1_000_000, 0)
+	at := func(d time.Duration) metav1.Time { return metav1.NewTime(t0.Add(d)) }
+	p := &policy.Plan{StepDuration: 30 * time.Second, MaxStepDuration: 10 * time.Minute, MaxExtensions: 19,
+		Policy: analysis.Policy{SLOs: []policy.SLO{{Name: "availability", Objective: 0.995}}}}
+	started, restarted, looked := at(0), at(2*time.Minute), at(2*time.Minute)
+	s := splitterv1.SplitStatus{
+		Phase: splitterv1.PhaseShifting, Step: 1, Extensions: 3, StepStartedAt: &started,
+		Analysis: &splitterv1.AnalysisStatus{BaselineAt: &restarted},
+		Checks: []splitterv1.CheckResult{
+			{Name: "availability", Step: 1, EvaluatedAt: looked},
+			{Name: "availability", Step: 1, EvaluatedAt: at(-time.Hour)}, // an earlier release's
+		},
+	}
+	for _, tc := range []struct {
+		after time.Duration
+		due   bool
+	}{{2*time.Minute + 29*time.Second, false}, {2*time.Minute + 30*time.Second, true}} {
+		if got := ChecksDue(p, s, t0.Add(tc.after)); got != tc.due {
+			t.Errorf("at +%s: due %v, want %v (the last look was at +2m)", tc.after, got, tc.due)
+		}
+	}
+	// Fixed steps keep their schedule from the hold's start.
+	p.MaxStepDuration = 0
+	if ChecksDue(p, s, t0.Add(3*time.Minute)) || !ChecksDue(p, s, t0.Add(4*time.Minute)) {
+		t.Error("fixed steps: want the look at the hold's start + 4 stepDurations")
 	}
 }

@@ -374,6 +374,7 @@ func TestSplitPolicyValidation(t *testing.T) {
 		{"duplicate step", splitterv1.SplitPolicySpec{Steps: []int32{10, 10, 100}}, "Duplicate value"},
 		{"not ending at 100", splitterv1.SplitPolicySpec{Steps: []int32{10, 50}}, "steps must end at 100"},
 		{"step above 100", splitterv1.SplitPolicySpec{Steps: []int32{50, 150}}, "should be less than or equal to 100"},
+		{"maxStepDuration with maxExtensions", splitterv1.SplitPolicySpec{MaxStepDuration: &metav1.Duration{Duration: 10 * time.Minute}, MaxExtensions: ptr.To(int32(2))}, "set maxExtensions or maxStepDuration, not both"},
 		{"check with both builtin and query", splitterv1.SplitPolicySpec{Checks: []splitterv1.Check{{
 			Name: "x", Builtin: splitterv1.BuiltinSuccessRate, Query: "up", Min: ptr.To("1"),
 		}}}, "exactly one of builtin and query"},
