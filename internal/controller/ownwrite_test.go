@@ -1,10 +1,15 @@
 package controller
 
 import (
+	"context"
 	"testing"
 	"time"
 
+	appsv1 "k8s.io/api/apps/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 )
 
 // A pass waits only while the cache holds exactly the version this
@@ -29,5 +34,30 @@ func TestCacheBehindOwnWrite(t *testing.T) {
 	r.ownWrites.Store(key, ownWrite{replaced: "20", at: now.Add(-ownWriteWait)})
 	if r.cacheBehindOwnWrite(key, "20") {
 		t.Error("past ownWriteWait the pass runs anyway")
+	}
+}
+
+// A Deployment spec write is skipped only while the cache holds the very
+// object and generation this replica's last write replaced: a Deployment
+// deleted and created again (generation 1 again, another UID) is written
+// at once (e2e: the skip held a re-created color's new template back
+// until the progress deadline).
+func TestSpecWriteSkippedOnlyForTheSameObject(t *testing.T) {
+	scheme := runtime.NewScheme()
+	if err := appsv1.AddToScheme(scheme); err != nil {
+		t.Fatal(err)
+	}
+	d := &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "web-green", UID: "first", Generation: 1}}
+	r := &SplitReconciler{Client: fake.NewClientBuilder().WithScheme(scheme).WithObjects(d).Build(), Now: time.Now}
+	stale := d.DeepCopy()
+	if sent, err := r.patchSpec(context.Background(), d.DeepCopy(), "/spec/replicas", 3); !sent || err != nil {
+		t.Fatalf("first write: sent %v, %v", sent, err)
+	}
+	if sent, err := r.patchSpec(context.Background(), stale, "/spec/replicas", 3); sent || err != nil {
+		t.Fatalf("the cache still at the generation the write replaced: sent %v (%v), want skipped", sent, err)
+	}
+	again := &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "web-green", UID: "second", Generation: 1}}
+	if sent, _ := r.patchSpec(context.Background(), again, "/spec/replicas", 3); !sent {
+		t.Fatal("a Deployment created again at generation 1: skipped, want written")
 	}
 }

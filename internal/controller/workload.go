@@ -108,8 +108,12 @@ func colorDeployment(split *splitterv1.Split, user *appsv1.Deployment, c splitte
 // such write refused, 422, before this).
 // It says whether it sent the write.
 func (r *SplitReconciler) patchSpec(ctx context.Context, d *appsv1.Deployment, path string, value any) (bool, error) {
+	// The version is the object's UID and generation: a Deployment deleted
+	// and created again starts at generation 1 again, and its cache copy is
+	// not behind a write to the one before (e2e: the skip held a re-created
+	// color's new template back until the progress deadline).
 	key, gen := client.ObjectKeyFromObject(d), strconv.FormatInt(d.Generation, 10)
-	if r.behind(&r.specWrites, key, gen) {
+	if r.behind(&r.specWrites, key, string(d.UID)+"/"+gen) {
 		return false, nil
 	}
 	patch, err := SpecPatch(d, path, value)
@@ -123,7 +127,7 @@ func (r *SplitReconciler) patchSpec(ctx context.Context, d *appsv1.Deployment, p
 	}
 	r.Metrics.wroteResult("Deployment", err)
 	if err == nil {
-		r.specWrites.Store(key, ownWrite{replaced: gen, at: r.Now()})
+		r.specWrites.Store(key, ownWrite{replaced: string(d.UID) + "/" + gen, at: r.Now()})
 	}
 	return true, err
 }
