@@ -271,6 +271,11 @@ func (r *SplitReconciler) release(ctx context.Context, split *splitterv1.Split, 
 		if d.Status.Phase == splitterv1.PhaseRollingBack && r.Metrics != nil {
 			r.Metrics.SnapBacks.WithLabelValues(split.Namespace, split.Name, t.Reason).Inc()
 		}
+	} else if d.Status.Extensions > split.Status.Extensions && d.Status.Step == split.Status.Step {
+		// A look without a verdict that is no transition (a step that ends
+		// on evidence, maxStepDuration): no Event, but a line an operator
+		// can follow, with what the gate still lacks.
+		logger.V(1).Info("Step judged without a verdict", "step", d.Status.Step, "looks", d.Status.Extensions+1, "checks", describeChecks(d.Status.Checks))
 	}
 	r.Metrics.observe(split)
 	if pinned != "" {
@@ -528,6 +533,15 @@ func (r *SplitReconciler) patchStatus(ctx context.Context, split *splitterv1.Spl
 		r.ownWrites.Store(client.ObjectKeyFromObject(split), ownWrite{replaced: base.ResourceVersion, at: r.Now()})
 	}
 	return err
+}
+
+// describeChecks is one line of checks: name, verdict and message.
+func describeChecks(checks []splitterv1.CheckResult) string {
+	parts := make([]string, 0, len(checks))
+	for _, c := range checks {
+		parts = append(parts, fmt.Sprintf("%s %s: %s", c.Name, c.Verdict, c.Message))
+	}
+	return strings.Join(parts, "; ")
 }
 
 // ownWrite is this replica's last status write of a Split: the
