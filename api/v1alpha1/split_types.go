@@ -497,6 +497,10 @@ type SplitStatus struct {
 	// StepStartedAt is when the current step's weights were applied.
 	// +optional
 	StepStartedAt *metav1.Time `json:"stepStartedAt,omitempty"`
+	// LookedAt is when a step's checks were last judged: with the
+	// policy's maxStepDuration, the next look is a stepDuration after it.
+	// +optional
+	LookedAt *metav1.Time `json:"lookedAt,omitempty"`
 	// ReleaseStartedAt is when the current release began.
 	// +optional
 	ReleaseStartedAt *metav1.Time `json:"releaseStartedAt,omitempty"`

@@ -649,6 +649,10 @@ func (in *SplitStatus) DeepCopyInto(out *SplitStatus) {
 		in, out := &in.StepStartedAt, &out.StepStartedAt
 		*out = (*in).DeepCopy()
 	}
+	if in.LookedAt != nil {
+		in, out := &in.LookedAt, &out.LookedAt
+		*out = (*in).DeepCopy()
+	}
 	if in.ReleaseStartedAt != nil {
 		in, out := &in.ReleaseStartedAt, &out.ReleaseStartedAt
 		*out = (*in).DeepCopy()

@@ -259,10 +259,8 @@ func stepEnd(p *policy.Plan, s splitterv1.SplitStatus) time.Time {
 	// starts again there) would put the next one k+2 stepDurations away at
 	// the k-th look (a review). The looks stay capped by their number.
 	last := start
-	for _, c := range s.Checks {
-		if c.Step == s.Step && s.StepStartedAt != nil && !c.EvaluatedAt.Before(s.StepStartedAt) && c.EvaluatedAt.After(last) {
-			last = c.EvaluatedAt.Time
-		}
+	if l := s.LookedAt; l != nil && s.StepStartedAt != nil && !l.Before(s.StepStartedAt) && l.After(last) {
+		last = l.Time // a look of this step (an older one is a step before's)
 	}
 	return last.Add(p.StepDuration)
 }
@@ -502,6 +500,7 @@ func describe(rs []analysis.Result) string {
 }
 
 func (e *engine) recordVerdicts(verdicts []analysis.Result) {
+	e.s.LookedAt = e.now()
 	e.s.Checks = e.s.Checks[:0:0]
 	for _, v := range verdicts {
 		e.s.Checks = append(e.s.Checks, splitterv1.CheckResult{

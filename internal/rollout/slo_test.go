@@ -159,12 +159,10 @@ func TestStepOnEvidenceLooksEveryStepDuration(t *testing.T) {
 		Policy: analysis.Policy{SLOs: []policy.SLO{{Name: "availability", Objective: 0.995}}}}
 	started, restarted, looked := at(0), at(2*time.Minute), at(2*time.Minute)
 	s := splitterv1.SplitStatus{
-		Phase: splitterv1.PhaseShifting, Step: 1, Extensions: 3, StepStartedAt: &started,
+		Phase: splitterv1.PhaseShifting, Step: 1, Extensions: 3, StepStartedAt: &started, LookedAt: &looked,
 		Analysis: &splitterv1.AnalysisStatus{BaselineAt: &restarted},
-		Checks: []splitterv1.CheckResult{
-			{Name: "availability", Step: 1, EvaluatedAt: looked},
-			{Name: "availability", Step: 1, EvaluatedAt: at(-time.Hour)}, // an earlier release's
-		},
+		// A step hook that answered after the look does not move it.
+		Checks: []splitterv1.CheckResult{{Name: "hook/load", Step: 1, EvaluatedAt: at(2*time.Minute + 20*time.Second)}},
 	}
 	for _, tc := range []struct {
 		after time.Duration
@@ -174,6 +172,13 @@ func TestStepOnEvidenceLooksEveryStepDuration(t *testing.T) {
 			t.Errorf("at +%s: due %v, want %v (the last look was at +2m)", tc.after, got, tc.due)
 		}
 	}
+	// A look of a step before (older than this step's start) is not this step's.
+	old := at(-time.Minute)
+	s.LookedAt = &old
+	if !ChecksDue(p, s, t0.Add(2*time.Minute+30*time.Second)) || ChecksDue(p, s, t0.Add(2*time.Minute+29*time.Second)) {
+		t.Error("a look before the step: want the first look a stepDuration after the hold's start")
+	}
+	s.LookedAt = &looked
 	// Fixed steps keep their schedule from the hold's start.
 	p.MaxStepDuration = 0
 	if ChecksDue(p, s, t0.Add(3*time.Minute)) || !ChecksDue(p, s, t0.Add(4*time.Minute)) {
