@@ -97,9 +97,14 @@ func stepWasHeld(before splitterv1.SplitStatus, o Observations) bool {
 func TestInvariantsUnderRandomSequences(t *testing.T) {
 	verdicts := []splitterv1.Verdict{splitterv1.VerdictPass, splitterv1.VerdictPass, splitterv1.VerdictPass,
 		splitterv1.VerdictFail, splitterv1.VerdictInconclusive, splitterv1.VerdictError}
-	for seed := uint64(1); seed <= 300; seed++ {
+	for seed := uint64(1); seed <= 600; seed++ {
 		rng := rand.New(rand.NewPCG(seed, 42))
 		p := testPlan()
+		if seed > 300 {
+			// Steps that end on evidence: judged every stepDuration after
+			// the last look, up to maxStepDuration.
+			p.MaxStepDuration, p.MaxExtensions = 5*p.StepDuration, 4
+		}
 		p.ApproveBeforePromotion = rng.IntN(2) == 0
 		if rng.IntN(2) == 0 {
 			withHooks([]string{"pause", "rollback"}[rng.IntN(2)])(p)
