@@ -285,9 +285,12 @@ func (e *engine) shifting() {
 	// Paused, the step is still judged, but only a Fail acts (a pause
 	// never holds back a rollback); a resume is this call's transition.
 	held, changed := e.paused()
-	if changed && !held {
+	if changed && !held && !anyFailed(e.o.Verdicts) {
 		return
 	}
+	// A resume that comes with a due Fail is judged now: the rollback is
+	// this call's transition (the random sequences found a Fail left for
+	// the next call).
 	want := split(e.s.Candidate, e.s.Weight)
 	if !e.routedIs(want) {
 		// Not applied yet, or changed behind our back: evidence gathered
@@ -427,6 +430,15 @@ func (e *engine) held() string {
 		return fmt.Sprintf("%d looks in %s (maxStepDuration)", 1+e.p.MaxExtensions, e.p.StepDuration*time.Duration(1+e.p.MaxExtensions))
 	}
 	return fmt.Sprintf("%d extensions", e.p.MaxExtensions)
+}
+
+func anyFailed(verdicts []analysis.Result) bool {
+	for _, v := range verdicts {
+		if v.Verdict == splitterv1.VerdictFail {
+			return true
+		}
+	}
+	return false
 }
 
 // exhausted applies onInconclusive or onError: pause (wait for a human to
