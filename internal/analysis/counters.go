@@ -121,9 +121,9 @@ func anyPodOf(replicaSets []string, pod string) bool {
 // server cuts a generateName longer than 58 characters to 58 before it
 // adds 5 random ones (k8s.io/apiserver/pkg/storage/names/generate.go:
 // maxNameLength 63, randomLength 5). So a long workload's pods carry no
-// "-" after the ReplicaSet's name, and two ReplicaSets whose names share
-// the first 57 characters share their pods' prefix (Counts then keeps
-// the pod).
+// "-" after the ReplicaSet's name, and two ReplicaSets whose names (and
+// dash) share their first 58 characters share their pods' prefix (Counts
+// then keeps the pod).
 func podOf(replicaSet, pod string) bool {
 	const maxGeneratedPrefix, randomLength = 63 - 5, 5
 	prefix := replicaSet + "-"

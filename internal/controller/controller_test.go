@@ -1133,15 +1133,12 @@ func TestInvalidPolicy(t *testing.T) {
 	}
 }
 
-// Finding 8: a stall during a release (here the policy made invalid
-// mid-step) must not stop the watchdog: with the last valid plan kept in
-// status, a candidate that goes bad is still snapped back, and the Split
-// says both that it is stalled and why traffic moved.
-func TestStallKeepsTheWatchdog(t *testing.T) {
-	e := setup(t)
-	t.Parallel()
+// sloReleaseAt20 starts a release under an SLO policy (steps 20/100 of
+// 10 minutes, availability 99.5%) with healthy counters, and waits until
+// the candidate, green, has 20%. It returns the policy.
+func sloReleaseAt20(t *testing.T, e *env, ns string) *splitterv1.SplitPolicy {
+	t.Helper()
 	ctx := context.Background()
-	ns := newNamespace(t, e)
 	pol := &splitterv1.SplitPolicy{
 		ObjectMeta: metav1.ObjectMeta{Name: "standard", Namespace: ns},
 		Spec: splitterv1.SplitPolicySpec{
@@ -1169,6 +1166,19 @@ func TestStallKeepsTheWatchdog(t *testing.T) {
 	markReady(t, e, ns, s.Status.Candidate, userReplicas, s.Status.CandidateRevision)
 	waitPhase(t, e, ns, splitterv1.PhaseShifting)
 	waitWeights(t, e, ns, rollout.Weights{Blue: 80, Green: 20})
+	return pol
+}
+
+// Finding 8: a stall during a release (here the policy made invalid
+// mid-step) must not stop the watchdog: with the last valid plan kept in
+// status, a candidate that goes bad is still snapped back, and the Split
+// says both that it is stalled and why traffic moved.
+func TestStallKeepsTheWatchdog(t *testing.T) {
+	e := setup(t)
+	t.Parallel()
+	ctx := context.Background()
+	ns := newNamespace(t, e)
+	pol := sloReleaseAt20(t, e, ns)
 
 	// The policy becomes invalid (a field the CRD admits, the controller
 	// refuses): the Split stalls, traffic stays.
@@ -1212,34 +1222,9 @@ func TestStallKeepsTheWatchdog(t *testing.T) {
 func TestEvidenceByRevision(t *testing.T) {
 	e := setup(t)
 	t.Parallel()
-	ctx := context.Background()
 	ns := newNamespace(t, e)
-	pol := &splitterv1.SplitPolicy{
-		ObjectMeta: metav1.ObjectMeta{Name: "standard", Namespace: ns},
-		Spec: splitterv1.SplitPolicySpec{
-			Steps:        []int32{20, 100},
-			StepDuration: &metav1.Duration{Duration: 10 * time.Minute},
-			SLOs:         []splitterv1.SLO{{Name: "availability", Objective: "99.5"}},
-		},
-	}
-	create(t, e, pol)
-	create(t, e, service(ns))
-	e.counters.script(ns, map[splitterv1.Color][2]float64{splitterv1.Blue: {80, 0.08}, splitterv1.Green: {20, 0.02}})
-	user := userDeployment(ns, map[string]string{splitterv1.PolicyAnnotation: "standard"})
-	create(t, e, user)
-	s := adopt(t, e, ns)
-	waitFor(t, "a new image", func() error {
-		if err := get(e, ns, workload, user); err != nil {
-			return err
-		}
-		user.Spec.Template.Spec.Containers[0].Image = "example.com/web:v2"
-		return e.c.Update(ctx, user)
-	})
-	s = waitPhase(t, e, ns, splitterv1.PhasePreparing)
-	markReady(t, e, ns, s.Status.Candidate, userReplicas, s.Status.CandidateRevision)
-	waitPhase(t, e, ns, splitterv1.PhaseShifting)
-	waitWeights(t, e, ns, rollout.Weights{Blue: 80, Green: 20})
-	s = splitOf(t, e, ns)
+	sloReleaseAt20(t, e, ns)
+	s := splitOf(t, e, ns)
 	green, blue := s.Status.Candidate, s.Status.Live
 
 	// The pod template carries the revision as a label, so its ReplicaSets do.

@@ -2,6 +2,7 @@ package controller
 
 import (
 	"context"
+	"reflect"
 	"testing"
 	"time"
 
@@ -59,5 +60,29 @@ func TestSpecWriteSkippedOnlyForTheSameObject(t *testing.T) {
 	again := &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "web-green", UID: "second", Generation: 1}}
 	if sent, _ := r.patchSpec(context.Background(), again, "/spec/replicas", 3); !sent {
 		t.Fatal("a Deployment created again at generation 1: skipped, want written")
+	}
+}
+
+// A color Deployment's ReplicaSets sorted by revision: only those it
+// controls, by their revision label.
+func TestByRevision(t *testing.T) {
+	owned := func(name, owner, revision string) metav1.PartialObjectMetadata {
+		m := metav1.PartialObjectMetadata{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{"splitter.dev/revision": revision}}}
+		if owner != "" {
+			yes := true
+			m.OwnerReferences = []metav1.OwnerReference{{Kind: "Deployment", Name: owner, Controller: &yes}}
+		}
+		return m
+	}
+	items := []metav1.PartialObjectMetadata{
+		owned("web-green-b2", "web-green", "r2"),
+		owned("web-green-a1", "web-green", "r1"),
+		owned("web-green-c3", "web-green", "r3"),
+		owned("web-blue-a1", "web-blue", "r1"), // another color's
+		owned("web-green-x", "", "r1"),         // an orphan
+	}
+	got := byRevision(items, "web-green", "r2")
+	if !reflect.DeepEqual(got.Own, []string{"web-green-b2"}) || !reflect.DeepEqual(got.Other, []string{"web-green-a1", "web-green-c3"}) {
+		t.Errorf("own %v other %v", got.Own, got.Other)
 	}
 }

@@ -73,8 +73,8 @@ type SplitReconciler struct {
 	// ownWrites remembers, per Split, the resourceVersion this replica's
 	// last status write replaced (see cacheBehindOwnWrite).
 	ownWrites sync.Map
-	// specWrites remembers, per Deployment, the generation this replica's
-	// last spec write replaced (see patchSpec).
+	// specWrites remembers, per Deployment, the UID and generation this
+	// replica's last spec write replaced (see patchSpec).
 	specWrites sync.Map
 }
 

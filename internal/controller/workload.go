@@ -102,11 +102,10 @@ func colorDeployment(split *splitterv1.Split, user *appsv1.Deployment, c splitte
 //
 // A failed test is reported as the conflict it is (see
 // mesh.PatchNotApplied); the next reconcile decides again. While the
-// cache still holds the generation this replica's last write to d
-// replaced, nothing is sent: that write's own watch event brings the pass
-// that writes whatever is still needed (the test bed's release saw one
-// such write refused, 422, before this).
-// It says whether it sent the write.
+// cache still holds the object and generation this replica's last write
+// to d replaced, nothing is sent, and patchSpec says so (false): that
+// write's own watch event brings the pass that writes whatever is still
+// needed (the test bed's release saw one such write refused before).
 func (r *SplitReconciler) patchSpec(ctx context.Context, d *appsv1.Deployment, path string, value any) (bool, error) {
 	// The version is the object's UID and generation: a Deployment deleted
 	// and created again starts at generation 1 again, and its cache copy is
@@ -192,19 +191,6 @@ func replicaSetMeta() *metav1.PartialObjectMetadataList {
 	return l
 }
 
-// colorRevision is the revision a color runs in this release, by status.
-func colorRevision(s splitterv1.SplitStatus, c splitterv1.Color) string {
-	switch c {
-	case s.Candidate:
-		return s.CandidateRevision
-	case s.Live:
-		return s.LiveRevision
-	case s.Standby:
-		return s.StandbyRevision
-	}
-	return ""
-}
-
 // revisions are, for each color whose evidence is read, its color
 // Deployment's ReplicaSets by revision: those running the color's revision
 // in this release, and those running another (see analysis.Revisions). A
@@ -219,24 +205,29 @@ func (r *SplitReconciler) revisions(ctx context.Context, namespace, workload str
 	}
 	out := analysis.Revisions{}
 	for _, c := range colors {
-		rev, owner := colorRevision(s, c), ColorName(workload, c)
-		if rev == "" {
-			continue
+		if rev := rollout.ColorRevision(s, c); rev != "" {
+			out[c] = byRevision(list.Items, ColorName(workload, c), rev)
 		}
-		var rs analysis.ReplicaSets
-		for _, item := range list.Items {
-			ref := metav1.GetControllerOf(&item)
-			switch {
-			case ref == nil || ref.Kind != "Deployment" || ref.Name != owner:
-			case item.Labels[splitterv1.RevisionLabel] == rev:
-				rs.Own = append(rs.Own, item.Name)
-			default:
-				rs.Other = append(rs.Other, item.Name)
-			}
-		}
-		sort.Strings(rs.Own)
-		sort.Strings(rs.Other)
-		out[c] = rs
 	}
 	return out
+}
+
+// byRevision sorts the ReplicaSets a Deployment named owner controls into
+// those that run revision (by RevisionLabel) and the others.
+func byRevision(items []metav1.PartialObjectMetadata, owner, revision string) analysis.ReplicaSets {
+	var rs analysis.ReplicaSets
+	for i := range items {
+		item := &items[i]
+		ref := metav1.GetControllerOf(item)
+		switch {
+		case ref == nil || ref.Kind != "Deployment" || ref.Name != owner:
+		case item.Labels[splitterv1.RevisionLabel] == revision:
+			rs.Own = append(rs.Own, item.Name)
+		default:
+			rs.Other = append(rs.Other, item.Name)
+		}
+	}
+	sort.Strings(rs.Own)
+	sort.Strings(rs.Other)
+	return rs
 }

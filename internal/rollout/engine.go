@@ -2,6 +2,7 @@ package rollout
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -285,7 +286,7 @@ func (e *engine) shifting() {
 	// Paused, the step is still judged, but only a Fail acts (a pause
 	// never holds back a rollback); a resume is this call's transition.
 	held, changed := e.paused()
-	if changed && !held && !anyFailed(e.o.Verdicts) {
+	if changed && !held && !slices.ContainsFunc(e.o.Verdicts, func(v analysis.Result) bool { return v.Verdict == splitterv1.VerdictFail }) {
 		return
 	}
 	// A resume that comes with a due Fail is judged now: the rollback is
@@ -430,15 +431,6 @@ func (e *engine) held() string {
 		return fmt.Sprintf("%d looks in %s (maxStepDuration)", 1+e.p.MaxExtensions, e.p.StepDuration*time.Duration(1+e.p.MaxExtensions))
 	}
 	return fmt.Sprintf("%d extensions", e.p.MaxExtensions)
-}
-
-func anyFailed(verdicts []analysis.Result) bool {
-	for _, v := range verdicts {
-		if v.Verdict == splitterv1.VerdictFail {
-			return true
-		}
-	}
-	return false
 }
 
 // exhausted applies onInconclusive or onError: pause (wait for a human to

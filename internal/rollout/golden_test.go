@@ -76,6 +76,17 @@ func failAtStep(step int32) verdictFunc {
 	}
 }
 
+// inconclusiveAtStep1 is Inconclusive for step 1's first n looks, then
+// every check passes.
+func inconclusiveAtStep1(n int32) func(splitterv1.SplitStatus, *fakeWorld) []analysis.Result {
+	return func(s splitterv1.SplitStatus, w *fakeWorld) []analysis.Result {
+		if s.Step == 1 && s.Extensions < n {
+			return results(splitterv1.VerdictInconclusive, "success-rate")
+		}
+		return allPass(s, w)
+	}
+}
+
 func TestGoldenTranscripts(t *testing.T) {
 	for _, tc := range []struct {
 		name string
@@ -90,25 +101,14 @@ func TestGoldenTranscripts(t *testing.T) {
 			events: map[time.Duration]func(*fakeWorld){20 * time.Second: release("v2")},
 		}},
 		{"inconclusive-extended-then-passes", scenario{
-			plan: testPlan(), until: 6 * time.Minute,
-			verdicts: func(s splitterv1.SplitStatus, w *fakeWorld) []analysis.Result {
-				if s.Step == 1 && s.Extensions < 2 {
-					return results(splitterv1.VerdictInconclusive, "success-rate")
-				}
-				return allPass(s, w)
-			},
+			plan: testPlan(), until: 6 * time.Minute, verdicts: inconclusiveAtStep1(2),
 			events: map[time.Duration]func(*fakeWorld){20 * time.Second: release("v2")},
 		}},
 		// maxStepDuration: a step judged every stepDuration ends at the
 		// first look that passes; looks without a verdict are quiet.
 		{"step-ends-on-evidence", scenario{
-			plan: testPlan(func(p *policy.Plan) { p.MaxStepDuration, p.MaxExtensions = 150*time.Second, 4 }), until: 6 * time.Minute,
-			verdicts: func(s splitterv1.SplitStatus, w *fakeWorld) []analysis.Result {
-				if s.Step == 1 && s.Extensions < 3 {
-					return results(splitterv1.VerdictInconclusive, "success-rate")
-				}
-				return allPass(s, w)
-			},
+			plan:     testPlan(func(p *policy.Plan) { p.MaxStepDuration, p.MaxExtensions = 150*time.Second, 4 }),
+			verdicts: inconclusiveAtStep1(3), until: 6 * time.Minute,
 			events: map[time.Duration]func(*fakeWorld){20 * time.Second: release("v2")},
 		}},
 		{"step-without-evidence-ends-at-max", scenario{

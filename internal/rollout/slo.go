@@ -33,6 +33,19 @@ func Watched(s splitterv1.SplitStatus) (green, blue splitterv1.Color, ok bool) {
 	return "", "", false
 }
 
+// ColorRevision is the revision a color runs in this release, by status.
+func ColorRevision(s splitterv1.SplitStatus, c splitterv1.Color) string {
+	switch c {
+	case s.Candidate:
+		return s.CandidateRevision
+	case s.Live:
+		return s.LiveRevision
+	case s.Standby:
+		return s.StandbyRevision
+	}
+	return ""
+}
+
 // stage is where the release stands for the evidence.
 func stage(p *policy.Plan, s splitterv1.SplitStatus) analysis.Stage {
 	green, blue, _ := Watched(s)
