@@ -299,6 +299,22 @@ type Bracket struct {
 	PrevAt, LastAt                               int64
 	PrevRequests, PrevBad, LastRequests, LastBad int64
 	Partial                                      bool
+	// Earlier are the samples before Prev that the read holds, oldest
+	// first.
+	Earlier []Sample
+	// Born: the series has no sample at its proxy's earliest scrape in
+	// the read (Istio creates a response code's series at that code's
+	// first response), so its counts were zero before its first sample.
+	Born bool
+	// Inexact: a sum whose parts were not all sampled at its instants
+	// (a part without an earlier sample was taken as zero there).
+	Inexact bool
+}
+
+// Sample is one raw sample of a series: its counts at At (milliseconds
+// since the epoch).
+type Sample struct {
+	At, Requests, Bad int64
 }
 
 // CountTotal is evidence: requests and bad requests of one color for one SLO.

@@ -40,6 +40,7 @@ func run(args []string) int {
 	queryTimeout := fs.Duration("query-timeout", 10*time.Second, "timeout of one Prometheus query; a timeout is an Error verdict")
 	scrapeInterval := fs.Duration("scrape-interval", 15*time.Second, "Prometheus' scrape interval for the Istio metrics: each step's evidence starts two scrapes after its weights are applied, and the watchdog looks once per scrape")
 	watchdogInterval := fs.Duration("watchdog-interval", 0, "how often the watchdog looks at every release with SLOs (one sweep for all); default: the scrape interval")
+	grossInterval := fs.Duration("gross-check-interval", analysis.GrossLookEvery, "how often, between the watchdog's looks, the gross check judges each release's newest samples (a snap-back within that of a gross fault's scrape landing; the counters are read as often, one handful of queries for all releases); 0: only at the watchdog's looks")
 	namespaces := fs.String("namespaces", "", "comma-separated namespaces to watch; empty watches all")
 	metricsAddr := fs.String("metrics-bind-address", ":8080", "address of /metrics; 0 disables it")
 	probeAddr := fs.String("health-probe-bind-address", ":8081", "address of /healthz and /readyz")
@@ -143,6 +144,9 @@ func run(args []string) int {
 	// longer than the looks at a pending trip are apart (so each of them
 	// reads samples the last one did not have).
 	counterTTL := min(*watchdogInterval/2, analysis.PendingLookEvery(analysis.Timing{Scrape: *scrapeInterval}))
+	if *grossInterval > 0 && *grossInterval < *watchdogInterval {
+		counterTTL = min(counterTTL, *grossInterval/2)
+	}
 	prom := &controller.PrometheusChecks{Default: *promURL, Timeout: *queryTimeout, CounterTTL: counterTTL, Scrape: *scrapeInterval}
 	r := &controller.SplitReconciler{
 		Client:           mgr.GetClient(),
@@ -150,6 +154,7 @@ func run(args []string) int {
 		Checks:           prom,
 		Counters:         prom,
 		WatchdogInterval: *watchdogInterval,
+		GrossInterval:    *grossInterval,
 		ScrapeInterval:   *scrapeInterval,
 		Metrics:          controller.NewMetrics(),
 	}

@@ -7,6 +7,7 @@ import (
 	"hash/fnv"
 	"math"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -207,15 +208,17 @@ func Align(now time.Time, scrape time.Duration) time.Time {
 }
 
 // ReadingWindow is how far back a reading's range selector reaches: a
-// few scrapes, enough to hold the samples on either side of At. A series
-// without a sample in it is not read (its pod is gone).
+// few scrapes, enough to hold the samples on either side of At, and the
+// four samples that give the gross check (Evidence.Gross) a window of
+// the candidate inside the live color's whatever the pods' scrape
+// phases. A series without a sample in it is not read (its pod is gone).
 func ReadingWindow(scrape time.Duration) time.Duration { return window(scrape) }
 
 func window(scrape time.Duration) time.Duration {
 	if scrape <= 0 {
 		scrape = 15 * time.Second
 	}
-	return max(3*scrape, 5*time.Second)
+	return max(4*scrape, 5*time.Second)
 }
 
 // WorkloadSelector matches the counter series of the named Deployments
@@ -319,48 +322,108 @@ func ValueAt(samples []model.SamplePair, t model.Time) (float64, bool) {
 // NoSample is a Bracket's PrevAt when the series had no earlier sample.
 const NoSample = math.MinInt64
 
-// BracketOf is a counter's last two samples as a Bracket, with bad equal
-// to the requests when bad is set (a series of bad responses) and zero
-// otherwise. No bracket (LastAt 0) when the counter fell between them (a
-// reset: neither sample bounds the other's time).
+// BracketOf is a counter's last two samples as a Bracket (and the one
+// before them as its First), with bad equal to the requests when bad is
+// set (a series of bad responses) and zero otherwise. No bracket (LastAt
+// 0) when the counter fell between the last two (a reset: neither sample
+// bounds the other's time); no First when it fell before them.
 func BracketOf(samples []model.SamplePair, bad bool) splitterv1.Bracket {
 	n := len(samples)
 	if n == 0 {
 		return splitterv1.Bracket{}
 	}
+	count := func(p model.SamplePair) int64 { return int64(math.Round(float64(p.Value))) }
 	last := samples[n-1]
-	b := splitterv1.Bracket{PrevAt: NoSample, LastAt: int64(last.Timestamp), LastRequests: int64(math.Round(float64(last.Value)))}
+	b := splitterv1.Bracket{PrevAt: NoSample, LastAt: int64(last.Timestamp), LastRequests: count(last)}
 	if n > 1 {
 		prev := samples[n-2]
 		if prev.Value > last.Value {
 			return splitterv1.Bracket{}
 		}
-		b.PrevAt, b.PrevRequests = int64(prev.Timestamp), int64(math.Round(float64(prev.Value)))
+		b.PrevAt, b.PrevRequests = int64(prev.Timestamp), count(prev)
+		k := n - 2 // the earlier samples since the last reset
+		for k > 0 && samples[k-1].Value <= samples[k].Value {
+			k--
+		}
+		for _, p := range samples[k : n-2] {
+			b.Earlier = append(b.Earlier, splitterv1.Sample{At: int64(p.Timestamp), Requests: count(p)})
+		}
 	}
 	if bad {
 		b.PrevBad, b.LastBad = b.PrevRequests, b.LastRequests
+		for i := range b.Earlier {
+			b.Earlier[i].Bad = b.Earlier[i].Requests
+		}
 	}
 	return b
 }
 
 // addBrackets sums two series' brackets when they were sampled together
 // (one proxy's series, scraped at once); a series without an earlier
-// sample counted zero at the other's. Otherwise there is no bracket.
+// sample counted zero at the other's (the sum is Inexact unless that
+// series was Born). Otherwise there is no bracket.
 func addBrackets(a, b splitterv1.Bracket) splitterv1.Bracket {
 	if a.LastAt == 0 || a.LastAt != b.LastAt {
 		return splitterv1.Bracket{}
 	}
 	switch {
 	case a.PrevAt == NoSample:
-		a.PrevAt = b.PrevAt
-	case b.PrevAt != NoSample && b.PrevAt != a.PrevAt:
+		a.PrevAt, a.Inexact = b.PrevAt, a.Inexact || !a.Born && b.PrevAt != NoSample
+	case b.PrevAt == NoSample:
+		a.Inexact = a.Inexact || !b.Born
+	case b.PrevAt != a.PrevAt:
 		return splitterv1.Bracket{}
 	}
+	a.Earlier = addEarlier(a.Earlier, b.Earlier, a.Born, b.Born)
 	a.PrevRequests += b.PrevRequests
 	a.PrevBad += b.PrevBad
 	a.LastRequests += b.LastRequests
 	a.LastBad += b.LastBad
+	a.Born = a.Born && b.Born
+	a.Inexact = a.Inexact || b.Inexact
 	return a
+}
+
+// addEarlier sums two brackets' earlier samples at the instants both
+// have (a born series' missing ones are zero), the latest ones matched.
+func addEarlier(a, b []splitterv1.Sample, aBorn, bBorn bool) []splitterv1.Sample {
+	var out []splitterv1.Sample
+	for i, j := len(a)-1, len(b)-1; ; i, j = i-1, j-1 {
+		switch {
+		case i >= 0 && j >= 0 && a[i].At == b[j].At:
+			out = append(out, splitterv1.Sample{At: a[i].At, Requests: a[i].Requests + b[j].Requests, Bad: a[i].Bad + b[j].Bad})
+		case i < 0 && aBorn && j >= 0:
+			out = append(out, b[j])
+		case j < 0 && bBorn && i >= 0:
+			out = append(out, a[i])
+		default:
+			slices.Reverse(out)
+			return out
+		}
+	}
+}
+
+// bornIn says, for each series of m, whether it was born within the
+// read: its first sample is later than its proxy's earliest. A proxy's
+// series are scraped together, so the series did not exist at that
+// scrape: Istio creates a response code's series (and a histogram's label
+// set) at its first response, and its counts were zero before.
+func bornIn(m model.Matrix) []bool {
+	earliest := map[string]model.Time{}
+	for _, st := range m {
+		if len(st.Values) == 0 {
+			continue
+		}
+		p, t := proxyID(st.Metric), st.Values[0].Timestamp
+		if e, ok := earliest[p]; !ok || t < e {
+			earliest[p] = t
+		}
+	}
+	born := make([]bool, len(m))
+	for k, st := range m {
+		born[k] = len(st.Values) > 0 && st.Values[0].Timestamp > earliest[proxyID(st.Metric)]
+	}
+	return born
 }
 
 // seriesID hashes the labels that identify a series.
@@ -505,6 +568,7 @@ func ClassifyAvailability(destination, source model.Matrix, at model.Time, grpcE
 	for i, m := range []model.Matrix{destination, source} {
 		gone := goneAt(m, at)
 		read := proxiesReadAt(m, at, gone)
+		born := bornIn(m)
 		for k, st := range m {
 			v, ok := ValueAt(st.Values, at)
 			switch {
@@ -521,7 +585,9 @@ func ClassifyAvailability(destination, source model.Matrix, at model.Time, grpcE
 			if isBad {
 				bad = v
 			}
-			s.add(workloadOf(st.Metric), classSeriesID(st.Metric), servingPod(st.Metric), v, bad, BracketOf(st.Values, isBad))
+			b := BracketOf(st.Values, isBad)
+			b.Born = born[k]
+			s.add(workloadOf(st.Metric), classSeriesID(st.Metric), servingPod(st.Metric), v, bad, b)
 		}
 	}
 	return s.reading()
@@ -656,8 +722,21 @@ func ClassifyLatency(m model.Matrix, at model.Time, thresholdMs float64) (Readin
 	}
 	unreadable := Unreadable{}
 	read := map[string]bool{} // proxies with a label set read at `at`
+	earliest := map[string]model.Time{}
 	for _, h := range hs {
 		read[h.proxy] = read[h.proxy] || h.hasInf
+		if len(h.infSamples) > 0 {
+			if e, ok := earliest[h.proxy]; !ok || h.infSamples[0].Timestamp < e {
+				earliest[h.proxy] = h.infSamples[0].Timestamp
+			}
+		}
+	}
+	// bracket is a label set's bracket; Born (see bornIn) when its +Inf
+	// bucket's first sample is later than its proxy's earliest.
+	bracket := func(h *histogram) splitterv1.Bracket {
+		b := latencyBracket(h.infSamples, h.fastSamples)
+		b.Born = len(h.infSamples) > 0 && h.infSamples[0].Timestamp > earliest[h.proxy]
+		return b
 	}
 	for _, fp := range order {
 		h := hs[fp]
@@ -665,7 +744,7 @@ func ClassifyLatency(m model.Matrix, at model.Time, thresholdMs float64) (Readin
 		case !h.hasInf && h.born && read[h.proxy]:
 			// Born after `at` on a proxy read then: zero, with its samples
 			// (see ClassifyAvailability).
-			slow.add(h.w, h.proxy, h.pod, 0, 0, latencyBracket(h.infSamples, h.fastSamples))
+			slow.add(h.w, h.proxy, h.pod, 0, 0, bracket(h))
 		case !h.hasInf && h.born:
 			slow.bornAfter(h.w)
 		case !h.hasInf: // no total read for this label set: nothing to count
@@ -681,7 +760,7 @@ func ClassifyLatency(m model.Matrix, at model.Time, thresholdMs float64) (Readin
 					h.w.Namespace, h.w.Name, strconv.FormatFloat(thresholdMs, 'f', -1, 64))
 			}
 		default:
-			slow.add(h.w, h.proxy, h.pod, h.inf, math.Max(0, h.inf-h.fast), latencyBracket(h.infSamples, h.fastSamples))
+			slow.add(h.w, h.proxy, h.pod, h.inf, math.Max(0, h.inf-h.fast), bracket(h))
 		}
 	}
 	out := slow.reading()
@@ -702,6 +781,14 @@ func latencyBracket(inf, fast []model.SamplePair) splitterv1.Bracket {
 	}
 	all.PrevBad = max(0, all.PrevRequests-f.PrevRequests)
 	all.LastBad = max(0, all.LastRequests-f.LastRequests)
+	var earlier []splitterv1.Sample
+	for i, j := len(all.Earlier)-1, len(f.Earlier)-1; i >= 0 && j >= 0 && all.Earlier[i].At == f.Earlier[j].At; i, j = i-1, j-1 {
+		s := all.Earlier[i]
+		s.Bad = max(0, s.Requests-f.Earlier[j].Requests)
+		earlier = append(earlier, s)
+	}
+	slices.Reverse(earlier)
+	all.Earlier = earlier
 	return all
 }
 

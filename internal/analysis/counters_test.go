@@ -139,8 +139,8 @@ func TestReadingsAreAlignedAcrossTargets(t *testing.T) {
 	if gc.N != 1000 || bc.N != 1000 || bc.X < 250 {
 		t.Errorf("aligned at 10 s: green %v, blue %v", gc, bc)
 	}
-	if !strings.Contains(AvailabilityQueries(15 * time.Second)[0], "[45s]") {
-		t.Errorf("query %s: want raw samples over three scrapes", AvailabilityQueries(15 * time.Second)[0])
+	if !strings.Contains(AvailabilityQueries(15 * time.Second)[0], "[1m]") {
+		t.Errorf("query %s: want raw samples over four scrapes", AvailabilityQueries(15 * time.Second)[0])
 	}
 	if got := Align(time.Unix(100, 0), 15*time.Second); got != time.Unix(100, 0).Add(-16500*time.Millisecond) {
 		t.Errorf("Align = %v", got)
@@ -221,7 +221,7 @@ func TestClassifyLatency(t *testing.T) {
 	if err := unreadable.For("shop", map[splitterv1.Color]string{splitterv1.Blue: "checkout-blue", splitterv1.Green: "checkout-green"}); err != nil {
 		t.Errorf("checkout's release: %v, want no error", err)
 	}
-	if q := LatencyQuery(250, 15*time.Second); !strings.Contains(q, `,le=~"(250(\\.0*)?|2\\.50*[eE]\\+?0*2)|\\+Inf"}[45s]`) {
+	if q := LatencyQuery(250, 15*time.Second); !strings.Contains(q, `,le=~"(250(\\.0*)?|2\\.50*[eE]\\+?0*2)|\\+Inf"}[1m]`) {
 		t.Errorf("latency query %s", q)
 	}
 }
@@ -467,12 +467,12 @@ func TestBrackets(t *testing.T) {
 		return got
 	}
 	// Read at 10 s, the born label set is summed into its class's series.
-	if got, want := sum(10000), (splitterv1.Bracket{PrevAt: 0, LastAt: 10000, PrevRequests: 101, PrevBad: 1, LastRequests: 1011, LastBad: 7}); got != want {
+	if got, want := sum(10000), (splitterv1.Bracket{PrevAt: 0, LastAt: 10000, PrevRequests: 101, PrevBad: 1, LastRequests: 1011, LastBad: 7}); !reflect.DeepEqual(got, want) {
 		t.Errorf("brackets summed to %+v, want %+v", got, want)
 	}
 	// Read at 5 s, before its first sample: read as zero (its proxy was
 	// read then), its samples in the bracket.
-	if got, want := sum(5000), (splitterv1.Bracket{PrevAt: 0, LastAt: 10000, PrevRequests: 101, PrevBad: 1, LastRequests: 1011, LastBad: 7}); got != want {
+	if got, want := sum(5000), (splitterv1.Bracket{PrevAt: 0, LastAt: 10000, PrevRequests: 101, PrevBad: 1, LastRequests: 1011, LastBad: 7}); !reflect.DeepEqual(got, want) {
 		t.Errorf("brackets summed to %+v, want %+v", got, want)
 	}
 	var zero bool
@@ -513,12 +513,12 @@ func TestBrackets(t *testing.T) {
 		t.Fatal(unreadable)
 	}
 	if s := lr[Workload{"shop", "checkout-green"}]; len(s) != 1 || s[0].Requests != 500 || s[0].Bad != 5 ||
-		s[0].Bracket != (splitterv1.Bracket{PrevAt: 0, LastAt: 10000, LastRequests: 1040, LastBad: 40}) {
+		!reflect.DeepEqual(s[0].Bracket, splitterv1.Bracket{PrevAt: 0, LastAt: 10000, LastRequests: 1040, LastBad: 40}) {
 		t.Errorf("latency reading %+v, want 5 slow of 500 and a bracket of 40 slow of 1,040 at 10 s", s)
 	}
 	inf := []model.SamplePair{{Timestamp: 0, Value: 100}, {Timestamp: 10000, Value: 300}}
 	fast := []model.SamplePair{{Timestamp: 0, Value: 90}, {Timestamp: 10000, Value: 280}}
-	if b := latencyBracket(inf, fast); b != (splitterv1.Bracket{PrevAt: 0, LastAt: 10000, PrevRequests: 100, PrevBad: 10, LastRequests: 300, LastBad: 20}) {
+	if b := latencyBracket(inf, fast); !reflect.DeepEqual(b, splitterv1.Bracket{PrevAt: 0, LastAt: 10000, PrevRequests: 100, PrevBad: 10, LastRequests: 300, LastBad: 20}) {
 		t.Errorf("latency bracket %+v", b)
 	}
 }

@@ -28,6 +28,12 @@ func (t Timing) CheckpointEvery() time.Duration { return max(30*time.Second, 2*t
 // 0.5% and 0.3% with one sweep a scrape.)
 func PendingLookEvery(t Timing) time.Duration { return max(time.Second, t.scrape()/5) }
 
+// GrossLookEvery is how often the sweep takes the gross check's look
+// (see Evidence.Gross) between its full looks: each scrape's samples are
+// judged within a second of their landing. It reads the counters as
+// often (a handful of queries serve every release at once).
+const GrossLookEvery = time.Second
+
 // Look is one reading of a release's counters.
 type Look struct {
 	At       time.Time
@@ -151,6 +157,9 @@ func (e Evidence) Observe(l Look) (trip Trip, changed bool) {
 	if a.CheckpointAt == nil {
 		e.fold(l)
 		return Trip{}, true
+	}
+	if trip := e.Gross(l); trip.Tripped {
+		return trip, false
 	}
 	chunk, fresh := Growth(a.Checkpoint, l.Readings)
 	trial := *a.DeepCopy()
@@ -461,6 +470,9 @@ func (e Evidence) Sweep(l Look) (trip Trip, fresh bool) {
 	chunk, fresh := Growth(e.State.Checkpoint, l.Readings)
 	if !e.WatchdogOn {
 		return Trip{}, fresh
+	}
+	if trip := e.Gross(l); trip.Tripped {
+		return trip, fresh
 	}
 	trial := *e.State.DeepCopy()
 	Evidence{e.Policy, e.Stage, e.Timing, &trial}.add(chunk, l.At)

@@ -283,7 +283,7 @@ func FuzzLatencyQuery(f *testing.F) {
 }
 
 // FuzzAvailabilityQueries: any scrape interval gives queries Prometheus
-// parses, each over a range of at least three scrapes and 5s.
+// parses, each over a range of at least four scrapes and 5s.
 func FuzzAvailabilityQueries(f *testing.F) {
 	for _, d := range []time.Duration{0, -time.Second, time.Second, 15 * time.Second, 1234567 * time.Microsecond, maxWindow / 3} {
 		f.Add(int64(d))
@@ -296,7 +296,7 @@ func FuzzAvailabilityQueries(f *testing.F) {
 		if s <= 0 {
 			s = 15 * time.Second
 		}
-		want := "range " + max(3*s, 5*time.Second).Round(time.Second).String()
+		want := "range " + max(4*s, 5*time.Second).Round(time.Second).String()
 		for _, q := range AvailabilityQueries(time.Duration(scrape)) {
 			nodes, _ := shape(t, q)
 			if got := ranges(nodes); got != want {

@@ -413,6 +413,25 @@ func thinBracket(b splitterv1.Bracket, at [2]int64, recorded, recBad, f float64)
 	if b.PrevRequests > b.LastRequests || b.PrevBad > b.LastBad {
 		return splitterv1.Bracket{}
 	}
+	// The earlier samples thinned alike, those that still count up to
+	// the later ones kept.
+	earlier := make([]splitterv1.Sample, len(b.Earlier))
+	for i, e := range b.Earlier {
+		e.Requests, e.Bad = shift(e.Requests, recorded, at[0]), shift(e.Bad, recBad, at[1])
+		e.Bad = min(e.Bad, e.Requests)
+		earlier[i] = e
+	}
+	b.Earlier = nil
+	for i := len(earlier) - 1; i >= 0; i-- {
+		next := splitterv1.Sample{Requests: b.PrevRequests, Bad: b.PrevBad}
+		if len(b.Earlier) > 0 {
+			next = b.Earlier[0]
+		}
+		if earlier[i].Requests > next.Requests || earlier[i].Bad > next.Bad {
+			break
+		}
+		b.Earlier = append([]splitterv1.Sample{earlier[i]}, b.Earlier...)
+	}
 	return b
 }
 

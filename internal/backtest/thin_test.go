@@ -2,6 +2,7 @@ package backtest
 
 import (
 	"math/rand/v2"
+	"reflect"
 	"testing"
 	"time"
 
@@ -141,7 +142,7 @@ func TestThinBracket(t *testing.T) {
 	b := splitterv1.Bracket{PrevAt: 1000, LastAt: 2000, PrevRequests: 90, PrevBad: 1, LastRequests: 110, LastBad: 11}
 	got := thinBracket(b, [2]int64{50, 3}, 100, 5, 0.5)
 	want := splitterv1.Bracket{PrevAt: 1000, LastAt: 2000, PrevRequests: 45, PrevBad: 1, LastRequests: 55, LastBad: 6}
-	if got != want {
+	if !reflect.DeepEqual(got, want) {
 		t.Errorf("thinBracket = %+v, want %+v", got, want)
 	}
 	if got := thinBracket(splitterv1.Bracket{}, [2]int64{50, 3}, 100, 5, 0.5); got.LastAt != 0 {

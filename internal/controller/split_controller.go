@@ -57,6 +57,11 @@ type SplitReconciler struct {
 	// WatchdogInterval is how often an active release with SLOs is looked
 	// at (the watchdog runs at every look). Default: ScrapeInterval.
 	WatchdogInterval time.Duration
+	// GrossInterval, when shorter than WatchdogInterval, is how often the
+	// sweep takes the gross check's look (analysis.Evidence.Gross) between
+	// its full looks, so a gross fault is judged within that of its
+	// scrape's landing. 0: only at the full looks.
+	GrossInterval time.Duration
 	// ScrapeInterval is Prometheus' scrape interval: a step's evidence
 	// starts two scrapes after its weights are confirmed. Default 15s.
 	ScrapeInterval time.Duration
@@ -807,7 +812,7 @@ func (r *SplitReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	if r.WatchdogInterval == 0 {
 		r.WatchdogInterval = r.ScrapeInterval
 	}
-	sweep := &watchdogSweep{r: r, interval: r.WatchdogInterval, wake: make(chan event.GenericEvent, 1024)}
+	sweep := &watchdogSweep{r: r, interval: r.WatchdogInterval, gross: r.GrossInterval, wake: make(chan event.GenericEvent, 1024)}
 	if err := mgr.Add(sweep); err != nil {
 		return err
 	}

@@ -22,7 +22,10 @@ import (
 type watchdogSweep struct {
 	r        *SplitReconciler
 	interval time.Duration
-	wake     chan event.GenericEvent
+	// gross, when shorter than interval, is how often the sweep takes the
+	// gross check's look alone between its full ones (0: never).
+	gross time.Duration
+	wake  chan event.GenericEvent
 
 	mu    sync.Mutex
 	plans map[string]cachedPlan // namespace/name -> compiled policy
@@ -36,35 +39,54 @@ type cachedPlan struct {
 // NeedLeaderElection: only the leader acts.
 func (w *watchdogSweep) NeedLeaderElection() bool { return true }
 
-// Start runs the sweep until ctx ends.
+// Start runs the sweep until ctx ends: a full look every interval and,
+// between them, the gross check's look every gross.
 func (w *watchdogSweep) Start(ctx context.Context) error {
-	tick := time.NewTicker(w.interval)
+	every := w.interval
+	if w.gross > 0 && w.gross < every {
+		every = w.gross
+	}
+	tick := time.NewTicker(every)
 	defer tick.Stop()
+	var lastFull time.Time
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-tick.C:
-			w.sweep(ctx)
+		case now := <-tick.C:
+			full := now.Sub(lastFull) >= w.interval-every/2
+			if full {
+				lastFull = now
+			}
+			w.sweep(ctx, full)
 		}
 	}
 }
 
-func (w *watchdogSweep) sweep(ctx context.Context) {
+// sweep looks at every watched release: the watchdog's full look, or the
+// gross check's alone.
+func (w *watchdogSweep) sweep(ctx context.Context, full bool) {
 	start := time.Now()
 	var list splitterv1.SplitList
 	if err := w.r.Client.List(ctx, &list, client.UnsafeDisableDeepCopy); err != nil {
-		log.FromContext(ctx).Info("Watchdog sweep cannot list Splits", "error", err.Error())
+		if full {
+			log.FromContext(ctx).Info("Watchdog sweep cannot list Splits", "error", err.Error())
+		}
 		return
 	}
 	// Timed and counted as swept only once the Splits could be listed; the
 	// list also refreshes every Split's gauges.
-	defer w.r.Metrics.swept(start, list.Items)
+	if full {
+		defer w.r.Metrics.swept(start, list.Items)
+	}
 	now := w.r.Now()
 	for i := range list.Items {
 		s := &list.Items[i]
 		green, blue, watched := rollout.Watched(s.Status)
 		if !watched {
+			continue
+		}
+		if !full && s.Status.Analysis == nil {
 			continue
 		}
 		plan := w.plan(ctx, s)
@@ -82,7 +104,11 @@ func (w *watchdogSweep) sweep(ctx context.Context) {
 		if err != nil {
 			continue // the reconcile reports it
 		}
-		if _, wake := rollout.SweepLook(plan, s.Status, counters, now); wake {
+		look := rollout.SweepLook
+		if !full {
+			look = rollout.GrossLook
+		}
+		if _, wake := look(plan, s.Status, counters, now); wake {
 			select {
 			case w.wake <- event.GenericEvent{Object: s.DeepCopy()}:
 			default: // already queued

@@ -173,6 +173,21 @@ func SweepLook(p *policy.Plan, s splitterv1.SplitStatus, counters Counters, now 
 	return trip, trip.Tripped || fresh
 }
 
+// GrossLook is the gross check alone (see analysis.Evidence.Gross): the
+// sweep's look between its full ones, within a second of each scrape's
+// landing. wake says the release's reconcile should run now.
+func GrossLook(p *policy.Plan, s splitterv1.SplitStatus, counters Counters, now time.Time) (trip analysis.Trip, wake bool) {
+	if len(p.SLOs) == 0 || s.Analysis == nil {
+		return analysis.Trip{}, false
+	}
+	if _, _, ok := Watched(s); !ok {
+		return analysis.Trip{}, false
+	}
+	ev := analysis.Evidence{Policy: p.Policy, Stage: stage(p, s), Timing: p.Timing, State: s.Analysis}
+	trip = ev.Gross(analysis.Look{At: now, Readings: counters})
+	return trip, trip.Tripped
+}
+
 // OnCandidate says whether any traffic is (or may be) on the release's
 // candidate: then nothing may stop the watchdog.
 func OnCandidate(s splitterv1.SplitStatus) bool {

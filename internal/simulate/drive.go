@@ -213,6 +213,10 @@ func (s *driver) run(start func()) Result {
 	}
 	nextSweep := sweepPhase
 	nextWake := time.Duration(0)
+	// The controller's sweep also takes the gross check's look every
+	// analysis.GrossLookEvery; its samples change only when a scrape
+	// lands, so here it looks half that after each of the source's events.
+	nextGross := never
 	watch := d.WatchDelay
 	if watch <= 0 {
 		watch = time.Second
@@ -221,7 +225,7 @@ func (s *driver) run(start func()) Result {
 loop:
 	for {
 		nextSrc := s.src.Next()
-		next := min(nextSrc, nextSweep, nextWake)
+		next := min(nextSrc, nextSweep, nextWake, nextGross)
 		if !released {
 			next = min(next, d.ReleaseAt)
 		}
@@ -236,6 +240,18 @@ loop:
 			nextWake = next
 		case next == nextSrc:
 			s.src.Fire(next)
+			if nextGross == never && d.Scrape > analysis.GrossLookEvery {
+				nextGross = next + analysis.GrossLookEvery/2
+			}
+		case next == nextGross:
+			nextGross = never
+			if s.status.Analysis != nil {
+				if counters, errMsg := s.src.Read(next); errMsg == "" {
+					if _, tripped := rollout.GrossLook(d.Plan, s.status, counters, s.w.now); tripped {
+						nextWake = next
+					}
+				}
+			}
 		case next == nextSweep:
 			nextSweep += d.Scrape
 			if _, _, ok := rollout.Watched(s.status); ok {

@@ -500,13 +500,19 @@ func (s *podSource) Read(t time.Duration) (rollout.Counters, string) {
 	return out, ""
 }
 
-// bracket is a pod's last two samples, as analysis.BracketOf has them.
+// bracket is a pod's last samples, as analysis.BracketOf has them.
 func bracket(requests, bad []model.SamplePair) splitterv1.Bracket {
 	b, x := analysis.BracketOf(requests, false), analysis.BracketOf(bad, true)
 	if b.LastAt == 0 || x.LastAt != b.LastAt {
 		return splitterv1.Bracket{}
 	}
 	b.PrevBad, b.LastBad = x.PrevBad, x.LastBad
+	if len(x.Earlier) != len(b.Earlier) {
+		b.Earlier = nil
+	}
+	for i := range b.Earlier {
+		b.Earlier[i].Bad = x.Earlier[i].Bad
+	}
 	return b
 }
 

@@ -208,7 +208,7 @@ const allOptions = "namespace.name=splitter,fullnameOverride=team-a,commonLabels
 	"imagePullSecrets[0].name=pull,replicas=3," +
 	"leaderElection.leaseDuration=30s,leaderElection.renewDeadline=20s,leaderElection.retryPeriod=4s," +
 	"watchNamespaces={shop,payments},rbac.scope=namespace,serviceAccount.annotations.owner=platform," +
-	"prometheus.url=https://prom.example:9090,prometheus.queryTimeout=5s,scrapeInterval=30s,watchdogInterval=10s," +
+	"prometheus.url=https://prom.example:9090,prometheus.queryTimeout=5s,scrapeInterval=30s,watchdogInterval=10s,grossCheckInterval=2s," +
 	"maxConcurrentReconciles=8,logFormat=console,logLevel=debug,extraArgs={--kubeconfig=},metrics.port=9090,probes.port=9091," +
 	"resources.limits.memory=512Mi,resources.requests.cpu=100m,podLabels.tier=control,podAnnotations.note=hi," +
 	"nodeSelector.pool=system,tolerations[0].key=dedicated,tolerations[0].operator=Exists,priorityClassName=system-cluster-critical," +

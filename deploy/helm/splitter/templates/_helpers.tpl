@@ -98,6 +98,9 @@ two identical).
 {{- with .Values.watchdogInterval }}
 - {{ printf "--watchdog-interval=%s" . | quote }}
 {{- end }}
+{{- with .Values.grossCheckInterval }}
+- {{ printf "--gross-check-interval=%s" . | quote }}
+{{- end }}
 {{- with .Values.maxConcurrentReconciles }}
 - {{ printf "--max-concurrent-reconciles=%v" . | quote }}
 {{- end }}

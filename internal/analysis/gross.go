@@ -1,0 +1,247 @@
+package analysis
+
+import (
+	"fmt"
+	"math"
+	"slices"
+
+	splitterv1 "splitter.dev/splitter/api/v1alpha1"
+)
+
+// The gross check: a trip on the last scrapes alone, at once.
+//
+// The watchdog's tests read every series at one interpolated instant a
+// scrape in the past, and a trip on them waits for a scrape's confirming
+// look (or for counts bracketed by samples). A gross fault is clear from
+// the newest samples alone, within a second of their landing in
+// Prometheus; what must not trip is an incident both colors share. The
+// gross check judges only the samples of the look, on a window that no
+// scrape timing can tilt against the candidate:
+//
+//   - T is the earliest of the live color's newest samples, S the latest
+//     of its oldest (one per proxy: a proxy's series are scraped
+//     together). Every live-color proxy is read from its last sample at
+//     or before S to its first at or after T, so each window holds [S, T].
+//   - Every candidate proxy is read from its first sample at or after S to
+//     its last at or before T: each window lies inside [S, T].
+//
+// Of anything both colors share, the live color then counts everything
+// that happened in [S, T], and the candidate at most that. Weighted
+// routing sends a request to the candidate with probability w, so if the
+// candidate is at most MaxRatio times as bad as the live color, its
+// expected bad requests are at most m = MaxRatio · w / (1 − w) times the
+// live color's, whatever the incident's shape in time, and of the bad
+// requests of both, the candidate's share is at most q0 = m / (1 + m)
+// (Poisson counts: given the total K, the candidate's are binomial). The
+// check trips when the candidate's share is so far above q0 that the
+// binomial tail's Chernoff bound, exp(−K · KL(k/K ‖ q0)), deflated by the
+// clump size the watchdog measured, is below WatchdogAlpha / GrossLooks
+// (per SLO). m is doubled (grossSlack) for what the weights do not say
+// exactly: the realized split of few requests, callers' proxies, a live
+// pod whose scrapes fail (its counts are missing: with m doubled, a third
+// of the live color's proxies missing at 50% still cannot trip).
+//
+// While the weights move, the window may straddle two splits: w is then
+// the higher of the weights before and after. No trip is possible during
+// warmup (a cold start is not a fault), with all the traffic on the
+// candidate (nothing to compare with; the absolute test judges), or when the live color's samples do not hold all its counts:
+// a proxy new to the reading (Partial), a sum of series not sampled
+// together, or a proxy of the checkpoint missing from the look.
+
+// GrossLooks is how many looks the gross check's level is divided by:
+// at once a second, a release looked at for a year takes 3% of the
+// watchdog's alpha.
+const GrossLooks = 1e9
+
+// grossSlack doubles the candidate's share of a shared incident's bad
+// requests that the check allows (see above).
+const grossSlack = 2.0
+
+// grossPoint is a series' counts at one sample.
+type grossPoint struct {
+	at   int64
+	n, x int64
+}
+
+// grossSeries is one series' samples, oldest first; born: zero before the
+// first (see splitterv1.Bracket.Born).
+type grossSeries struct {
+	points []grossPoint
+	born   bool
+}
+
+// valueAt is the series' counts at a sample instant of its proxy: its own
+// sample, zero before a born series' first; ok false when not known.
+func (s grossSeries) valueAt(t int64) (grossPoint, bool) {
+	for _, p := range s.points {
+		if p.at == t {
+			return p, true
+		}
+	}
+	if s.born && t < s.points[0].at {
+		return grossPoint{at: t}, true
+	}
+	return grossPoint{}, false
+}
+
+// grossProxies groups one color's series of one SLO by proxy, with the
+// proxy's sample instants (sorted). ok false when a series has no usable
+// samples.
+func grossProxies(rs []splitterv1.SeriesReading, color splitterv1.Color, slo string) (map[string][]grossSeries, map[string][]int64, bool) {
+	series, times := map[string][]grossSeries{}, map[string][]int64{}
+	for _, r := range rs {
+		if r.Color != color || r.SLO != slo {
+			continue
+		}
+		b := r.Bracket
+		if b.LastAt == 0 || b.Inexact {
+			return nil, nil, false
+		}
+		var s grossSeries
+		for _, p := range b.Earlier {
+			s.points = append(s.points, grossPoint{p.At, p.Requests, p.Bad})
+		}
+		if b.PrevAt != NoSample {
+			s.points = append(s.points, grossPoint{b.PrevAt, b.PrevRequests, b.PrevBad})
+		}
+		s.points = append(s.points, grossPoint{b.LastAt, b.LastRequests, b.LastBad})
+		s.born = b.Born
+		proxy := proxyOf(r.Series)
+		if proxy == "" {
+			proxy = r.Series // a series per proxy
+		}
+		series[proxy] = append(series[proxy], s)
+		for _, p := range s.points {
+			if !slices.Contains(times[proxy], p.at) {
+				times[proxy] = append(times[proxy], p.at)
+			}
+		}
+	}
+	for _, ts := range times {
+		slices.Sort(ts)
+	}
+	return series, times, true
+}
+
+// grossBad sums a proxy's bad requests from one of its sample instants to
+// another; ok false when a series' counts there are not known or fell (a
+// restart).
+func grossBad(ss []grossSeries, from, to int64) (float64, bool) {
+	var x float64
+	for _, s := range ss {
+		a, ok1 := s.valueAt(from)
+		b, ok2 := s.valueAt(to)
+		if !ok1 || !ok2 || b.n < a.n || b.x < a.x {
+			return 0, false
+		}
+		x += float64(b.x - a.x)
+	}
+	return x, true
+}
+
+// grossCounts is the bad requests of the candidate and of the live color
+// on the windows described above; ok false when the look gives no such
+// windows.
+func (e Evidence) grossCounts(l Look, slo string) (green, blue float64, ok bool) {
+	bs, bt, ok := grossProxies(l.Readings, e.Blue, slo)
+	if !ok || len(bs) == 0 {
+		return 0, 0, false
+	}
+	gs, gt, ok := grossProxies(l.Readings, e.Green, slo)
+	if !ok || len(gs) == 0 {
+		return 0, 0, false
+	}
+	for _, r := range l.Readings {
+		if r.Color == e.Blue && r.SLO == slo && r.Bracket.Partial {
+			return 0, 0, false
+		}
+	}
+	for _, c := range e.State.Checkpoint {
+		if c.Color == e.Blue && c.SLO == slo && !slices.ContainsFunc(l.Readings, func(r splitterv1.SeriesReading) bool {
+			return r.Color == c.Color && r.SLO == c.SLO && r.Series == c.Series
+		}) {
+			return 0, 0, false // a live-color series gone: its counts may be missing
+		}
+	}
+	s, t := int64(math.MinInt64), int64(math.MaxInt64)
+	for _, ts := range bt {
+		s, t = max(s, ts[0]), min(t, ts[len(ts)-1])
+	}
+	if s >= t {
+		return 0, 0, false
+	}
+	for p, ts := range bt {
+		i := len(ts) - 1
+		for ts[i] > s {
+			i--
+		}
+		j := slices.IndexFunc(ts, func(x int64) bool { return x >= t })
+		x, ok := grossBad(bs[p], ts[i], ts[j])
+		if !ok {
+			return 0, 0, false
+		}
+		blue += x
+	}
+	for p, ts := range gt {
+		i := slices.IndexFunc(ts, func(x int64) bool { return x >= s })
+		j := len(ts) - 1
+		for j >= 0 && ts[j] > t {
+			j--
+		}
+		if i < 0 || j <= i {
+			continue // no window of this proxy inside [S, T]: none of its counts
+		}
+		x, ok := grossBad(gs[p], ts[i], ts[j])
+		if !ok {
+			return 0, 0, false
+		}
+		green += x
+	}
+	return green, blue, true
+}
+
+// Gross is the gross check on a look (see above).
+func (e Evidence) Gross(l Look) Trip {
+	a := e.State
+	// While the weights move, the candidate's share was at most the
+	// highest of the weights before and after (MixedWeight).
+	weight := max(e.Weight, a.MixedWeight)
+	if !l.OK() || !e.WatchdogOn || a.CheckpointAt == nil || e.Weight <= 0 || weight >= 100 {
+		return Trip{}
+	}
+	if a.WarmupUntil != nil && l.At.Before(a.WarmupUntil.Time) {
+		return Trip{}
+	}
+	w := float64(weight) / 100
+	m := grossSlack * e.MaxRatio * w / (1 - w)
+	q0 := m / (1 + m)
+	level := math.Log(GrossLooks/e.WatchdogAlpha()) + math.Log(float64(len(e.SLOs)))
+	for _, s := range e.SLOs {
+		g, b, ok := e.grossCounts(l, s.Name)
+		k := g + b
+		if !ok || k == 0 || g/k <= q0 {
+			continue
+		}
+		llr := k * klBernoulli(g/k, q0) / Dispersion(watchdogOf(a, s.Name), a.Watchdog)
+		if llr < level {
+			continue
+		}
+		return Trip{Tripped: true, Reason: "RelativeRegression", Message: fmt.Sprintf(
+			"%s failed %s on %.0f requests in its last scrapes against %.0f on %s (%d%% of the traffic on %s): %.0f%% of them, where even an incident both colors share gives it at most %.0f%% (likelihood ratio e^%.0f reached e^%.0f)",
+			e.Green, s.Name, g, b, e.Blue, weight, e.Green, 100*g/k, 100*q0, llr, level)}
+	}
+	return Trip{}
+}
+
+// klBernoulli is the Kullback-Leibler divergence of Bernoulli(p) from
+// Bernoulli(q), in nats.
+func klBernoulli(p, q float64) float64 {
+	kl := 0.0
+	if p > 0 {
+		kl += p * math.Log(p/q)
+	}
+	if p < 1 {
+		kl += (1 - p) * math.Log((1-p)/(1-q))
+	}
+	return kl
+}

@@ -1,0 +1,223 @@
+package analysis
+
+import (
+	"math/rand/v2"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	splitterv1 "splitter.dev/splitter/api/v1alpha1"
+)
+
+// grossWorld is traffic through pods of both colors, each scraped every
+// 15 s at its own phase, for the gross check's tests: rate(t) is the bad
+// rate of a color at second t.
+type grossWorld struct {
+	rng    *rand.Rand
+	rps    float64
+	weight float64 // the candidate's share
+	// from, when set, is when the share became weight (half that before)
+	from float64
+	pods   map[splitterv1.Color][]*grossPod
+	scrape float64
+}
+
+type grossPod struct {
+	phase   float64
+	n, x    float64
+	samples []splitterv1.Sample
+}
+
+// run runs the world for `seconds` in steps of dt, sampling each pod at
+// its scrapes.
+func (w *grossWorld) run(seconds, dt float64, rate func(c splitterv1.Color, t float64) float64) {
+	for t := dt; t <= seconds+1e-9; t += dt {
+		for c, ps := range w.pods {
+			share := w.weight
+			if t < w.from {
+				share /= 2
+			}
+			if c == splitterv1.Blue {
+				share = 1 - w.weight
+			}
+			for _, p := range ps {
+				n := poisson(w.rng, w.rps*share/float64(len(ps))*dt)
+				p.n += n
+				p.x += binomial(w.rng, n, rate(c, t))
+				// a scrape at phase + k·scrape in (t-dt, t]
+				if k := int((t - p.phase) / w.scrape); t-p.phase >= 0 && t-dt-p.phase < float64(k)*w.scrape {
+					at := int64((p.phase + float64(k)*w.scrape) * 1000)
+					p.samples = append(p.samples, splitterv1.Sample{At: at, Requests: int64(p.n), Bad: int64(p.x)})
+				}
+			}
+		}
+	}
+}
+
+// readings are the pods' last four samples (a reading's range) as one
+// look's series.
+func (w *grossWorld) readings(slo string) []splitterv1.SeriesReading {
+	var out []splitterv1.SeriesReading
+	for _, c := range []splitterv1.Color{splitterv1.Blue, splitterv1.Green} {
+		for i, p := range w.pods[c] {
+			s := p.samples
+			if len(s) < 4 {
+				continue
+			}
+			prev, last := s[len(s)-2], s[len(s)-1]
+			out = append(out, splitterv1.SeriesReading{Color: c, SLO: slo, Series: string(c) + strconv.Itoa(i),
+				Requests: last.Requests, Bad: last.Bad, Bracket: splitterv1.Bracket{
+					Earlier: s[len(s)-4 : len(s)-2], PrevAt: prev.At, PrevRequests: prev.Requests, PrevBad: prev.Bad,
+					LastAt: last.At, LastRequests: last.Requests, LastBad: last.Bad}})
+		}
+	}
+	return out
+}
+
+func newGrossWorld(rng *rand.Rand, rps, weight float64, blue, green int) *grossWorld {
+	w := &grossWorld{rng: rng, rps: rps, weight: weight, scrape: 15, pods: map[splitterv1.Color][]*grossPod{}}
+	for c, k := range map[splitterv1.Color]int{splitterv1.Blue: blue, splitterv1.Green: green} {
+		for range k {
+			w.pods[c] = append(w.pods[c], &grossPod{phase: rng.Float64() * 15})
+		}
+	}
+	return w
+}
+
+// grossEvidence is a settled release at weight w with one SLO.
+func grossEvidence(weight int32, checkpoint []splitterv1.SeriesReading) Evidence {
+	t := metav1.NewTime(time.Unix(0, 0))
+	p := twoSLOs
+	p.SLOs = p.SLOs[:1]
+	return Evidence{Policy: p, Stage: Stage{Green: splitterv1.Green, Blue: splitterv1.Blue, Weight: weight},
+		Timing: Timing{Scrape: 15 * time.Second}, State: &splitterv1.AnalysisStatus{BaselineAt: &t, CheckpointAt: &t, Checkpoint: checkpoint}}
+}
+
+// TestGrossCheckIgnoresSharedIncidents: incidents both colors share, of
+// any shape in time (100% errors for 0.2-40 s, starting anywhere), with
+// pods of both colors scraped at random phases, never trip the gross
+// check, whatever the weight, and while the weights move (from half the
+// weight to it, at a random time): the live color's windows hold every
+// candidate window.
+func TestGrossCheckIgnoresSharedIncidents(t *testing.T) {
+	rng := rand.New(rand.NewPCG(18, 7))
+	for i := range 4000 {
+		weight := []int32{10, 20, 50, 90}[i%4]
+		w := newGrossWorld(rng, 200, float64(weight)/100, 1+rng.IntN(4), 1+rng.IntN(3))
+		e := grossEvidence(weight, nil)
+		if i%8 >= 4 {
+			w.from = 15 + rng.Float64()*60
+			e.State.BaselineAt, e.State.MixedWeight, e.Weight = nil, weight, weight
+		}
+		start := 15 + rng.Float64()*45
+		length := 0.2 + rng.Float64()*rng.Float64()*40
+		w.run(75, 0.1, func(c splitterv1.Color, t float64) float64 {
+			if t > start && t <= start+length {
+				return 1
+			}
+			return 0.001
+		})
+		rs := w.readings("availability")
+		if trip := e.Gross(Look{At: time.Unix(75, 0), Readings: rs}); trip.Tripped {
+			t.Fatalf("case %d: a shared incident (%.1f s from %.1f s, weight %d) tripped: %s", i, length, start, weight, trip.Message)
+		}
+	}
+}
+
+// TestGrossCheckCatchesGrossFaults: a candidate failing 30% of its
+// requests is caught on the samples of one full scrape of the fault at
+// 10-50%, at 100 req/s.
+func TestGrossCheckCatchesGrossFaults(t *testing.T) {
+	rng := rand.New(rand.NewPCG(18, 8))
+	for _, weight := range []int32{10, 20, 50} {
+		caught := 0
+		for range 200 {
+			w := newGrossWorld(rng, 100, float64(weight)/100, 3, 3)
+			w.run(75, 0.1, func(c splitterv1.Color, t float64) float64 {
+				if c == splitterv1.Green && t > 30 {
+					return 0.3
+				}
+				return 0.001
+			})
+			// every pod has scraped 15 s of the fault by then at the latest
+			if trip := grossEvidence(weight, nil).Gross(Look{At: time.Unix(75, 0), Readings: w.readings("availability")}); trip.Tripped {
+				caught++
+			}
+		}
+		if caught < 199 {
+			t.Errorf("weight %d: caught %d of 200 gross faults", weight, caught)
+		}
+	}
+}
+
+// TestGrossCheckNeedsTheLiveColorsCounts: the cases where the window
+// argument does not hold give no trip, on readings that trip otherwise.
+func TestGrossCheckNeedsTheLiveColorsCounts(t *testing.T) {
+	at := func(s int64) int64 { return s * 1000 }
+	series := func(c splitterv1.Color, id string, b splitterv1.Bracket) splitterv1.SeriesReading {
+		return splitterv1.SeriesReading{Color: c, SLO: "availability", Series: id, Requests: b.LastRequests, Bad: b.LastBad, Bracket: b}
+	}
+	blue := series(splitterv1.Blue, "b.200", splitterv1.Bracket{Earlier: []splitterv1.Sample{{At: at(0)}}, PrevAt: at(15), PrevRequests: 1200, LastAt: at(30), LastRequests: 2400, LastBad: 2})
+	green200 := series(splitterv1.Green, "g.200", splitterv1.Bracket{Earlier: []splitterv1.Sample{{At: at(0)}}, PrevAt: at(15), PrevRequests: 300, LastAt: at(30), LastRequests: 510})
+	// green's 503s, born with the fault: one sample, zero before it
+	green503 := series(splitterv1.Green, "g.503", splitterv1.Bracket{PrevAt: NoSample, LastAt: at(30), LastRequests: 90, LastBad: 90, Born: true})
+	look := []splitterv1.SeriesReading{blue, green200, green503}
+	settledAt := metav1.NewTime(time.Unix(0, 0))
+	if trip := grossEvidence(20, nil).Gross(Look{At: time.Unix(31, 0), Readings: look}); !trip.Tripped {
+		t.Fatalf("90 of 600 green requests failed against 2 of 2,400 blue ones: no trip")
+	} else if !strings.Contains(trip.Message, "availability") {
+		t.Errorf("message %q does not name the SLO", trip.Message)
+	}
+	cases := []struct {
+		name   string
+		look   func() []splitterv1.SeriesReading
+		change func(e *Evidence)
+	}{
+		{"the 503 series not known to be born", func() []splitterv1.SeriesReading {
+			g := green503
+			g.Bracket.Born = false
+			return []splitterv1.SeriesReading{blue, green200, g}
+		}, nil},
+		{"the live color's brackets partial", func() []splitterv1.SeriesReading {
+			b := blue
+			b.Bracket.Partial = true
+			return []splitterv1.SeriesReading{b, green200, green503}
+		}, nil},
+		{"a live-color series of the checkpoint gone", func() []splitterv1.SeriesReading { return look },
+			func(e *Evidence) {
+				e.State.Checkpoint = []splitterv1.SeriesReading{{Color: splitterv1.Blue, SLO: "availability", Series: "b2.200"}}
+			}},
+		{"a live-color sum not sampled together", func() []splitterv1.SeriesReading {
+			b := blue
+			b.Bracket.Inexact = true
+			return []splitterv1.SeriesReading{b, green200, green503}
+		}, nil},
+		{"weights moving to 100%", func() []splitterv1.SeriesReading { return look }, func(e *Evidence) { e.State.BaselineAt, e.State.MixedWeight = nil, 100 }},
+		{"warming up", func() []splitterv1.SeriesReading { return look }, func(e *Evidence) {
+			u := metav1.NewTime(time.Unix(60, 0))
+			e.State.WarmupUntil = &u
+		}},
+		{"all the traffic on the candidate", func() []splitterv1.SeriesReading { return look }, func(e *Evidence) { e.Weight = 100 }},
+		{"the watchdog off", func() []splitterv1.SeriesReading { return look }, func(e *Evidence) { e.WatchdogOn = false }},
+		{"the live color's last sample before the candidate's window", func() []splitterv1.SeriesReading {
+			b := blue
+			b.Bracket = splitterv1.Bracket{PrevAt: at(0), LastAt: at(15), LastRequests: 1200, LastBad: 1}
+			return []splitterv1.SeriesReading{b, green200, green503}
+		}, nil},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			e := grossEvidence(20, nil)
+			e.State.BaselineAt = &settledAt
+			if c.change != nil {
+				c.change(&e)
+			}
+			if trip := e.Gross(Look{At: time.Unix(31, 0), Readings: c.look()}); trip.Tripped {
+				t.Errorf("tripped: %s", trip.Message)
+			}
+		})
+	}
+}
