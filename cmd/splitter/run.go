@@ -141,8 +141,8 @@ func run(args []string) int {
 		*watchdogInterval = *scrapeInterval
 	}
 	// A reading serves every release for at most half a sweep, and no
-	// longer than the looks at a pending trip are apart (so each of them
-	// reads samples the last one did not have).
+	// longer than the looks at a pending trip, or the gross check's, are
+	// apart (so each of them reads samples the last one did not have).
 	counterTTL := min(*watchdogInterval/2, analysis.PendingLookEvery(analysis.Timing{Scrape: *scrapeInterval}))
 	if *grossInterval > 0 && *grossInterval < *watchdogInterval {
 		counterTTL = min(counterTTL, *grossInterval/2)

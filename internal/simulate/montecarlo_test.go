@@ -411,6 +411,35 @@ func lateOnset(times float64, onset time.Duration, n int, seed uint64) (*Tally, 
 	return tl, detect
 }
 
+// BenchmarkMonteCarloGrossOnset prints how soon a gross fault (30%
+// errors) that starts a minute into the first step (20%, its pods read
+// for a while) is snapped back under the recommended policy, from the
+// onset, at 15, 30 and 60 s scrapes. SPLITTER_MC_RELEASES releases a row
+// (default 400).
+func BenchmarkMonteCarloGrossOnset(b *testing.B) {
+	n := mcSize(400)
+	for _, scrape := range []time.Duration{15 * time.Second, 30 * time.Second, time.Minute} {
+		spec := mcSpec(mcScenarios[0], scrape, 10*time.Minute)
+		spec.Bad["v2"] = map[string]float64{"availability": 0.3, "latency": baseSlow}
+		spec.StepOnset = time.Minute
+		spec.StopAtEnd = true
+		rng := rand.New(rand.NewPCG(2718, 2719))
+		tl := &Tally{}
+		var detect []float64
+		for range n {
+			r := newPromSim(spec, rng).run()
+			tl.Add(r)
+			if r.Outcome() == "rolledback" && r.FirstGreen >= 0 {
+				detect = append(detect, (r.Ended - r.FirstGreen - spec.StepOnset).Seconds())
+			}
+		}
+		line := fmt.Sprintf("gross fault a minute into step 1, scrape %s: %s; from the onset: median %.1f s, p90 %.1f s, worst %.1f s",
+			scrape, tl, Quantile(detect, 0.5), Quantile(detect, 0.9), Quantile(detect, 1))
+		b.Log(line)
+		fmt.Println(line)
+	}
+}
+
 // BenchmarkMonteCarloIstio prints the recommended policy's outcomes at 15 s
 // scrapes when the pods export what Istio exports (see istio.go): one, two
 // (90/10) and two (50/50) callers, healthy and with a 5x regression, and

@@ -86,6 +86,10 @@ type Spec struct {
 	// rates until LateOnset after its promotion (into standby): a
 	// regression that starts late.
 	LateOnset time.Duration
+	// StepOnset, when set, keeps the candidate at the live revision's
+	// rates until StepOnset after its first request: a fault that starts
+	// during a step, its pods already read.
+	StepOnset time.Duration
 	// StopAtEnd ends a release's simulation once its outcome is final
 	// (rolled back, or promoted and its standby over) rather than at
 	// Until: faster, same outcome, but the releases after it draw other
@@ -397,7 +401,10 @@ func (s *podSource) cold(rev string, rates map[string]float64) map[string]float6
 // onsetAt is when a late onset starts (offset), never before the
 // promotion is known.
 func (s *podSource) onsetAt() time.Duration {
-	if s.spec.LateOnset <= 0 || s.d.res.Promoted < 0 {
+	switch {
+	case s.spec.StepOnset > 0 && s.d.res.FirstGreen >= 0:
+		return s.d.res.FirstGreen + s.spec.StepOnset
+	case s.spec.LateOnset <= 0 || s.d.res.Promoted < 0:
 		return never
 	}
 	return s.d.res.Promoted + s.spec.LateOnset
@@ -406,7 +413,7 @@ func (s *podSource) onsetAt() time.Duration {
 // ratesOf is whose rates a revision has now: the candidate has the live
 // revision's before a late onset.
 func (s *podSource) ratesOf(rev string) string {
-	if rev == CandidateRevision && s.spec.LateOnset > 0 && s.advanced < s.onsetAt() {
+	if rev == CandidateRevision && (s.spec.LateOnset > 0 || s.spec.StepOnset > 0) && s.advanced < s.onsetAt() {
 		return LiveRevision
 	}
 	return rev
