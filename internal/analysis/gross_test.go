@@ -20,7 +20,7 @@ type grossWorld struct {
 	rps    float64
 	weight float64 // the candidate's share
 	// from, when set, is when the share became weight (half that before)
-	from float64
+	from   float64
 	pods   map[splitterv1.Color][]*grossPod
 	scrape float64
 }
