@@ -309,6 +309,11 @@ type Bracket struct {
 	// Inexact: a sum whose parts were not all sampled at its instants
 	// (a part without an earlier sample was taken as zero there).
 	Inexact bool
+	// Unread: a series of a proxy the reading's instant precedes (a new
+	// pod), carried for the gross check's look at its samples only: no
+	// other part of the watchdog or the gates counts it (its past is not
+	// known to be the release's), and no checkpoint keeps it.
+	Unread bool
 }
 
 // Sample is one raw sample of a series: its counts at At (milliseconds

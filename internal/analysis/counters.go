@@ -575,7 +575,13 @@ func ClassifyAvailability(destination, source model.Matrix, at model.Time, grpcE
 			case !ok && len(st.Values) > 0 && read[proxyID(st.Metric)]:
 				v = 0 // born after at
 			case !ok && len(st.Values) > 0:
+				// A new pod: left out of the reading, its samples carried
+				// for the gross check alone (Bracket.Unread).
 				s.bornAfter(workloadOf(st.Metric))
+				isBad := i == 1 || IsBadResponse(string(st.Metric["response_code"]), string(st.Metric["response_flags"]), string(st.Metric["grpc_response_status"]), grpcErrorCodes)
+				b := BracketOf(st.Values, isBad)
+				b.Born, b.Unread = born[k], true
+				s.add(workloadOf(st.Metric), classSeriesID(st.Metric), servingPod(st.Metric), 0, 0, b)
 				continue
 			case !ok || gone[k]:
 				continue
@@ -747,6 +753,9 @@ func ClassifyLatency(m model.Matrix, at model.Time, thresholdMs float64) (Readin
 			slow.add(h.w, h.proxy, h.pod, 0, 0, bracket(h))
 		case !h.hasInf && h.born:
 			slow.bornAfter(h.w)
+			b := bracket(h)
+			b.Unread = true
+			slow.add(h.w, h.proxy, h.pod, 0, 0, b) // for the gross check alone
 		case !h.hasInf: // no total read for this label set: nothing to count
 		case h.infLater && (h.renamed || h.hasFast && !h.fastLater):
 			if unreadable[h.w] == nil {
@@ -906,6 +915,9 @@ func Growth(prev, now []splitterv1.SeriesReading) (c Chunk, fresh bool) {
 	}
 	c = Chunk{}
 	for _, r := range now {
+		if r.Bracket.Unread {
+			continue
+		}
 		if c[r.SLO] == nil {
 			c[r.SLO] = map[splitterv1.Color]Count{}
 		}

@@ -3,6 +3,7 @@ package analysis
 import (
 	"fmt"
 	"math"
+	"slices"
 	"strconv"
 	"time"
 
@@ -263,7 +264,7 @@ func (e Evidence) tripsWhateverTheTiming(l Look) (Trip, bool) {
 	bounded := make([]splitterv1.SeriesReading, 0, len(l.Readings))
 	for _, r := range l.Readings {
 		b := r.Bracket
-		if r.Color != e.Green && r.Color != e.Blue {
+		if r.Color != e.Green && r.Color != e.Blue || b.Unread {
 			continue
 		}
 		if b.LastAt == 0 {
@@ -312,7 +313,7 @@ func (e Evidence) tripsWhateverTheTiming(l Look) (Trip, bool) {
 func bracketInstant(rs []splitterv1.SeriesReading, blue splitterv1.Color) (int64, bool) {
 	t, any := int64(math.MaxInt64), false
 	for _, r := range rs {
-		if r.Color != blue {
+		if r.Color != blue || r.Bracket.Unread {
 			continue
 		}
 		if r.Bracket.LastAt == 0 || r.Bracket.Partial {
@@ -347,7 +348,8 @@ func (e Evidence) fold(l Look) {
 
 func (e Evidence) moveCheckpoint(l Look) {
 	t := metav1.NewTime(l.At)
-	e.State.Checkpoint, e.State.CheckpointAt = l.Readings, &t
+	read := slices.DeleteFunc(slices.Clone(l.Readings), func(r splitterv1.SeriesReading) bool { return r.Bracket.Unread })
+	e.State.Checkpoint, e.State.CheckpointAt = read, &t
 }
 
 // add adds a chunk's evidence, from the checkpoint to the time given, to

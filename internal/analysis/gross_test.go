@@ -1,6 +1,7 @@
 package analysis
 
 import (
+	"github.com/prometheus/common/model"
 	"math/rand/v2"
 	"strconv"
 	"strings"
@@ -219,5 +220,63 @@ func TestGrossCheckNeedsTheLiveColorsCounts(t *testing.T) {
 				t.Errorf("tripped: %s", trip.Message)
 			}
 		})
+	}
+}
+
+// A new pod's series (its proxy not read at the reading's instant) reach
+// the gross check with their samples, and nothing else: Growth and the
+// checkpoint leave them out, so the gates and the watchdog's tests still
+// count the pod from its first reading. Its samples alone trip the gross
+// check on a gross fault (a candidate failing 30% from its first request,
+// as the test bed's gross-watchdog benchmark has it).
+func TestNewPodsSamplesForTheGrossCheckAlone(t *testing.T) {
+	series := func(workload, pod, code string, values ...float64) *model.SampleStream {
+		s := &model.SampleStream{Metric: metric("destination_workload_namespace", "shop", "destination_workload", workload, "pod", pod,
+			"reporter", "destination", "response_code", code, "response_flags", "-")}
+		for i, v := range values {
+			if v >= 0 {
+				s.Values = append(s.Values, model.SamplePair{Timestamp: model.Time(15000 * i), Value: model.SampleValue(v)})
+			}
+		}
+		return s
+	}
+	// Samples at 0, 15, 30 and 45 s; read at 20 s: the green pod's first
+	// sample is at 30 s.
+	m := model.Matrix{
+		series("app-blue", "app-blue-1", "200", 0, 1200, 2400, 3600),
+		series("app-green", "app-green-1", "200", -1, -1, 200, 410),
+		series("app-green", "app-green-1", "500", -1, -1, 90, 180),
+	}
+	reading := ClassifyAvailability(m, nil, 20000, nil)
+	rs := reading.For("availability", "shop", map[splitterv1.Color]string{splitterv1.Blue: "app-blue", splitterv1.Green: "app-green"}, nil)
+	var unread int
+	for _, r := range rs {
+		if r.Color == splitterv1.Green {
+			if !r.Bracket.Unread || r.Requests != 0 {
+				t.Errorf("green series %s: %+v, want Unread and no requests", r.Series, r)
+			}
+			unread++
+		}
+	}
+	if unread != 2 {
+		t.Fatalf("%d green series, want the new pod's 2 (its samples carried)", unread)
+	}
+	c, _ := Growth(nil, rs)
+	if g := c.Of("availability", splitterv1.Green); g.N != 0 {
+		t.Errorf("Growth counted the unread series: %v", g)
+	}
+	e := grossEvidence(20, nil)
+	e.State.CheckpointAt = nil
+	e.Observe(Look{At: time.Unix(46, 0), Readings: rs})
+	for _, r := range e.State.Checkpoint {
+		if r.Bracket.Unread || r.Color == splitterv1.Green {
+			t.Errorf("the checkpoint keeps %+v", r)
+		}
+	}
+	if trip := e.Gross(Look{At: time.Unix(46, 0), Readings: rs}); !trip.Tripped {
+		t.Errorf("90 of 210 requests failed on the new green pod between its samples, 0 of 1,200 on blue: no trip")
+	}
+	if trip, _ := e.Observe(Look{At: time.Unix(46, 0), Readings: rs}); !trip.Tripped {
+		t.Errorf("the reconcile's look does not trip on the same samples")
 	}
 }

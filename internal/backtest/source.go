@@ -196,6 +196,9 @@ func (s *source) Read(t time.Duration) (rollout.Counters, string) {
 				continue
 			}
 			for _, x := range series {
+				if x.Bracket.Unread {
+					continue // for the live gross check alone
+				}
 				n, bad := float64(round(x.Requests)), float64(round(x.Bad))
 				k := synthKey{spec.SLO, w.Name, x.ID}
 				st := s.state[k]

@@ -492,7 +492,12 @@ func (s *podSource) Read(t time.Duration) (rollout.Counters, string) {
 				}
 				n, ok := analysis.ValueAt(pairs, model.Time(at.Milliseconds()))
 				if !ok {
-					partial[c] = partial[c] || len(pairs) > 0 // a pod first scraped after at
+					if len(pairs) > 0 { // a pod first scraped after at: for the gross check alone
+						partial[c] = true
+						b := bracket(pairs, bad)
+						b.Unread = true
+						out = append(out, splitterv1.SeriesReading{Color: c, SLO: slo.Name, Series: p.id, Bracket: b})
+					}
 					continue
 				}
 				x, _ := analysis.ValueAt(bad, model.Time(at.Milliseconds()))
