@@ -302,10 +302,14 @@ type Bracket struct {
 	// Earlier are the samples before Prev that the read holds, oldest
 	// first.
 	Earlier []Sample
-	// Born: the series has no sample at its proxy's earliest scrape in
-	// the read (Istio creates a response code's series at that code's
-	// first response), so its counts were zero before its first sample.
-	Born bool
+	// Born: the series has no sample at its scrape target's earliest
+	// scrape in the read (Istio creates a response code's series at that
+	// code's first response), so its counts were zero before its first
+	// sample; BornAfter is the target's last scrape before it, where the
+	// series was absent (its counts zero there; math.MinInt64 when not
+	// known).
+	Born      bool
+	BornAfter int64
 	// Inexact: a sum whose parts were not all sampled at its instants
 	// (a part without an earlier sample was taken as zero there).
 	Inexact bool

@@ -379,7 +379,11 @@ func addBrackets(a, b splitterv1.Bracket) splitterv1.Bracket {
 	a.PrevBad += b.PrevBad
 	a.LastRequests += b.LastRequests
 	a.LastBad += b.LastBad
-	a.Born = a.Born && b.Born
+	if a.Born && b.Born {
+		a.BornAfter = min(a.BornAfter, b.BornAfter)
+	} else {
+		a.Born, a.BornAfter = false, NoSample
+	}
 	a.Inexact = a.Inexact || b.Inexact
 	return a
 }
@@ -403,25 +407,45 @@ func addEarlier(a, b []splitterv1.Sample, aBorn, bBorn bool) []splitterv1.Sample
 	}
 }
 
-// bornIn says, for each series of m, whether it was born within the
-// read: its first sample is later than its proxy's earliest. A proxy's
-// series are scraped together, so the series did not exist at that
-// scrape: Istio creates a response code's series (and a histogram's label
-// set) at its first response, and its counts were zero before.
-func bornIn(m model.Matrix) []bool {
-	earliest := map[string]model.Time{}
+// targetID names a series' scrape target (its job and instance, the
+// labels Prometheus gives every sample of one scrape), or its proxy when
+// it has neither.
+func targetID(m model.Metric) string {
+	if m["job"] == "" && m["instance"] == "" {
+		return "proxy\x00" + proxyID(m)
+	}
+	return string(m["job"]) + "\x00" + string(m["instance"])
+}
+
+// bornIn is, for each series of m born within the read, its target's last
+// scrape before its first sample (NoSample for the others). A target's series
+// are scraped together, so the series did not exist at that scrape: Istio
+// creates a response code's series (and a histogram's label set) at its
+// first response, and a new pod's at its first request; its counts were
+// zero there. Where every pod is one target (Istio's usual scrape), a new
+// pod has no earlier scrape in the read; where one target exports many
+// pods (a federation, the test bed's mesh simulator), it has.
+func bornIn(m model.Matrix) []int64 {
+	times := map[string][]model.Time{}
 	for _, st := range m {
+		id := targetID(st.Metric)
+		for _, p := range st.Values {
+			times[id] = append(times[id], p.Timestamp)
+		}
+	}
+	for _, ts := range times {
+		slices.Sort(ts)
+	}
+	born := make([]int64, len(m))
+	for k, st := range m {
+		born[k] = NoSample
 		if len(st.Values) == 0 {
 			continue
 		}
-		p, t := proxyID(st.Metric), st.Values[0].Timestamp
-		if e, ok := earliest[p]; !ok || t < e {
-			earliest[p] = t
+		ts := times[targetID(st.Metric)]
+		if i, _ := slices.BinarySearch(ts, st.Values[0].Timestamp); i > 0 {
+			born[k] = int64(ts[i-1])
 		}
-	}
-	born := make([]bool, len(m))
-	for k, st := range m {
-		born[k] = len(st.Values) > 0 && st.Values[0].Timestamp > earliest[proxyID(st.Metric)]
 	}
 	return born
 }
@@ -580,7 +604,7 @@ func ClassifyAvailability(destination, source model.Matrix, at model.Time, grpcE
 				s.bornAfter(workloadOf(st.Metric))
 				isBad := i == 1 || IsBadResponse(string(st.Metric["response_code"]), string(st.Metric["response_flags"]), string(st.Metric["grpc_response_status"]), grpcErrorCodes)
 				b := BracketOf(st.Values, isBad)
-				b.Born, b.Unread = born[k], true
+				b.Born, b.BornAfter, b.Unread = born[k] != NoSample, born[k], true
 				s.add(workloadOf(st.Metric), classSeriesID(st.Metric), servingPod(st.Metric), 0, 0, b)
 				continue
 			case !ok || gone[k]:
@@ -592,7 +616,7 @@ func ClassifyAvailability(destination, source model.Matrix, at model.Time, grpcE
 				bad = v
 			}
 			b := BracketOf(st.Values, isBad)
-			b.Born = born[k]
+			b.Born, b.BornAfter = born[k] != NoSample, born[k]
 			s.add(workloadOf(st.Metric), classSeriesID(st.Metric), servingPod(st.Metric), v, bad, b)
 		}
 	}
@@ -685,7 +709,8 @@ func ClassifyLatency(m model.Matrix, at model.Time, thresholdMs float64) (Readin
 		fastLater bool // the bucket used has one
 		// the samples of the +Inf bucket and of the bucket used
 		infSamples, fastSamples []model.SamplePair
-		born                    bool // the +Inf's samples are all after at
+		born                    bool  // the +Inf's samples are all after at
+		bornAfter               int64 // see bornIn, for the +Inf's series
 		// renamed: a bucket spelling with samples after at and none at it
 		renamed bool
 	}
@@ -693,6 +718,7 @@ func ClassifyLatency(m model.Matrix, at model.Time, thresholdMs float64) (Readin
 	var slow sums
 	hs := map[model.Fingerprint]*histogram{}
 	gone := goneAt(m, at)
+	bornAt := bornIn(m)
 	for k, st := range m {
 		f, err := strconv.ParseFloat(string(st.Metric["le"]), 64)
 		if err != nil || !(math.IsInf(f, 1) || sameBoundary(f, thresholdMs)) || len(st.Values) == 0 {
@@ -708,7 +734,7 @@ func ClassifyLatency(m model.Matrix, at model.Time, thresholdMs float64) (Readin
 		fp := set.Fingerprint()
 		h := hs[fp]
 		if h == nil {
-			h = &histogram{w: workloadOf(st.Metric), proxy: seriesID(st.Metric, proxyLabels...), pod: servingPod(st.Metric)}
+			h = &histogram{w: workloadOf(st.Metric), proxy: seriesID(st.Metric, proxyLabels...), pod: servingPod(st.Metric), bornAfter: NoSample}
 			hs[fp] = h
 			order = append(order, fp)
 		}
@@ -719,29 +745,23 @@ func ClassifyLatency(m model.Matrix, at model.Time, thresholdMs float64) (Readin
 				h.fastSamples = st.Values // a born label set's bracket
 			}
 		case !ok:
-			h.born, h.infSamples = true, st.Values // born after at
+			h.born, h.infSamples, h.bornAfter = true, st.Values, bornAt[k] // born after at
 		case math.IsInf(f, 1):
-			h.inf, h.hasInf, h.infLater, h.infSamples = v, true, last > at, st.Values
+			h.inf, h.hasInf, h.infLater, h.infSamples, h.bornAfter = v, true, last > at, st.Values, bornAt[k]
 		case !h.hasFast || last > h.fastLast:
 			h.fast, h.hasFast, h.fastLast, h.fastLater, h.fastSamples = v, true, last, last > at, st.Values
 		}
 	}
 	unreadable := Unreadable{}
 	read := map[string]bool{} // proxies with a label set read at `at`
-	earliest := map[string]model.Time{}
 	for _, h := range hs {
 		read[h.proxy] = read[h.proxy] || h.hasInf
-		if len(h.infSamples) > 0 {
-			if e, ok := earliest[h.proxy]; !ok || h.infSamples[0].Timestamp < e {
-				earliest[h.proxy] = h.infSamples[0].Timestamp
-			}
-		}
 	}
-	// bracket is a label set's bracket; Born (see bornIn) when its +Inf
-	// bucket's first sample is later than its proxy's earliest.
+	// bracket is a label set's bracket; Born as its +Inf bucket (see
+	// bornIn).
 	bracket := func(h *histogram) splitterv1.Bracket {
 		b := latencyBracket(h.infSamples, h.fastSamples)
-		b.Born = len(h.infSamples) > 0 && h.infSamples[0].Timestamp > earliest[h.proxy]
+		b.Born, b.BornAfter = h.bornAfter != NoSample, h.bornAfter
 		return b
 	}
 	for _, fp := range order {

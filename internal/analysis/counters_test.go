@@ -467,12 +467,12 @@ func TestBrackets(t *testing.T) {
 		return got
 	}
 	// Read at 10 s, the born label set is summed into its class's series.
-	if got, want := sum(10000), (splitterv1.Bracket{PrevAt: 0, LastAt: 10000, PrevRequests: 101, PrevBad: 1, LastRequests: 1011, LastBad: 7}); !reflect.DeepEqual(got, want) {
+	if got, want := sum(10000), (splitterv1.Bracket{PrevAt: 0, LastAt: 10000, PrevRequests: 101, PrevBad: 1, LastRequests: 1011, LastBad: 7, BornAfter: NoSample}); !reflect.DeepEqual(got, want) {
 		t.Errorf("brackets summed to %+v, want %+v", got, want)
 	}
 	// Read at 5 s, before its first sample: read as zero (its proxy was
 	// read then), its samples in the bracket.
-	if got, want := sum(5000), (splitterv1.Bracket{PrevAt: 0, LastAt: 10000, PrevRequests: 101, PrevBad: 1, LastRequests: 1011, LastBad: 7}); !reflect.DeepEqual(got, want) {
+	if got, want := sum(5000), (splitterv1.Bracket{PrevAt: 0, LastAt: 10000, PrevRequests: 101, PrevBad: 1, LastRequests: 1011, LastBad: 7, BornAfter: NoSample}); !reflect.DeepEqual(got, want) {
 		t.Errorf("brackets summed to %+v, want %+v", got, want)
 	}
 	var zero bool
@@ -513,7 +513,7 @@ func TestBrackets(t *testing.T) {
 		t.Fatal(unreadable)
 	}
 	if s := lr[Workload{"shop", "checkout-green"}]; len(s) != 1 || s[0].Requests != 500 || s[0].Bad != 5 ||
-		!reflect.DeepEqual(s[0].Bracket, splitterv1.Bracket{PrevAt: 0, LastAt: 10000, LastRequests: 1040, LastBad: 40}) {
+		!reflect.DeepEqual(s[0].Bracket, splitterv1.Bracket{PrevAt: 0, LastAt: 10000, LastRequests: 1040, LastBad: 40, BornAfter: NoSample}) {
 		t.Errorf("latency reading %+v, want 5 slow of 500 and a bracket of 40 slow of 1,040 at 10 s", s)
 	}
 	inf := []model.SamplePair{{Timestamp: 0, Value: 100}, {Timestamp: 10000, Value: 300}}

@@ -44,9 +44,13 @@ import (
 // While the weights move, the window may straddle two splits: w is then
 // the higher of the weights before and after. No trip is possible during
 // warmup (a cold start is not a fault), with all the traffic on the
-// candidate (nothing to compare with; the absolute test judges), or when the live color's samples do not hold all its counts:
-// a proxy new to the reading (Partial), a sum of series not sampled
-// together, or a proxy of the checkpoint missing from the look.
+// candidate (nothing to compare with; the absolute test judges), or when
+// the live color's samples may not hold all its counts: a sum of series
+// not sampled together, or a series of the checkpoint missing from the
+// look. A proxy new to the reading is in the look with its samples
+// (Bracket.Unread) and in S, so its window holds [S, T] too; a pod not
+// scraped at all yet is missing (as it is from every reading), which the
+// slack above covers.
 
 // GrossLooks is how many looks the gross check's level is divided by:
 // at once a second, a release looked at for a year takes 3% of the
@@ -98,6 +102,9 @@ func grossProxies(rs []splitterv1.SeriesReading, color splitterv1.Color, slo str
 			return nil, nil, false
 		}
 		var s grossSeries
+		if b.Born && b.BornAfter != NoSample && (len(b.Earlier) > 0 && b.Earlier[0].At > b.BornAfter || len(b.Earlier) == 0 && (b.PrevAt == NoSample || b.PrevAt > b.BornAfter)) {
+			s.points = append(s.points, grossPoint{at: b.BornAfter}) // absent from its target's scrape: zero
+		}
 		for _, p := range b.Earlier {
 			s.points = append(s.points, grossPoint{p.At, p.Requests, p.Bad})
 		}
@@ -150,11 +157,6 @@ func (e Evidence) grossCounts(l Look, slo string) (green, blue float64, ok bool)
 	gs, gt, ok := grossProxies(l.Readings, e.Green, slo)
 	if !ok || len(gs) == 0 {
 		return 0, 0, false
-	}
-	for _, r := range l.Readings {
-		if r.Color == e.Blue && r.SLO == slo && r.Bracket.Partial {
-			return 0, 0, false
-		}
 	}
 	for _, c := range e.State.Checkpoint {
 		if c.Color == e.Blue && c.SLO == slo && !slices.ContainsFunc(l.Readings, func(r splitterv1.SeriesReading) bool {

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"fmt"
+	"os"
 	"sort"
 	"strconv"
 	"strings"
@@ -23,16 +24,20 @@ func startSplitterAs(t testing.TB, tb *testbed.TestBed, ns, kubeconfig string) *
 		t.Fatal(err)
 	}
 	metrics := fmt.Sprintf("127.0.0.1:%d", metricsPort)
-	p, err := testbed.StartProcess("splitter-"+ns, tb.StateDir()+"/logs", splitterBinary(t), "run",
-		"--kubeconfig="+kubeconfig,
-		"--prometheus-url="+tb.PrometheusURL,
-		"--namespaces="+ns,
-		"--leader-election-namespace="+ns,
-		"--metrics-bind-address="+metrics,
+	args := []string{"run",
+		"--kubeconfig=" + kubeconfig,
+		"--prometheus-url=" + tb.PrometheusURL,
+		"--namespaces=" + ns,
+		"--leader-election-namespace=" + ns,
+		"--metrics-bind-address=" + metrics,
 		"--health-probe-bind-address=127.0.0.1:0",
 		"--query-timeout=5s",
-		"--scrape-interval="+tb.ScrapeInterval().String(), // the watchdog looks once per scrape
-	)
+		"--scrape-interval=" + tb.ScrapeInterval().String(), // the watchdog looks once per scrape
+	}
+	// SPLITTER_E2E_ARGS adds flags, for a benchmark of a setting (e.g.
+	// --gross-check-interval=250ms).
+	args = append(args, strings.Fields(os.Getenv("SPLITTER_E2E_ARGS"))...)
+	p, err := testbed.StartProcess("splitter-"+ns, tb.StateDir()+"/logs", splitterBinary(t), args...)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -117,27 +117,39 @@ func failToWrite(path string) (time.Duration, bool) {
 	return 0, false
 }
 
-// firstScrapeWith returns the time of the first scrape in which query is
-// above zero, between from and to.
-func firstScrapeWith(ctx context.Context, tb *testbed.TestBed, query string, from, to time.Time) (time.Time, error) {
+// firstScrapeWith returns the time of the first sample of selector's
+// series above zero, between from and to.
+func firstScrapeWith(ctx context.Context, tb *testbed.TestBed, selector string, from, to time.Time) (time.Time, error) {
 	c, err := promapi.NewClient(promapi.Config{Address: tb.PrometheusURL})
 	if err != nil {
 		return time.Time{}, err
 	}
-	v, _, _, err := promv1.NewAPI(c).QueryRange(ctx, query, promv1.Range{Start: from, End: to, Step: 250 * time.Millisecond})
+	// The raw samples (a range selector at to), not a range query's steps:
+	// a step grid would put the fault up to a step after its sample.
+	window := to.Sub(from).Round(time.Second) + time.Second
+	v, _, _, err := promv1.NewAPI(c).Query(ctx, fmt.Sprintf("%s[%s]", selector, model.Duration(window)), to)
 	if err != nil {
 		return time.Time{}, err
 	}
 	m, ok := v.(model.Matrix)
 	if !ok || len(m) == 0 {
-		return time.Time{}, fmt.Errorf("no samples of %s", query)
+		return time.Time{}, fmt.Errorf("no samples of %s", selector)
 	}
-	for _, p := range m[0].Values {
-		if p.Value > 0 {
-			return p.Timestamp.Time(), nil
+	var first time.Time
+	for _, s := range m {
+		for _, p := range s.Values {
+			if p.Value > 0 && !p.Timestamp.Time().Before(from) {
+				if first.IsZero() || p.Timestamp.Time().Before(first) {
+					first = p.Timestamp.Time()
+				}
+				break
+			}
 		}
 	}
-	return time.Time{}, fmt.Errorf("%s never above zero", query)
+	if first.IsZero() {
+		return time.Time{}, fmt.Errorf("%s never above zero", selector)
+	}
+	return first, nil
 }
 
 func median(ds []time.Duration) time.Duration {
@@ -401,7 +413,7 @@ func faultToSnapBack(tb *testbed.TestBed, ns string, start time.Time, timeout ti
 		return 0, fmt.Errorf("%s: no snap-back within %s", ns, timeout)
 	}
 	faultAt, err := firstScrapeWith(context.Background(), tb, fmt.Sprintf(
-		`sum(istio_requests_total{reporter="destination",destination_workload_namespace=%q,destination_workload="app-green",response_code="500"})`, ns),
+		`istio_requests_total{reporter="destination",destination_workload_namespace=%q,destination_workload="app-green",response_code="500"}`, ns),
 		start.Add(-2*time.Second), snapped)
 	if err != nil {
 		return 0, err
