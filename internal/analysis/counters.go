@@ -418,36 +418,81 @@ func targetID(m model.Metric) string {
 }
 
 // bornIn is, for each series of m born within the read, its target's last
-// scrape before its first sample (NoSample for the others). A target's series
-// are scraped together, so the series did not exist at that scrape: Istio
-// creates a response code's series (and a histogram's label set) at its
-// first response, and a new pod's at its first request; its counts were
-// zero there. Where every pod is one target (Istio's usual scrape), a new
-// pod has no earlier scrape in the read; where one target exports many
-// pods (a federation, the test bed's mesh simulator), it has.
+// scrape before its first sample (NoSample for the others). A target's
+// series are scraped together, so the series did not exist at that
+// scrape: Istio creates a response code's series (and a histogram's label
+// set) at its first response, and a new pod's at its first request; its
+// counts were zero there. Where every pod is one target (Istio's usual
+// scrape), a new pod has no earlier scrape in the read; where one target
+// exports many pods (a federation, the test bed's mesh simulator), it has.
+// Only a target whose series all sample its instants without a gap counts
+// as scraped together: a federation that keeps each pod's timestamps, or
+// one that missed a pod in a scrape, is judged per proxy (pod) instead.
 func bornIn(m model.Matrix) []int64 {
-	times := map[string][]model.Time{}
+	born := make([]int64, len(m))
+	for k := range born {
+		born[k] = NoSample
+	}
+	byTarget := func(st *model.SampleStream) string { return targetID(st.Metric) }
+	byProxy := func(st *model.SampleStream) string { return "proxy\x00" + proxyID(st.Metric) }
+	times := instants(m, byTarget)
+	atomic := map[string]bool{}
+	for id := range times {
+		atomic[id] = true
+	}
 	for _, st := range m {
-		id := targetID(st.Metric)
-		for _, p := range st.Values {
-			times[id] = append(times[id], p.Timestamp)
+		id := byTarget(st)
+		if atomic[id] && !contiguous(times[id], st.Values) {
+			atomic[id] = false
 		}
 	}
-	for _, ts := range times {
-		slices.Sort(ts)
-	}
-	born := make([]int64, len(m))
+	proxyTimes := instants(m, byProxy)
 	for k, st := range m {
-		born[k] = NoSample
 		if len(st.Values) == 0 {
 			continue
 		}
-		ts := times[targetID(st.Metric)]
+		ts := times[byTarget(st)]
+		if !atomic[byTarget(st)] {
+			ts = proxyTimes[byProxy(st)]
+		}
 		if i, _ := slices.BinarySearch(ts, st.Values[0].Timestamp); i > 0 {
 			born[k] = int64(ts[i-1])
 		}
 	}
 	return born
+}
+
+// instants are the sorted sample instants of each group of m's series.
+func instants(m model.Matrix, group func(*model.SampleStream) string) map[string][]model.Time {
+	times := map[string][]model.Time{}
+	for _, st := range m {
+		id := group(st)
+		for _, p := range st.Values {
+			times[id] = append(times[id], p.Timestamp)
+		}
+	}
+	for id, ts := range times {
+		slices.Sort(ts)
+		times[id] = slices.Compact(ts)
+	}
+	return times
+}
+
+// contiguous says whether samples sit on consecutive instants of ts.
+func contiguous(ts []model.Time, samples []model.SamplePair) bool {
+	if len(samples) == 0 {
+		return true
+	}
+	i, ok := slices.BinarySearch(ts, samples[0].Timestamp)
+	if !ok || i+len(samples) > len(ts) {
+		return false
+	}
+	for k, p := range samples {
+		if ts[i+k] != p.Timestamp {
+			return false
+		}
+	}
+	return true
 }
 
 // seriesID hashes the labels that identify a series.

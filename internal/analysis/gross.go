@@ -51,6 +51,28 @@ import (
 // (Bracket.Unread) and in S, so its window holds [S, T] too; a pod not
 // scraped at all yet is missing (as it is from every reading), which the
 // slack above covers.
+//
+// From a review that tried to break it with its own traffic (issue 18):
+//   - w is the larger of the weights' share and the share of requests a
+//     second the windows show: a route pinned to the candidate, traffic
+//     around the VirtualService, or a standby color without Ready pods
+//     (all the traffic on the live color while the weights say 90%)
+//     tripped 20 of 30 and 40 of 40 healthy releases on w alone.
+//   - The candidate's bad requests are counted without its worst pod: a
+//     request that crashes a pod, or a clump of retries on one host, is
+//     one pod's burst, not a verdict (a shared 19-request burst on one
+//     candidate pod at 10% tripped with probability about w). A candidate
+//     with one pod is never judged here; the watchdog's tests still are.
+//   - Availability SLOs only: Envoy latches its histograms at each stats
+//     flush (5 s), so a histogram sample's timestamp does not say when its
+//     requests happened (3 of 100 shared slow bursts tripped).
+//   - A series the checkpoint holds is never born, whatever its samples
+//     say (a federation that missed it in a scrape; see bornIn).
+// It also trusts that a sample's timestamp is when its counts were read:
+// an aggregator that re-exports proxies' counts late, by a lag that
+// differs per pod, breaks the window argument (10-28% of shared bursts
+// tripped in the review's runs). Prometheus scraping each proxy, Istio's
+// default, keeps it.
 
 // GrossLooks is how many looks the gross check's level is divided by:
 // at once a second, a release looked at for a year takes 3% of the
@@ -91,7 +113,7 @@ func (s grossSeries) valueAt(t int64) (grossPoint, bool) {
 // grossProxies groups one color's series of one SLO by proxy, with the
 // proxy's sample instants (sorted). ok false when a series has no usable
 // samples.
-func grossProxies(rs []splitterv1.SeriesReading, color splitterv1.Color, slo string) (map[string][]grossSeries, map[string][]int64, bool) {
+func grossProxies(rs []splitterv1.SeriesReading, color splitterv1.Color, slo string, known map[seriesKey]bool) (map[string][]grossSeries, map[string][]int64, bool) {
 	series, times := map[string][]grossSeries{}, map[string][]int64{}
 	for _, r := range rs {
 		if r.Color != color || r.SLO != slo {
@@ -102,6 +124,9 @@ func grossProxies(rs []splitterv1.SeriesReading, color splitterv1.Color, slo str
 			return nil, nil, false
 		}
 		var s grossSeries
+		// A series the checkpoint holds was not born in this read,
+		// whatever its samples say (a scrape that missed it).
+		b.Born = b.Born && !known[seriesKey{r.Color, r.SLO, r.Series}]
 		if b.Born && b.BornAfter != NoSample && (len(b.Earlier) > 0 && b.Earlier[0].At > b.BornAfter || len(b.Earlier) == 0 && (b.PrevAt == NoSample || b.PrevAt > b.BornAfter)) {
 			s.points = append(s.points, grossPoint{at: b.BornAfter}) // absent from its target's scrape: zero
 		}
@@ -130,39 +155,54 @@ func grossProxies(rs []splitterv1.SeriesReading, color splitterv1.Color, slo str
 	return series, times, true
 }
 
-// grossBad sums a proxy's bad requests from one of its sample instants to
-// another; ok false when a series' counts there are not known or fell (a
-// restart).
-func grossBad(ss []grossSeries, from, to int64) (float64, bool) {
-	var x float64
+// grossWindow sums a proxy's requests and bad requests from one of its
+// sample instants to another; ok false when a series' counts there are
+// not known or fell (a restart).
+func grossWindow(ss []grossSeries, from, to int64) (n, x float64, ok bool) {
 	for _, s := range ss {
 		a, ok1 := s.valueAt(from)
 		b, ok2 := s.valueAt(to)
 		if !ok1 || !ok2 || b.n < a.n || b.x < a.x {
-			return 0, false
+			return 0, 0, false
 		}
+		n += float64(b.n - a.n)
 		x += float64(b.x - a.x)
 	}
-	return x, true
+	return n, x, true
 }
 
-// grossCounts is the bad requests of the candidate and of the live color
-// on the windows described above; ok false when the look gives no such
-// windows.
-func (e Evidence) grossCounts(l Look, slo string) (green, blue float64, ok bool) {
-	bs, bt, ok := grossProxies(l.Readings, e.Blue, slo)
-	if !ok || len(bs) == 0 {
-		return 0, 0, false
+// grossTally is what the windows of one color hold.
+type grossTally struct {
+	bad, worst float64 // bad requests, and the most of one proxy
+	rate       float64 // requests a second
+}
+
+func (t *grossTally) add(n, x float64, from, to int64) {
+	t.bad += x
+	t.worst = max(t.worst, x)
+	t.rate += n / (float64(to-from) / 1000)
+}
+
+// grossCounts is what the candidate's and the live color's windows
+// described above hold; ok false when the look gives no such windows.
+func (e Evidence) grossCounts(l Look, slo string) (green, blue grossTally, ok bool) {
+	known := map[seriesKey]bool{}
+	for _, c := range e.State.Checkpoint {
+		known[seriesKey{c.Color, c.SLO, c.Series}] = true
 	}
-	gs, gt, ok := grossProxies(l.Readings, e.Green, slo)
+	bs, bt, ok := grossProxies(l.Readings, e.Blue, slo, known)
+	if !ok || len(bs) == 0 {
+		return green, blue, false
+	}
+	gs, gt, ok := grossProxies(l.Readings, e.Green, slo, known)
 	if !ok || len(gs) == 0 {
-		return 0, 0, false
+		return green, blue, false
 	}
 	for _, c := range e.State.Checkpoint {
 		if c.Color == e.Blue && c.SLO == slo && !slices.ContainsFunc(l.Readings, func(r splitterv1.SeriesReading) bool {
 			return r.Color == c.Color && r.SLO == c.SLO && r.Series == c.Series
 		}) {
-			return 0, 0, false // a live-color series gone: its counts may be missing
+			return green, blue, false // a live-color series gone: its counts may be missing
 		}
 	}
 	s, t := int64(math.MinInt64), int64(math.MaxInt64)
@@ -170,7 +210,7 @@ func (e Evidence) grossCounts(l Look, slo string) (green, blue float64, ok bool)
 		s, t = max(s, ts[0]), min(t, ts[len(ts)-1])
 	}
 	if s >= t {
-		return 0, 0, false
+		return green, blue, false
 	}
 	for p, ts := range bt {
 		i := len(ts) - 1
@@ -178,11 +218,11 @@ func (e Evidence) grossCounts(l Look, slo string) (green, blue float64, ok bool)
 			i--
 		}
 		j := slices.IndexFunc(ts, func(x int64) bool { return x >= t })
-		x, ok := grossBad(bs[p], ts[i], ts[j])
+		n, x, ok := grossWindow(bs[p], ts[i], ts[j])
 		if !ok {
-			return 0, 0, false
+			return green, blue, false
 		}
-		blue += x
+		blue.add(n, x, ts[i], ts[j])
 	}
 	for p, ts := range gt {
 		i := slices.IndexFunc(ts, func(x int64) bool { return x >= s })
@@ -193,11 +233,11 @@ func (e Evidence) grossCounts(l Look, slo string) (green, blue float64, ok bool)
 		if i < 0 || j <= i {
 			continue // no window of this proxy inside [S, T]: none of its counts
 		}
-		x, ok := grossBad(gs[p], ts[i], ts[j])
+		n, x, ok := grossWindow(gs[p], ts[i], ts[j])
 		if !ok {
-			return 0, 0, false
+			return green, blue, false
 		}
-		green += x
+		green.add(n, x, ts[i], ts[j])
 	}
 	return green, blue, true
 }
@@ -214,23 +254,38 @@ func (e Evidence) Gross(l Look) Trip {
 	if a.WarmupUntil != nil && l.At.Before(a.WarmupUntil.Time) {
 		return Trip{}
 	}
-	w := float64(weight) / 100
-	m := grossSlack * e.MaxRatio * w / (1 - w)
-	q0 := m / (1 + m)
 	level := math.Log(GrossLooks/e.WatchdogAlpha()) + math.Log(float64(len(e.SLOs)))
 	for _, s := range e.SLOs {
+		if s.ThresholdMs > 0 {
+			continue // histograms: see above
+		}
 		g, b, ok := e.grossCounts(l, s.Name)
-		k := g + b
-		if !ok || k == 0 || g/k <= q0 {
+		if !ok || g.rate+b.rate == 0 {
 			continue
 		}
-		llr := k * klBernoulli(g/k, q0) / Dispersion(watchdogOf(a, s.Name), a.Watchdog)
+		// The share the traffic had, if more than the weights say (a
+		// route pinned to the candidate, traffic around the
+		// VirtualService, a standby color without pods).
+		w := max(float64(weight)/100, g.rate/(g.rate+b.rate))
+		if w >= 0.99 {
+			continue
+		}
+		m := grossSlack * e.MaxRatio * w / (1 - w)
+		q0 := m / (1 + m)
+		// Without its worst proxy: one pod's burst (a request that
+		// crashes it, retries kept on one host) is no verdict.
+		x := g.bad - g.worst
+		k := x + b.bad
+		if k == 0 || x/k <= q0 {
+			continue
+		}
+		llr := k * klBernoulli(x/k, q0) / Dispersion(watchdogOf(a, s.Name), a.Watchdog)
 		if llr < level {
 			continue
 		}
 		return Trip{Tripped: true, Reason: "RelativeRegression", Message: fmt.Sprintf(
-			"%s failed %s on %.0f requests in its last scrapes against %.0f on %s (%d%% of the traffic on %s): %.0f%% of them, where even an incident both colors share gives it at most %.0f%% (likelihood ratio e^%.0f reached e^%.0f)",
-			e.Green, s.Name, g, b, e.Blue, weight, e.Green, 100*g/k, 100*q0, llr, level)}
+			"%s failed %s on %.0f requests in its last scrapes (%.0f without its worst pod) against %.0f on %s (%.0f%% of the traffic on %s): %.0f%% of them, where even an incident both colors share gives it at most %.0f%% (likelihood ratio e^%.0f reached e^%.0f)",
+			e.Green, s.Name, g.bad, x, b.bad, e.Blue, 100*w, e.Green, 100*x/k, 100*q0, llr, level)}
 	}
 	return Trip{}
 }
