@@ -39,40 +39,80 @@ type cachedPlan struct {
 // NeedLeaderElection: only the leader acts.
 func (w *watchdogSweep) NeedLeaderElection() bool { return true }
 
+// Timing of the gross check's looks between the full ones: at least every
+// gross, and as soon as a scrape is due to have landed (each series' last
+// sample plus a scrape, and landingLag for the scrape to be stored), but
+// no more often than grossGap. A fault's samples are then judged within a
+// fraction of a second of their landing, at about the cost of one look a
+// second (issue 18: the snap-back within a scrape and a second).
+const (
+	landingTick = 100 * time.Millisecond
+	landingLag  = 200 * time.Millisecond
+	grossGap    = 250 * time.Millisecond
+)
+
+// GrossCounterTTL bounds how long a counter reading serves while the
+// gross check looks between the full looks: less than grossGap, so a look
+// at a scrape's landing reads it.
+const GrossCounterTTL = 200 * time.Millisecond
+
 // Start runs the sweep until ctx ends: a full look every interval and,
-// between them, the gross check's look every gross.
+// between them, the gross check's looks.
 func (w *watchdogSweep) Start(ctx context.Context) error {
-	every := w.interval
-	if w.gross > 0 && w.gross < every {
-		every = w.gross
+	step := w.interval
+	if w.gross > 0 {
+		step = min(step, landingTick)
 	}
-	tick := time.NewTicker(every)
+	tick := time.NewTicker(step)
 	defer tick.Stop()
-	var lastFull time.Time
+	var lastFull, lastGross, landing time.Time
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
 		case now := <-tick.C:
-			full := now.Sub(lastFull) >= w.interval-every/2
-			if full {
-				lastFull = now
+			switch {
+			case now.Sub(lastFull) >= w.interval-step/2:
+				lastFull, lastGross = now, now
+				landing = w.sweep(ctx, true)
+			case w.gross > 0 && (now.Sub(lastGross) >= w.gross-step/2 ||
+				!landing.IsZero() && !now.Before(landing) && now.Sub(lastGross) >= grossGap):
+				lastGross = now
+				landing = w.sweep(ctx, false)
 			}
-			w.sweep(ctx, full)
 		}
 	}
 }
 
+// nextLanding is when the next scrape of any series read is due to have
+// landed in Prometheus: each one's last sample plus whole scrapes, the
+// first after now, plus landingLag. Zero when none has samples.
+func nextLanding(counters []splitterv1.SeriesReading, scrape time.Duration, now time.Time) time.Time {
+	var next time.Time
+	for _, c := range counters {
+		if c.Bracket.LastAt <= 0 || scrape <= 0 {
+			continue
+		}
+		last := time.UnixMilli(c.Bracket.LastAt)
+		due := last.Add(scrape * time.Duration(now.Sub(last)/scrape+1)).Add(landingLag)
+		if next.IsZero() || due.Before(next) {
+			next = due
+		}
+	}
+	return next
+}
+
 // sweep looks at every watched release: the watchdog's full look, or the
-// gross check's alone.
-func (w *watchdogSweep) sweep(ctx context.Context, full bool) {
+// gross check's alone. It returns when the next scrape of what it read is
+// due (see nextLanding).
+func (w *watchdogSweep) sweep(ctx context.Context, full bool) (landing time.Time) {
 	start := time.Now()
 	var list splitterv1.SplitList
 	if err := w.r.Client.List(ctx, &list, client.UnsafeDisableDeepCopy); err != nil {
 		if full {
 			log.FromContext(ctx).Info("Watchdog sweep cannot list Splits", "error", err.Error())
 		}
-		return
+		return time.Time{}
 	}
 	// Timed and counted as swept only once the Splits could be listed; the
 	// list also refreshes every Split's gauges.
@@ -104,6 +144,9 @@ func (w *watchdogSweep) sweep(ctx context.Context, full bool) {
 		if err != nil {
 			continue // the reconcile reports it
 		}
+		if l := nextLanding(counters, plan.Timing.Scrape, now); !l.IsZero() && (landing.IsZero() || l.Before(landing)) {
+			landing = l
+		}
 		look := rollout.SweepLook
 		if !full {
 			look = rollout.GrossLook
@@ -115,6 +158,7 @@ func (w *watchdogSweep) sweep(ctx context.Context, full bool) {
 			}
 		}
 	}
+	return landing
 }
 
 // plan compiles a Split's policy, once per policy version.
