@@ -40,7 +40,7 @@ func run(args []string) int {
 	queryTimeout := fs.Duration("query-timeout", 10*time.Second, "timeout of one Prometheus query; a timeout is an Error verdict")
 	scrapeInterval := fs.Duration("scrape-interval", 15*time.Second, "Prometheus' scrape interval for the Istio metrics: each step's evidence starts two scrapes after its weights are applied, and the watchdog looks once per scrape")
 	watchdogInterval := fs.Duration("watchdog-interval", 0, "how often the watchdog looks at every release with SLOs (one sweep for all); default: the scrape interval")
-	grossInterval := fs.Duration("gross-check-interval", analysis.GrossLookEvery, "the longest time, between the watchdog's looks, before the gross check judges each release's newest samples again; it also looks as soon as a scrape is due to have landed, at most every 250ms (the counters are read at each look, one handful of queries for all releases); 0: only at the watchdog's looks")
+	grossInterval := fs.Duration("gross-check-interval", analysis.GrossLookEvery, "the longest time, between the watchdog's looks, before the gross check judges each release's newest samples again; it also looks as soon as a scrape is due to have landed, at most every 250ms (the counters are read at each look, one handful of queries for all releases); 0 turns the gross check off (for a Prometheus whose sample timestamps are not when the proxies were read, e.g. an aggregator that re-exports them late)")
 	namespaces := fs.String("namespaces", "", "comma-separated namespaces to watch; empty watches all")
 	metricsAddr := fs.String("metrics-bind-address", ":8080", "address of /metrics; 0 disables it")
 	probeAddr := fs.String("health-probe-bind-address", ":8081", "address of /healthz and /readyz")

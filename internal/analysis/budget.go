@@ -114,6 +114,10 @@ type Timing struct {
 	// Scrape is Prometheus' scrape interval: a sample describes the
 	// traffic up to its scrape, and a reading returns the last sample.
 	Scrape time.Duration
+	// NoGross turns the gross check off (see Evidence.Gross): for a
+	// Prometheus whose sample timestamps do not say when the proxies'
+	// counts were read.
+	NoGross bool
 }
 
 // Settle is how long after the router reports new weights every reading

@@ -72,7 +72,8 @@ import (
 // an aggregator that re-exports proxies' counts late, by a lag that
 // differs per pod, breaks the window argument (10-28% of shared bursts
 // tripped in the review's runs). Prometheus scraping each proxy, Istio's
-// default, keeps it.
+// default, keeps it; otherwise turn it off (Timing.NoGross,
+// --gross-check-interval=0).
 
 // GrossLooks is how many looks the gross check's level is divided by:
 // at once a second, a release looked at for a year takes 3% of the
@@ -248,7 +249,7 @@ func (e Evidence) Gross(l Look) Trip {
 	// While the weights move, the candidate's share was at most the
 	// highest of the weights before and after (MixedWeight).
 	weight := max(e.Weight, a.MixedWeight)
-	if !l.OK() || !e.WatchdogOn || a.CheckpointAt == nil || e.Weight <= 0 || weight >= 100 {
+	if !l.OK() || !e.WatchdogOn || e.NoGross || a.CheckpointAt == nil || e.Weight <= 0 || weight >= 100 {
 		return Trip{}
 	}
 	if a.WarmupUntil != nil && l.At.Before(a.WarmupUntil.Time) {

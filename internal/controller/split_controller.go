@@ -57,10 +57,10 @@ type SplitReconciler struct {
 	// WatchdogInterval is how often an active release with SLOs is looked
 	// at (the watchdog runs at every look). Default: ScrapeInterval.
 	WatchdogInterval time.Duration
-	// GrossInterval, when shorter than WatchdogInterval, is how often the
-	// sweep takes the gross check's look (analysis.Evidence.Gross) between
-	// its full looks, so a gross fault is judged within that of its
-	// scrape's landing. 0: only at the full looks.
+	// GrossInterval is the longest time between the sweep's gross check
+	// looks (analysis.Evidence.Gross) between its full looks; it also
+	// looks when a scrape is due to have landed. 0 turns the gross check
+	// off, in the full looks and the reconciles too.
 	GrossInterval time.Duration
 	// ScrapeInterval is Prometheus' scrape interval: a step's evidence
 	// starts two scrapes after its weights are confirmed. Default 15s.
@@ -356,7 +356,7 @@ func (r *SplitReconciler) compile(spec splitterv1.SplitPolicySpec) (*policy.Plan
 	if len(errs) > 0 {
 		return nil, errs
 	}
-	plan.Timing = analysis.Timing{Scrape: r.ScrapeInterval}
+	plan.Timing = analysis.Timing{Scrape: r.ScrapeInterval, NoGross: r.GrossInterval <= 0}
 	return plan, nil
 }
 
