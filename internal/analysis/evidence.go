@@ -3,7 +3,6 @@ package analysis
 import (
 	"fmt"
 	"math"
-	"slices"
 	"strconv"
 	"time"
 
@@ -346,9 +345,27 @@ func (e Evidence) fold(l Look) {
 	e.moveCheckpoint(l)
 }
 
+// moveCheckpoint makes the look the checkpoint: its read series, and the
+// checkpoint's reading of a series the look has only as Unread (a pod
+// whose last scrapes a federation missed lags the reading's instant): it
+// stays known, so the gross check does not take its whole counter for a
+// new series, and Growth counts it from there when it is read again.
 func (e Evidence) moveCheckpoint(l Look) {
 	t := metav1.NewTime(l.At)
-	read := slices.DeleteFunc(slices.Clone(l.Readings), func(r splitterv1.SeriesReading) bool { return r.Bracket.Unread })
+	unread := map[seriesKey]bool{}
+	read := make([]splitterv1.SeriesReading, 0, len(l.Readings))
+	for _, r := range l.Readings {
+		if r.Bracket.Unread {
+			unread[seriesKey{r.Color, r.SLO, r.Series}] = true
+			continue
+		}
+		read = append(read, r)
+	}
+	for _, c := range e.State.Checkpoint {
+		if unread[seriesKey{c.Color, c.SLO, c.Series}] {
+			read = append(read, c)
+		}
+	}
 	e.State.Checkpoint, e.State.CheckpointAt = read, &t
 }
 

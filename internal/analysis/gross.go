@@ -52,22 +52,29 @@ import (
 // scraped at all yet is missing (as it is from every reading), which the
 // slack above covers.
 //
-// From a review that tried to break it with its own traffic (issue 18):
-//   - w is the larger of the weights' share and the share of requests a
-//     second the windows show: a route pinned to the candidate, traffic
-//     around the VirtualService, or a standby color without Ready pods
-//     (all the traffic on the live color while the weights say 90%)
-//     tripped 20 of 30 and 40 of 40 healthy releases on w alone.
-//   - The candidate's bad requests are counted without its worst pod: a
+// From two reviews that tried to break it with their own traffic (issue 18):
+//   - When the candidate's share of requests a second in the windows is
+//     well above the weights' (a route pinned to the candidate, traffic
+//     around the VirtualService, a standby color without Ready pods: all
+//     the traffic on the live color while the weights say 90%), there is
+//     no judgement: that traffic's mix of requests need not be the
+//     weighted traffic's (raising w to the share still tripped 200 of 200
+//     when the pinned requests hit an endpoint whose dependency failed on
+//     both colors; on the weights alone, 20 of 30 and 40 of 40).
+//   - The candidate's bad requests are counted without its worst proxy: a
 //     request that crashes a pod, or a clump of retries on one host, is
 //     one pod's burst, not a verdict (a shared 19-request burst on one
-//     candidate pod at 10% tripped with probability about w). A candidate
-//     with one pod is never judged here; the watchdog's tests still are.
+//     candidate pod at 10% tripped with probability about w). A query of
+//     death that retries carry to two or three candidate pods still
+//     trips it, as it trips the watchdog's tests a scrape later.
 //   - Availability SLOs only: Envoy latches its histograms at each stats
 //     flush (5 s), so a histogram sample's timestamp does not say when its
 //     requests happened (3 of 100 shared slow bursts tripped).
-//   - A series the checkpoint holds is never born, whatever its samples
-//     say (a federation that missed it in a scrape; see bornIn).
+//   - A series the checkpoint read with counts is never born, whatever
+//     its samples say, and the checkpoint keeps the reading of a series
+//     the look has only as Unread (a federation that missed a pod for
+//     a few scrapes: its whole counter read as new tripped 200 of 200;
+//     see bornIn and moveCheckpoint).
 // It also trusts that a sample's timestamp is when its counts were read:
 // an aggregator that re-exports proxies' counts late, by a lag that
 // differs per pod, breaks the window argument (10-28% of shared bursts
@@ -187,9 +194,11 @@ func (t *grossTally) add(n, x float64, from, to int64) {
 // grossCounts is what the candidate's and the live color's windows
 // described above hold; ok false when the look gives no such windows.
 func (e Evidence) grossCounts(l Look, slo string) (green, blue grossTally, ok bool) {
+	// Series the checkpoint read with counts existed then (one read as
+	// zero was born after its instant: still born).
 	known := map[seriesKey]bool{}
 	for _, c := range e.State.Checkpoint {
-		known[seriesKey{c.Color, c.SLO, c.Series}] = true
+		known[seriesKey{c.Color, c.SLO, c.Series}] = c.Requests > 0
 	}
 	bs, bt, ok := grossProxies(l.Readings, e.Blue, slo, known)
 	if !ok || len(bs) == 0 {
@@ -264,16 +273,20 @@ func (e Evidence) Gross(l Look) Trip {
 		if !ok || g.rate+b.rate == 0 {
 			continue
 		}
-		// The share the traffic had, if more than the weights say (a
-		// route pinned to the candidate, traffic around the
-		// VirtualService, a standby color without pods).
-		w := max(float64(weight)/100, g.rate/(g.rate+b.rate))
-		if w >= 0.99 {
+		// Traffic the weights did not route (a route pinned to the
+		// candidate, traffic around the VirtualService, a standby color
+		// without pods) voids the argument: its mix of requests need not
+		// be the weighted traffic's. Well above the weights' share (more
+		// than a quarter and two points: the split of thousands of
+		// requests varies by about a point), no judgement.
+		w := float64(weight) / 100
+		if share := g.rate / (g.rate + b.rate); share > min(0.99, 1.25*w+0.02) {
 			continue
 		}
 		m := grossSlack * e.MaxRatio * w / (1 - w)
 		q0 := m / (1 + m)
-		// Without its worst proxy: one pod's burst (a request that
+		// Without its worst proxy (a pod, or a caller's proxy for the
+		// failures that reached no pod): one pod's burst (a request that
 		// crashes it, retries kept on one host) is no verdict.
 		x := g.bad - g.worst
 		k := x + b.bad
