@@ -283,9 +283,9 @@ type SeriesReading struct {
 	Series   string `json:"series"`
 	Requests int64  `json:"requests"`
 	Bad      int64  `json:"bad"`
-	// Bracket is the series' last two samples, for the watchdog's look
-	// that does not depend on when each target was scraped. In memory
-	// only: a look's, never stored.
+	// Bracket is the series' last samples, for the watchdog's looks
+	// that do not depend on when each target was scraped (the bracketed
+	// trip, the gross check). In memory only: a look's, never stored.
 	Bracket Bracket `json:"-"`
 }
 

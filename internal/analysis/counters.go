@@ -80,7 +80,7 @@ type Series struct {
 	// which of the color's revisions it ran. Empty for source series (no
 	// pod was reached) and when the scrape adds no `pod` label.
 	Pod string
-	// Bracket is the series' last two samples (see splitterv1.Bracket).
+	// Bracket is the series' last samples (see splitterv1.Bracket).
 	Bracket splitterv1.Bracket
 }
 
@@ -322,11 +322,11 @@ func ValueAt(samples []model.SamplePair, t model.Time) (float64, bool) {
 // NoSample is a Bracket's PrevAt when the series had no earlier sample.
 const NoSample = math.MinInt64
 
-// BracketOf is a counter's last two samples as a Bracket (and the one
-// before them as its First), with bad equal to the requests when bad is
+// BracketOf is a counter's last two samples as a Bracket (and those
+// before them since its last reset as Earlier), with bad equal to the requests when bad is
 // set (a series of bad responses) and zero otherwise. No bracket (LastAt
 // 0) when the counter fell between the last two (a reset: neither sample
-// bounds the other's time); no First when it fell before them.
+// bounds the other's time).
 func BracketOf(samples []model.SamplePair, bad bool) splitterv1.Bracket {
 	n := len(samples)
 	if n == 0 {
