@@ -109,13 +109,17 @@ func lowTrafficPauses(t *testing.T, tb *testbed.TestBed) {
 	if h := s.Status.History; len(h) > 0 && h[0].Outcome == splitterv1.OutcomePromoted {
 		t.Errorf("promoted without evidence: %+v", h[0])
 	}
-	var events corev1.EventList
-	if err := tb.Client.List(context.Background(), &events, client.InNamespace(ns)); err != nil {
-		t.Fatal(err)
-	}
+	// Events are written after the status, by the recorder's own
+	// goroutine: wait a little for it (CI once listed them too soon).
 	paused := false
-	for _, e := range events.Items {
-		paused = paused || (e.Reason == rollout.ReasonPaused && strings.Contains(e.Message, "no verdict"))
+	for deadline := time.Now().Add(10 * time.Second); !paused && time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
+		var events corev1.EventList
+		if err := tb.Client.List(context.Background(), &events, client.InNamespace(ns)); err != nil {
+			t.Fatal(err)
+		}
+		for _, e := range events.Items {
+			paused = paused || (e.Reason == rollout.ReasonPaused && strings.Contains(e.Message, "no verdict"))
+		}
 	}
 	if !paused {
 		t.Error("no Paused Event with the reason")
