@@ -28,10 +28,10 @@ func (t Timing) CheckpointEvery() time.Duration { return max(30*time.Second, 2*t
 // 0.5% and 0.3% with one sweep a scrape.)
 func PendingLookEvery(t Timing) time.Duration { return max(time.Second, t.scrape()/5) }
 
-// GrossLookEvery is how often the sweep takes the gross check's look
-// (see Evidence.Gross) between its full looks: each scrape's samples are
-// judged within a second of their landing. It reads the counters as
-// often (a handful of queries serve every release at once).
+// GrossLookEvery is the longest the sweep goes, between its full looks,
+// without the gross check's look (see Evidence.Gross; the controller also
+// looks when a scrape is due to have landed). Each look reads the
+// counters (a handful of queries serve every release at once).
 const GrossLookEvery = time.Second
 
 // Look is one reading of a release's counters.

@@ -1,7 +1,6 @@
 package analysis
 
 import (
-	"github.com/prometheus/common/model"
 	"math/rand/v2"
 	"slices"
 	"strconv"
@@ -9,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/common/model"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	splitterv1 "splitter.dev/splitter/api/v1alpha1"

@@ -356,12 +356,16 @@ func (s *source) factors(from, to time.Time, recorded map[splitterv1.Color]float
 }
 
 // estimate is green's recorded share of the requests around (from, to]
-// (a few scrapes: one reading's counts are too few). A share within
+// (a few scrapes: one reading's counts are often too few). A share within
 // sampling error (2.5 standard deviations) of the policy's, over the
-// stretch before the reading, after it, or both, is taken to be the
-// policy's: the recording ran those weights, and a replay of the same
-// weights keeps every request. (Looking on one side only keeps a step
-// change next to the reading from blurring the share.)
+// stretch before the reading, after it, both, or the reading alone, is
+// taken to be the policy's: the recording ran those weights, and a replay
+// of the same weights keeps every request. (Looking on one side only
+// keeps a step change next to the reading from blurring the share; the
+// reading alone serves a recorded step shorter than the stretches, such
+// as a release the controller snapped back within seconds: there the
+// wider stretches hold the traffic before and after it, and the replay
+// thinned the live color to a fifth, too little to judge against.)
 func (s *source) estimate(from, to time.Time, policy float64) (float64, bool) {
 	half := max(5*time.Second, 2*s.rec.Scrape)
 	share := func(lo, hi time.Time) (g, n float64) {
@@ -380,7 +384,7 @@ func (s *source) estimate(from, to time.Time, policy float64) (float64, bool) {
 	}
 	var centred float64
 	ok := false
-	for i, w := range [][2]time.Time{{from.Add(-half), to.Add(half)}, {from.Add(-2 * half), to}, {from, to.Add(2 * half)}} {
+	for i, w := range [][2]time.Time{{from.Add(-half), to.Add(half)}, {from.Add(-2 * half), to}, {from, to.Add(2 * half)}, {from, to}} {
 		g, n := share(w[0], w[1])
 		if n == 0 {
 			continue

@@ -1,6 +1,7 @@
 package backtest
 
 import (
+	"math"
 	"math/rand/v2"
 	"reflect"
 	"testing"
@@ -147,5 +148,39 @@ func TestThinBracket(t *testing.T) {
 	}
 	if got := thinBracket(splitterv1.Bracket{}, [2]int64{50, 3}, 100, 5, 0.5); got.LastAt != 0 {
 		t.Errorf("no samples: %+v, want no bracket", got)
+	}
+}
+
+// A recorded step shorter than estimate's stretches (a release the
+// controller snapped back within seconds): the reading's own share is the
+// policy's, so the replay keeps every request; a reading whose own share
+// is not the policy's is still estimated.
+func TestEstimateShortStep(t *testing.T) {
+	var tl []rawPoint
+	for i := range 45 {
+		green := 0.0
+		switch {
+		case i >= 20 && i < 23:
+			green = 20
+		case i >= 30 && i < 33:
+			green = 5
+		}
+		tl = append(tl, rawPoint{At: t0.Add(time.Duration(i+1) * time.Second), Seconds: 1,
+			Requests: map[string]float64{"app-blue": 100 - green, "app-green": green}})
+	}
+	s := &source{rec: &Recording{Scrape: time.Second}, timeline: tl,
+		deployments: map[string]splitterv1.Color{"app-blue": splitterv1.Blue, "app-green": splitterv1.Green}}
+	for _, c := range []struct {
+		from time.Duration
+		want float64
+	}{
+		{20 * time.Second, 0.2}, // the reading alone: 20 of 100
+		{21 * time.Second, 0.2},
+		{30 * time.Second, 0.05 * 3 / 11}, // 5 of 100: not the policy's; the centred stretch's share
+	} {
+		got, ok := s.estimate(t0.Add(c.from), t0.Add(c.from+time.Second), 0.2)
+		if !ok || math.Abs(got-c.want) > 1e-9 {
+			t.Errorf("estimate over +%s = %g, %v; want %g", c.from, got, ok, c.want)
+		}
 	}
 }

@@ -213,9 +213,10 @@ func (s *driver) run(start func()) Result {
 	}
 	nextSweep := sweepPhase
 	nextWake := time.Duration(0)
-	// The controller's sweep also takes the gross check's look every
-	// analysis.GrossLookEvery; its samples change only when a scrape
-	// lands, so here it looks half that after each of the source's events.
+	// The controller's sweep also takes the gross check's look when a
+	// scrape is due to have landed, and at least every
+	// analysis.GrossLookEvery; samples change only when a scrape lands,
+	// so here it looks half that after each of the source's events.
 	nextGross := never
 	watch := d.WatchDelay
 	if watch <= 0 {

@@ -398,14 +398,25 @@ func lateOnset(times float64, onset time.Duration, n int, seed uint64) (*Tally, 
 	spec.Bad["v2"] = map[string]float64{"availability": baseErrors * times, "latency": baseSlow * times}
 	spec.LateOnset = onset
 	spec.StopAtEnd = true
+	return onsetRuns(spec, n, seed, func(r Result) time.Duration {
+		if r.Promoted < 0 {
+			return -1
+		}
+		return r.Promoted + onset
+	})
+}
+
+// onsetRuns runs n releases of spec and the seconds from each rolled-back
+// one's onset to its rollback (onsetOf: -1 when the release had none).
+func onsetRuns(spec Spec, n int, seed uint64, onsetOf func(Result) time.Duration) (*Tally, []float64) {
 	rng := rand.New(rand.NewPCG(seed, seed+1))
 	tl := &Tally{}
 	var detect []float64
 	for range n {
 		r := newPromSim(spec, rng).run()
 		tl.Add(r)
-		if r.Outcome() == "rolledback" && r.Promoted >= 0 {
-			detect = append(detect, (r.Ended - r.Promoted - onset).Seconds())
+		if at := onsetOf(r); r.Outcome() == "rolledback" && at >= 0 {
+			detect = append(detect, (r.Ended - at).Seconds())
 		}
 	}
 	return tl, detect
@@ -423,16 +434,12 @@ func BenchmarkMonteCarloGrossOnset(b *testing.B) {
 		spec.Bad["v2"] = map[string]float64{"availability": 0.3, "latency": baseSlow}
 		spec.StepOnset = time.Minute
 		spec.StopAtEnd = true
-		rng := rand.New(rand.NewPCG(2718, 2719))
-		tl := &Tally{}
-		var detect []float64
-		for range n {
-			r := newPromSim(spec, rng).run()
-			tl.Add(r)
-			if r.Outcome() == "rolledback" && r.FirstGreen >= 0 {
-				detect = append(detect, (r.Ended - r.FirstGreen - spec.StepOnset).Seconds())
+		tl, detect := onsetRuns(spec, n, 2718, func(r Result) time.Duration {
+			if r.FirstGreen < 0 {
+				return -1
 			}
-		}
+			return r.FirstGreen + spec.StepOnset
+		})
 		line := fmt.Sprintf("gross fault a minute into step 1, scrape %s: %s; from the onset: median %.1f s, p90 %.1f s, worst %.1f s",
 			scrape, tl, Quantile(detect, 0.5), Quantile(detect, 0.9), Quantile(detect, 1))
 		b.Log(line)
