@@ -11,6 +11,9 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
+
+	splitterv1 "splitter.dev/splitter/api/v1alpha1"
+	"splitter.dev/splitter/internal/analysis"
 )
 
 // A pass waits only while the cache holds exactly the version this
@@ -84,5 +87,79 @@ func TestByRevision(t *testing.T) {
 	got := byRevision(items, "web-green", "r2")
 	if !reflect.DeepEqual(got.Own, []string{"web-green-b2"}) || !reflect.DeepEqual(got.Other, []string{"web-green-a1", "web-green-c3"}) {
 		t.Errorf("own %v other %v", got.Own, got.Other)
+	}
+}
+
+// Evidence alone is held in memory until rollout.StatusWriteDue: the
+// passes decide on it, a restart (a new reconciler) and a status someone
+// else wrote fall back to the status as written, and anything else is
+// written at once with the held evidence.
+func TestEvidenceHeldUntilWriteDue(t *testing.T) {
+	scheme := runtime.NewScheme()
+	if err := splitterv1.AddToScheme(scheme); err != nil {
+		t.Fatal(err)
+	}
+	t0 := time.Date(2026, 12, 7, 10, 0, 0, 0, time.UTC)
+	at := func(d time.Duration) *metav1.Time { v := metav1.NewTime(t0.Add(d)); return &v }
+	split := &splitterv1.Split{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "web", UID: "u1"},
+		Status: splitterv1.SplitStatus{Phase: splitterv1.PhaseShifting, Step: 1, Analysis: &splitterv1.AnalysisStatus{CheckpointAt: at(0)}}}
+	c := fake.NewClientBuilder().WithScheme(scheme).WithObjects(split).WithStatusSubresource(split).Build()
+	now := t0
+	r := &SplitReconciler{Client: c, ScrapeInterval: 15 * time.Second, Now: func() time.Time { return now }}
+	ctx := context.Background()
+	read := func() *splitterv1.Split {
+		t.Helper()
+		s := &splitterv1.Split{}
+		if err := c.Get(ctx, client.ObjectKeyFromObject(split), s); err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	checkpointAt := func(st splitterv1.SplitStatus) time.Duration { return st.Analysis.CheckpointAt.Sub(t0) }
+
+	// A checkpoint 30 s on: held, not written.
+	now = t0.Add(30 * time.Second)
+	next := *read().Status.DeepCopy()
+	next.Analysis.CheckpointAt = at(30 * time.Second)
+	if err := r.patchStatus(ctx, read(), next); err != nil {
+		t.Fatal(err)
+	}
+	if got := checkpointAt(read().Status); got != 0 {
+		t.Fatalf("evidence alone written after 30 s (checkpoint at +%s)", got)
+	}
+	if got := checkpointAt(r.heldStatus(read())); got != 30*time.Second {
+		t.Errorf("the pass decides on the checkpoint at +%s, want the held +30s", got)
+	}
+	if got := checkpointAt((&SplitReconciler{}).heldStatus(read())); got != 0 {
+		t.Errorf("after a restart the pass decides on +%s, want the written +0s", got)
+	}
+	other := read()
+	other.Status.Analysis.CheckpointAt = at(time.Second)
+	if got := checkpointAt(r.heldStatus(other)); got != time.Second {
+		t.Errorf("over evidence someone else wrote the pass decides on +%s, want theirs (+1s)", got)
+	}
+
+	// A transition carries the held evidence at once.
+	next = r.heldStatus(read())
+	next.Step = 2
+	if err := r.patchStatus(ctx, read(), next); err != nil {
+		t.Fatal(err)
+	}
+	if s := read(); s.Status.Step != 2 || checkpointAt(s.Status) != 30*time.Second {
+		t.Fatalf("a transition wrote step %d with the checkpoint at +%s, want step 2 at +30s", s.Status.Step, checkpointAt(s.Status))
+	}
+
+	// Evidence alone once the written checkpoint is EvidenceWriteEvery old.
+	every := analysis.Timing{Scrape: r.ScrapeInterval}.EvidenceWriteEvery()
+	for _, d := range []time.Duration{every - time.Second, every + 30*time.Second} {
+		now = t0.Add(d)
+		next = r.heldStatus(read())
+		next.Analysis.CheckpointAt = at(d)
+		if err := r.patchStatus(ctx, read(), next); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := checkpointAt(read().Status); got != every+30*time.Second {
+		t.Errorf("written checkpoint at +%s, want +%s (its evidence was %s old)", got, every+30*time.Second, every)
 	}
 }

@@ -81,6 +81,9 @@ type SplitReconciler struct {
 	// specWrites remembers, per Deployment, the UID and generation this
 	// replica's last spec write replaced (see patchSpec).
 	specWrites sync.Map
+	// held keeps, per Split, evidence newer than its status holds (see
+	// patchStatus and heldStatus).
+	held sync.Map
 }
 
 // +kubebuilder:rbac:groups=splitter.dev,resources=splits,verbs=get;list;watch;create;update;patch;delete
@@ -239,7 +242,7 @@ func (r *SplitReconciler) release(ctx context.Context, split *splitterv1.Split, 
 
 	obs.Hooks = r.hookResults(split)
 
-	d := rollout.Next(plan, split.Status, obs)
+	d := rollout.Next(plan, r.heldStatus(split), obs)
 	d.Status.ObservedGeneration = split.Generation
 	// Kept for a stall: the watchdog judges with the last valid plan and
 	// snaps back through the last resolved Service.
@@ -526,8 +529,21 @@ func (r *SplitReconciler) scale(ctx context.Context, d *appsv1.Deployment, repli
 
 // patchStatus writes the status if it changed, with an optimistic lock: a
 // conflict means someone else wrote first; the next reconcile decides again.
+// split.Status must be the status as written (not heldStatus's). A change
+// of the evidence alone is held in memory instead, until
+// rollout.StatusWriteDue (a checkpoint every 30 s cost most of a release's
+// writes): the next passes and sweeps decide on it (heldStatus), and any
+// other write carries it.
 func (r *SplitReconciler) patchStatus(ctx context.Context, split *splitterv1.Split, status splitterv1.SplitStatus) error {
-	if equality.Semantic.DeepEqual(split.Status, status) {
+	key := client.ObjectKeyFromObject(split)
+	if !rollout.StatusWriteDue(analysis.Timing{Scrape: r.ScrapeInterval}, split.Status, status, r.Now()) {
+		if equality.Semantic.DeepEqual(split.Status.Analysis, status.Analysis) {
+			r.held.Delete(key)
+		} else {
+			r.held.Store(key, heldEvidence{uid: split.UID, written: split.Status.Analysis.DeepCopy(), held: status.Analysis.DeepCopy()})
+		}
+		// split.Status stays as written (it differs from status in the
+		// evidence only): a later write in this pass patches over it.
 		return nil
 	}
 	base := split.DeepCopy()
@@ -535,9 +551,36 @@ func (r *SplitReconciler) patchStatus(ctx context.Context, split *splitterv1.Spl
 	err := r.Client.Status().Patch(ctx, split, client.MergeFromWithOptions(base, client.MergeFromWithOptimisticLock{}))
 	r.Metrics.wroteResult("SplitStatus", err)
 	if err == nil {
-		r.ownWrites.Store(client.ObjectKeyFromObject(split), ownWrite{replaced: base.ResourceVersion, at: r.Now()})
+		r.ownWrites.Store(key, ownWrite{replaced: base.ResourceVersion, at: r.Now()})
+		r.held.Delete(key)
 	}
 	return err
+}
+
+// heldEvidence is evidence a pass decided on but did not write: the
+// evidence as written when it was held, and the newer evidence.
+type heldEvidence struct {
+	uid           types.UID
+	written, held *splitterv1.AnalysisStatus
+}
+
+// heldStatus is the Split's status with the evidence this replica holds
+// for it, if the status still carries the evidence it grew from (a write
+// by anyone since, a new release, another replica's evidence: the status
+// as written). The engine decides on it; patchStatus writes over the
+// status as written.
+func (r *SplitReconciler) heldStatus(split *splitterv1.Split) splitterv1.SplitStatus {
+	st := split.Status
+	v, ok := r.held.Load(client.ObjectKeyFromObject(split))
+	if !ok {
+		return st
+	}
+	h := v.(heldEvidence)
+	if h.uid != split.UID || !equality.Semantic.DeepEqual(h.written, split.Status.Analysis) {
+		return st
+	}
+	st.Analysis = h.held.DeepCopy()
+	return st
 }
 
 // describeChecks is one line of checks: name, verdict and message.
@@ -606,14 +649,14 @@ func (r *SplitReconciler) stalled(ctx context.Context, split *splitterv1.Split, 
 	if res, done, gerr := r.guard(ctx, split, user, plan, err); done || gerr != nil {
 		return res, gerr
 	}
-	return r.markStalled(ctx, split, split.Status, err)
+	return r.markStalled(ctx, split, r.heldStatus(split), err)
 }
 
 // guard runs the engine's safety part for a stalled release: the
 // watchdog, and the snap-back it decides, written through the last
 // resolved Service. done says it acted.
 func (r *SplitReconciler) guard(ctx context.Context, split *splitterv1.Split, user *appsv1.Deployment, plan *policy.Plan, cause error) (ctrl.Result, bool, error) {
-	st := split.Status
+	st := r.heldStatus(split)
 	if !rollout.Guarded(st) {
 		return ctrl.Result{}, false, nil
 	}
@@ -708,6 +751,7 @@ func (r *SplitReconciler) markStalled(ctx context.Context, split *splitterv1.Spl
 // gets its replicas back and must be Ready, routing returns to it, then the
 // color Deployments are deleted. Nothing the user created is deleted.
 func (r *SplitReconciler) finalize(ctx context.Context, split *splitterv1.Split, user *appsv1.Deployment) (ctrl.Result, error) {
+	r.held.Delete(client.ObjectKeyFromObject(split))
 	if !controllerutil.ContainsFinalizer(split, Finalizer) {
 		return ctrl.Result{}, nil
 	}

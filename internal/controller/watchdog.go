@@ -151,7 +151,7 @@ func (w *watchdogSweep) sweep(ctx context.Context, full bool) (landing time.Time
 		if !full {
 			look = rollout.GrossLook
 		}
-		if _, wake := look(plan, s.Status, counters, now); wake {
+		if _, wake := look(plan, w.r.heldStatus(s), counters, now); wake {
 			select {
 			case w.wake <- event.GenericEvent{Object: s.DeepCopy()}:
 			default: // already queued

@@ -157,6 +157,30 @@ func (e *engine) gateResults() []analysis.Result {
 	return e.p.Gate(green, blue, ev.Reference(), e.s.Weight, string(e.s.Candidate), string(e.s.Live))
 }
 
+// StatusWriteDue says whether the controller must write next over the
+// status it last wrote: always when anything but the evidence changed (a
+// transition, a condition, an outbox entry: one write each), and for the
+// evidence alone (checkpoints, a settled step, a trip awaiting its
+// confirming look) once the written checkpoint is older than
+// Timing.EvidenceWriteEvery. In between the controller keeps the newer
+// evidence in memory and decides on it; a restart falls back to the
+// written evidence (see EvidenceWriteEvery for what that costs).
+func StatusWriteDue(t analysis.Timing, written, next splitterv1.SplitStatus, now time.Time) bool {
+	if equality.Semantic.DeepEqual(written, next) {
+		return false
+	}
+	w, n := written, next
+	w.Analysis, n.Analysis = nil, nil
+	if !equality.Semantic.DeepEqual(w, n) {
+		return true
+	}
+	a := written.Analysis
+	if a == nil || next.Analysis == nil || a.CheckpointAt == nil {
+		return true
+	}
+	return now.Sub(a.CheckpointAt.Time) >= t.EvidenceWriteEvery()
+}
+
 // SweepLook runs the watchdog alone on fresh counters: a cheap look for a
 // periodic sweep over every release, which wakes the full reconcile only
 // when it trips (the reconcile then decides with the same evidence) or

@@ -82,6 +82,11 @@ type Result struct {
 	Decisions []Decision
 	// Status is the engine's status when the drive ended.
 	Status splitterv1.SplitStatus
+	// StatusWrites and RouteWrites are the writes the controller would
+	// have sent from the release's start (Drive.ReleaseAt; adopting the
+	// live revision before it is not counted): status writes
+	// (rollout.StatusWriteDue) and weight changes.
+	StatusWrites, RouteWrites int
 }
 
 // Decision is one transition of a driven release.
@@ -124,6 +129,8 @@ type driver struct {
 	res    Result
 	// firstGreenSet: the source reports FirstGreen itself.
 	firstGreenSet bool
+	// written is the status as the controller would have written it.
+	written splitterv1.SplitStatus
 }
 
 func newDriver(d Drive, rng *rand.Rand) *driver {
@@ -165,9 +172,14 @@ func (s *driver) reconcile() time.Duration {
 		prev := s.status
 		d := rollout.Next(s.d.Plan, s.status, o)
 		s.status = d.Status
+		if rollout.StatusWriteDue(s.d.Plan.Timing, s.written, d.Status, o.Now) {
+			s.written = d.Status
+			s.res.StatusWrites++
+		}
 		before := s.w.routed
 		s.w.apply(d.Desired)
 		if s.w.routed != nil && (before == nil || *before != *s.w.routed) {
+			s.res.RouteWrites++
 			s.src.Route(s.elapsed(), *s.w.routed)
 			if !s.firstGreenSet && s.res.FirstGreen < 0 && isRelease(s.status.Phase) && s.w.routed.Of(s.status.Candidate) > 0 {
 				s.res.FirstGreen = s.elapsed()
@@ -238,6 +250,7 @@ loop:
 		case !released && next == d.ReleaseAt:
 			s.w.revision = CandidateRevision
 			released = true
+			s.res.StatusWrites, s.res.RouteWrites = 0, 0
 			nextWake = next
 		case next == nextSrc:
 			s.src.Fire(next)

@@ -522,6 +522,30 @@ func BenchmarkMonteCarloShared(b *testing.B) {
 // a 1 h standby are rolled back (before the onset mixture and the control:
 // 113 and 0 of 400), and a rate both colors share drifting by sd 1.5 rolls
 // no healthy release back (before: 24 of 400).
+// A healthy release of the recommended policy costs at most 20 writes
+// (issue 18): status writes and weight changes here, plus the 2
+// Deployment spec writes BenchmarkWritesPerStep measures for a release on
+// the test bed. Evidence alone is written at most every
+// analysis.Timing.EvidenceWriteEvery; written at every checkpoint, as
+// before, the same release cost 46-49 status writes.
+func TestWritesPerRelease(t *testing.T) {
+	for _, scrape := range []time.Duration{15 * time.Second, time.Minute} {
+		spec := mcSpec(mcScenarios[0], scrape, 10*time.Minute)
+		spec.StopAtEnd = true
+		for seed := range uint64(5) {
+			r := Run(spec, rand.New(rand.NewPCG(seed, 1)))
+			const deployments = 2
+			if r.Outcome() != "promoted" {
+				t.Fatalf("%s scrapes, seed %d: %s, want promoted", scrape, seed, r.Outcome())
+			}
+			if n := r.StatusWrites + r.RouteWrites + deployments; n > 20 {
+				t.Errorf("%s scrapes, seed %d: %d writes (%d status, %d weights, %d Deployments), want 20 or fewer",
+					scrape, seed, n, r.StatusWrites, r.RouteWrites, deployments)
+			}
+		}
+	}
+}
+
 func TestLateRegressionsAndDriftInStandby(t *testing.T) {
 	if testing.Short() {
 		t.Skip("Monte-Carlo")

@@ -240,6 +240,44 @@ func BenchmarkWritesPerStep(b *testing.B) {
 	}
 }
 
+// BenchmarkWritesPerSLORelease is BenchmarkWritesPerStep for a release
+// of the recommended SLO shape (steps 20/50/100, 10% standby control),
+// shortened to 1-minute steps and a 6-minute standby: what the API
+// server received for the whole release, from its audit log. Evidence
+// alone waits for a transition or analysis.Timing.EvidenceWriteEvery.
+func BenchmarkWritesPerSLORelease(b *testing.B) {
+	tb := testbed.Shared(b)
+	ns := tb.Namespace(b, "bench-slo-writes")
+	pol := sloPolicy(ns, []int32{20, 50, 100}, time.Minute)
+	pol.Spec.Standby = &metav1.Duration{Duration: 6 * time.Minute}
+	pol.Spec.StandbyWeight = 10
+	pol.Spec.SLOs = append(pol.Spec.SLOs, splitterv1.SLO{Name: "latency", Objective: "99", Threshold: &metav1.Duration{Duration: 250 * time.Millisecond}})
+	tb.Create(b, pol)
+	ctrl := startSplitterAs(b, tb, ns, tb.ControllerKubeconfig)
+	optedIn(b, tb, ns, "slo")
+	waitPhase(b, tb, ns, splitterv1.PhaseIdle, 3*time.Minute, readyCondition)
+	time.Sleep(2 * time.Second)
+	before, kb := ctrl.writes(b)
+	since := time.Now()
+	release(b, tb, ns, "example.com/app:2", nil)
+	waitPhase(b, tb, ns, splitterv1.PhasePromoting, 10*time.Minute, nil)
+	s := waitPhase(b, tb, ns, splitterv1.PhaseIdle, 10*time.Minute, readyCondition)
+	if h := s.Status.History; len(h) == 0 || h[0].Outcome != splitterv1.OutcomePromoted {
+		b.Fatalf("the release was not promoted: %+v", h)
+	}
+	time.Sleep(2 * time.Second)
+	after, ka := ctrl.writes(b)
+	b.ReportMetric(after-before, "writes/release")
+	b.ReportMetric(ka["SplitStatus/ok"]-kb["SplitStatus/ok"], "status-writes/release")
+	b.ReportMetric(ka["VirtualService/ok"]-kb["VirtualService/ok"], "vs-writes/release")
+	b.ReportMetric(ka["Deployment/ok"]-kb["Deployment/ok"], "deployment-writes/release")
+	if received, err := tb.AuditWrites(since, testbed.ControllerUser); err != nil {
+		b.Logf("no audit figures: %v", err)
+	} else {
+		reportAudit(b, received, 3)
+	}
+}
+
 // BenchmarkController100 opts 100 workloads in (3 replicas each) and
 // reports the controller's resident memory once all are Idle; then it
 // releases all 100 under an SLO policy (long steps, so all stay Shifting

@@ -92,16 +92,19 @@ func optedInUnder(t *testing.T, tb *testbed.TestBed, prefix string, pol func(ns 
 	return ns
 }
 
-// waitStepEvidence waits until step 1's evidence has begun (its weights
-// confirmed and settled).
+// waitStepEvidence waits until step 1's evidence has begun: its weights
+// confirmed, then settled (two scrapes; the controller holds the settled
+// evidence in memory and writes it with the next transition, see
+// rollout.StatusWriteDue, so the status does not show it yet).
 func waitStepEvidence(t *testing.T, tb *testbed.TestBed, ns string) {
 	t.Helper()
 	waitPhase(t, tb, ns, splitterv1.PhaseShifting, 2*time.Minute, func(s *splitterv1.Split) error {
-		if s.Status.Analysis == nil || s.Status.Analysis.BaselineAt == nil {
-			return fmt.Errorf("step 1's evidence has not begun")
+		if s.Status.Step < 1 || s.Status.StepStartedAt == nil || !meta.IsStatusConditionTrue(s.Status.Conditions, rollout.ConditionWeightsApplied) {
+			return fmt.Errorf("step 1's weights are not confirmed")
 		}
 		return nil
 	})
+	time.Sleep(2*tb.ScrapeInterval() + time.Second)
 }
 
 func checkOf(s *splitterv1.Split, name string) *splitterv1.CheckResult {
