@@ -25,9 +25,11 @@ func (t Timing) CheckpointEvery() time.Duration { return max(30*time.Second, 2*t
 // since the written checkpoint as one chunk (a coarser sequence of the
 // same test, which keeps its bound; a late regression's onset is then
 // placed at that checkpoint, which can delay its detection by up to that
-// stretch); and the requests of pods new since then, up to the restart
+// stretch); and the requests, up to the restart, of pods new since then
 // (Growth counts a series of a proxy the checkpoint does not know from
-// its first reading). Issue 18 asked for 20 API writes or fewer a release with an
+// its first reading), of pods gone since, and of proxies restarted since
+// before their reset. The first checkpoint past the candidate's warmup is
+// written at once (see rollout.StatusWriteDue). Issue 18 asked for 20 API writes or fewer a release with an
 // SLO policy; a status write every checkpoint cost 33 of the recommended
 // policy's 51.
 func (t Timing) EvidenceWriteEvery() time.Duration {

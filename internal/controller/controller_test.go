@@ -1138,6 +1138,12 @@ func TestInvalidPolicy(t *testing.T) {
 // the candidate, green, has 20%. It returns the policy.
 func sloReleaseAt20(t *testing.T, e *env, ns string) *splitterv1.SplitPolicy {
 	t.Helper()
+	return sloReleaseAt20With(t, e, ns, nil)
+}
+
+// sloReleaseAt20With is sloReleaseAt20 with the policy changed first.
+func sloReleaseAt20With(t *testing.T, e *env, ns string, change func(*splitterv1.SplitPolicySpec)) *splitterv1.SplitPolicy {
+	t.Helper()
 	ctx := context.Background()
 	pol := &splitterv1.SplitPolicy{
 		ObjectMeta: metav1.ObjectMeta{Name: "standard", Namespace: ns},
@@ -1146,6 +1152,9 @@ func sloReleaseAt20(t *testing.T, e *env, ns string) *splitterv1.SplitPolicy {
 			StepDuration: &metav1.Duration{Duration: 10 * time.Minute},
 			SLOs:         []splitterv1.SLO{{Name: "availability", Objective: "99.5"}},
 		},
+	}
+	if change != nil {
+		change(&pol.Spec)
 	}
 	create(t, e, pol)
 	create(t, e, service(ns))
@@ -1167,6 +1176,30 @@ func sloReleaseAt20(t *testing.T, e *env, ns string) *splitterv1.SplitPolicy {
 	waitPhase(t, e, ns, splitterv1.PhaseShifting)
 	waitWeights(t, e, ns, rollout.Weights{Blue: 80, Green: 20})
 	return pol
+}
+
+// A policy with SLOs and checks: a step's checks run when its hold ends,
+// counted from when its evidence settled, which the controller holds in
+// memory until the next transition (patchStatus). A pass that asked
+// whether the checks were due on the status as written never ran them
+// (that status has not settled), while the engine waited for their
+// verdicts: the step held until the evidence was written 5 minutes on.
+func TestChecksRunWhenTheSettledHoldEnds(t *testing.T) {
+	e := setup(t)
+	t.Parallel()
+	bound := "0.5"
+	ns := newNamespace(t, e)
+	e.checks.script(ns, splitterv1.VerdictPass)
+	sloReleaseAt20With(t, e, ns, func(p *splitterv1.SplitPolicySpec) {
+		p.StepDuration = &metav1.Duration{Duration: 5 * time.Second}
+		p.Checks = []splitterv1.Check{{Name: "errors", Query: `sum(rate(errors_total{namespace="{{ .Namespace }}"}[{{ .Window }}]))`, Max: &bound}}
+	})
+	waitFor(t, "the step's checks to run", func() error {
+		if n := len(e.checks.callsIn(ns)); n == 0 {
+			return fmt.Errorf("no check run yet (phase %s, step %d)", splitOf(t, e, ns).Status.Phase, splitOf(t, e, ns).Status.Step)
+		}
+		return nil
+	})
 }
 
 // Finding 8: a stall during a release (here the policy made invalid

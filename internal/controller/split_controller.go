@@ -126,6 +126,7 @@ func (r *SplitReconciler) reconcile(ctx context.Context, req ctrl.Request) (ctrl
 
 	split := &splitterv1.Split{}
 	if err := r.Client.Get(ctx, req.NamespacedName, split); apierrors.IsNotFound(err) {
+		r.held.Delete(req.NamespacedName) // finalized elsewhere, or its finalizer removed
 		if !optedIn {
 			return ctrl.Result{}, nil
 		}
@@ -221,7 +222,13 @@ func (r *SplitReconciler) release(ctx context.Context, split *splitterv1.Split, 
 	if err != nil {
 		return r.stalled(ctx, split, user, plan, err)
 	}
-	if rollout.ChecksDue(plan, split.Status, now) && len(plan.Checks) > 0 {
+	// The pass decides on the evidence this replica holds (see
+	// patchStatus): when a step's checks are due depends on when its
+	// evidence settled, which may not be written yet (the engine would
+	// wait for verdicts the pass, reading the written status, never
+	// asked for). split.Status stays the status as written.
+	st := r.heldStatus(split)
+	if rollout.ChecksDue(plan, st, now) && len(plan.Checks) > 0 {
 		vars := analysis.Vars{
 			Namespace: split.Namespace, Workload: user.Name, Service: svc, Window: plan.Window(),
 			Candidate: ColorName(user.Name, split.Status.Candidate), Live: ColorName(user.Name, split.Status.Live),
@@ -236,13 +243,13 @@ func (r *SplitReconciler) release(ctx context.Context, split *splitterv1.Split, 
 		}
 	}
 
-	if _, _, watched := rollout.Watched(split.Status); watched && len(plan.SLOs) > 0 {
+	if _, _, watched := rollout.Watched(st); watched && len(plan.SLOs) > 0 {
 		r.readCounters(ctx, plan, split, user, &obs)
 	}
 
 	obs.Hooks = r.hookResults(split)
 
-	d := rollout.Next(plan, r.heldStatus(split), obs)
+	d := rollout.Next(plan, st, obs)
 	d.Status.ObservedGeneration = split.Generation
 	// Kept for a stall: the watchdog judges with the last valid plan and
 	// snaps back through the last resolved Service.

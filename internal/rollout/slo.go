@@ -174,8 +174,14 @@ func StatusWriteDue(t analysis.Timing, written, next splitterv1.SplitStatus, now
 	if !equality.Semantic.DeepEqual(w, n) {
 		return true
 	}
-	a := written.Analysis
-	if a == nil || next.Analysis == nil || a.CheckpointAt == nil {
+	a, b := written.Analysis, next.Analysis
+	if a == nil || b == nil || a.CheckpointAt == nil {
+		return true
+	}
+	if w := b.WarmupUntil; w != nil && b.CheckpointAt != nil && !a.CheckpointAt.After(w.Time) && b.CheckpointAt.After(w.Time) {
+		// The first checkpoint past the candidate's warmup: a restart
+		// would otherwise judge the growth since the written checkpoint,
+		// warmup and after, as warmup's (the lenient bound alone).
 		return true
 	}
 	return now.Sub(a.CheckpointAt.Time) >= t.EvidenceWriteEvery()

@@ -185,3 +185,45 @@ func TestStepOnEvidenceLooksEveryStepDuration(t *testing.T) {
 		t.Error("fixed steps: want the look at the hold's start + 4 stepDurations")
 	}
 }
+
+// StatusWriteDue: any change but the evidence is written at once; the
+// evidence alone once the written checkpoint is EvidenceWriteEvery old,
+// or at the first checkpoint past the candidate's warmup.
+func TestStatusWriteDue(t *testing.T) {
+	t0 := time.Date(2026, 12, 7, 10, 0, 0, 0, time.UTC)
+	timing := analysis.Timing{Scrape: 15 * time.Second}
+	every := timing.EvidenceWriteEvery()
+	at := func(d time.Duration) *metav1.Time { v := metav1.NewTime(t0.Add(d)); return &v }
+	status := func(checkpoint time.Duration, change func(*splitterv1.SplitStatus)) splitterv1.SplitStatus {
+		s := splitterv1.SplitStatus{Phase: splitterv1.PhaseShifting, Step: 1, Weight: 20,
+			Analysis: &splitterv1.AnalysisStatus{CheckpointAt: at(checkpoint)}}
+		if change != nil {
+			change(&s)
+		}
+		return s
+	}
+	warmup := func(s *splitterv1.SplitStatus) { s.Analysis.WarmupUntil = at(time.Minute) }
+	for _, c := range []struct {
+		name          string
+		written, next splitterv1.SplitStatus
+		now           time.Duration
+		want          bool
+	}{
+		{"nothing changed", status(0, nil), status(0, nil), every, false},
+		{"a checkpoint 30 s on", status(0, nil), status(30*time.Second, nil), 30 * time.Second, false},
+		{"a checkpoint just before the written one is EvidenceWriteEvery old", status(0, nil), status(every-time.Second, nil), every - time.Second, false},
+		{"a checkpoint once it is", status(0, nil), status(every, nil), every, true},
+		{"a transition", status(0, nil), status(30*time.Second, func(s *splitterv1.SplitStatus) { s.Step, s.Weight = 2, 100 }), 30 * time.Second, true},
+		{"a condition", status(0, nil), status(0, func(s *splitterv1.SplitStatus) {
+			s.Conditions = []metav1.Condition{{Type: ConditionReady, Status: metav1.ConditionFalse}}
+		}), time.Second, true},
+		{"evidence begins", status(0, func(s *splitterv1.SplitStatus) { s.Analysis = nil }), status(0, nil), 0, true},
+		{"within the warmup", status(0, warmup), status(30*time.Second, warmup), 30 * time.Second, false},
+		{"the first checkpoint past the warmup", status(30*time.Second, warmup), status(90*time.Second, warmup), 90 * time.Second, true},
+		{"after the warmup", status(90*time.Second, warmup), status(120*time.Second, warmup), 120 * time.Second, false},
+	} {
+		if got := StatusWriteDue(timing, c.written, c.next, t0.Add(c.now)); got != c.want {
+			t.Errorf("%s: StatusWriteDue = %v, want %v", c.name, got, c.want)
+		}
+	}
+}
