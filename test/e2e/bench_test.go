@@ -216,28 +216,41 @@ func BenchmarkWritesPerStep(b *testing.B) {
 	pol := fastPolicy(ns, "fast", []int32{10, 25, 50, 100})
 	pol.Spec.StepDuration = &metav1.Duration{Duration: 5 * time.Second}
 	pol.Spec.Standby = &metav1.Duration{Duration: 5 * time.Second}
+	_, kb, ka := releaseWrites(b, tb, pol, 3*time.Minute, 4)
+	b.ReportMetric((ka["VirtualService/ok"]-kb["VirtualService/ok"])/4, "vs-writes/step")
+	b.ReportMetric(ka["VirtualService/conflict"]-kb["VirtualService/conflict"], "vs-conflicts/release")
+	b.ReportMetric((ka["SplitStatus/ok"]-kb["SplitStatus/ok"])/4, "status-writes/step")
+	b.ReportMetric(ka["Deployment/ok"]-kb["Deployment/ok"], "deployment-writes/release")
+}
+
+// releaseWrites opts the app in under pol with a controller of its own,
+// releases a new image once it is Idle, and waits (each phase up to
+// within) until the release is promoted and Idle again. It reports the
+// controller's writes (writes/release) and what the API server received
+// from it (reportAudit, per step of steps), and returns the Split and the
+// controller's write counters before and after the release.
+func releaseWrites(b *testing.B, tb *testbed.TestBed, pol *splitterv1.SplitPolicy, within time.Duration, steps int) (*splitterv1.Split, map[string]float64, map[string]float64) {
+	b.Helper()
+	ns := pol.Namespace
 	tb.Create(b, pol)
 	ctrl := startSplitterAs(b, tb, ns, tb.ControllerKubeconfig)
-	optedIn(b, tb, ns, "fast")
+	optedIn(b, tb, ns, pol.Name)
 	waitPhase(b, tb, ns, splitterv1.PhaseIdle, 3*time.Minute, readyCondition)
 	time.Sleep(2 * time.Second)
 	before, kb := ctrl.writes(b)
 	since := time.Now()
 	release(b, tb, ns, "example.com/app:2", nil)
-	waitPhase(b, tb, ns, splitterv1.PhasePromoting, 3*time.Minute, nil)
-	waitPhase(b, tb, ns, splitterv1.PhaseIdle, 3*time.Minute, readyCondition)
+	waitPhase(b, tb, ns, splitterv1.PhasePromoting, within, nil)
+	s := waitPhase(b, tb, ns, splitterv1.PhaseIdle, within, readyCondition)
 	time.Sleep(2 * time.Second)
 	after, ka := ctrl.writes(b)
 	b.ReportMetric(after-before, "writes/release")
-	b.ReportMetric((ka["VirtualService/ok"]-kb["VirtualService/ok"])/4, "vs-writes/step")
-	b.ReportMetric(ka["VirtualService/conflict"]-kb["VirtualService/conflict"], "vs-conflicts/release")
-	b.ReportMetric((ka["SplitStatus/ok"]-kb["SplitStatus/ok"])/4, "status-writes/step")
-	b.ReportMetric(ka["Deployment/ok"]-kb["Deployment/ok"], "deployment-writes/release")
 	if received, err := tb.AuditWrites(since, testbed.ControllerUser); err != nil {
 		b.Logf("no audit figures: %v", err)
 	} else {
-		reportAudit(b, received, 4)
+		reportAudit(b, received, steps)
 	}
+	return s, kb, ka
 }
 
 // BenchmarkWritesPerSLORelease is BenchmarkWritesPerStep for a release
@@ -252,30 +265,13 @@ func BenchmarkWritesPerSLORelease(b *testing.B) {
 	pol.Spec.Standby = &metav1.Duration{Duration: 6 * time.Minute}
 	pol.Spec.StandbyWeight = 10
 	pol.Spec.SLOs = append(pol.Spec.SLOs, splitterv1.SLO{Name: "latency", Objective: "99", Threshold: &metav1.Duration{Duration: 250 * time.Millisecond}})
-	tb.Create(b, pol)
-	ctrl := startSplitterAs(b, tb, ns, tb.ControllerKubeconfig)
-	optedIn(b, tb, ns, "slo")
-	waitPhase(b, tb, ns, splitterv1.PhaseIdle, 3*time.Minute, readyCondition)
-	time.Sleep(2 * time.Second)
-	before, kb := ctrl.writes(b)
-	since := time.Now()
-	release(b, tb, ns, "example.com/app:2", nil)
-	waitPhase(b, tb, ns, splitterv1.PhasePromoting, 10*time.Minute, nil)
-	s := waitPhase(b, tb, ns, splitterv1.PhaseIdle, 10*time.Minute, readyCondition)
+	s, kb, ka := releaseWrites(b, tb, pol, 10*time.Minute, 3)
 	if h := s.Status.History; len(h) == 0 || h[0].Outcome != splitterv1.OutcomePromoted {
 		b.Fatalf("the release was not promoted: %+v", h)
 	}
-	time.Sleep(2 * time.Second)
-	after, ka := ctrl.writes(b)
-	b.ReportMetric(after-before, "writes/release")
 	b.ReportMetric(ka["SplitStatus/ok"]-kb["SplitStatus/ok"], "status-writes/release")
 	b.ReportMetric(ka["VirtualService/ok"]-kb["VirtualService/ok"], "vs-writes/release")
 	b.ReportMetric(ka["Deployment/ok"]-kb["Deployment/ok"], "deployment-writes/release")
-	if received, err := tb.AuditWrites(since, testbed.ControllerUser); err != nil {
-		b.Logf("no audit figures: %v", err)
-	} else {
-		reportAudit(b, received, 3)
-	}
 }
 
 // BenchmarkController100 opts 100 workloads in (3 replicas each) and

@@ -111,17 +111,16 @@ func lowTrafficPauses(t *testing.T, tb *testbed.TestBed) {
 	}
 	// Events are written after the status, by the recorder's own
 	// goroutine: wait a little for it (CI once listed them too soon).
-	paused := false
-	for deadline := time.Now().Add(10 * time.Second); !paused && time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
+	testbed.Eventually(t, 10*time.Second, 200*time.Millisecond, "a Paused Event with the reason", func(ctx context.Context) error {
 		var events corev1.EventList
-		if err := tb.Client.List(context.Background(), &events, client.InNamespace(ns)); err != nil {
-			t.Fatal(err)
+		if err := tb.Client.List(ctx, &events, client.InNamespace(ns)); err != nil {
+			return err
 		}
 		for _, e := range events.Items {
-			paused = paused || (e.Reason == rollout.ReasonPaused && strings.Contains(e.Message, "no verdict"))
+			if e.Reason == rollout.ReasonPaused && strings.Contains(e.Message, "no verdict") {
+				return nil
+			}
 		}
-	}
-	if !paused {
-		t.Error("no Paused Event with the reason")
-	}
+		return fmt.Errorf("none among %d Events", len(events.Items))
+	})
 }
